@@ -1,0 +1,48 @@
+// Device registry from the command line. Works while the gateway runs (SQLite WAL).
+//   npm run devices -- add <id> | list | disable <id> | enable <id> | rotate <id>  [--config file | --data-dir dir]
+import { parseArgs } from 'node:util'
+import { loadConfig } from './config.ts'
+import { openDb } from './db.ts'
+import { DeviceRegistry } from './device-registry.ts'
+import { GatewayError } from './errors.ts'
+
+const USAGE = 'usage: devices <add|list|disable|enable|rotate> [deviceId] [--config file] [--data-dir dir] [--json]'
+
+function main (): number {
+  const { values, positionals } = parseArgs({ allowPositionals: true, options: { config: { type: 'string' }, 'data-dir': { type: 'string' }, json: { type: 'boolean' } } })
+  const [cmd, id] = positionals
+  const dataDir = values['data-dir'] ?? loadConfig({ file: values.config, env: process.env }).dataDir
+  const db = openDb(dataDir)
+  const registry = new DeviceRegistry(db)
+  const needId = (): string => { if (!id) throw new GatewayError('GW_ERR_DEVICE_ID', `${cmd} needs a device id`); return id }
+  try {
+    switch (cmd) {
+      case 'add':
+      case 'rotate': {
+        const deviceId = needId()
+        const secret = cmd === 'add' ? registry.add(deviceId) : registry.rotate(deviceId)
+        if (values.json) console.log(JSON.stringify({ deviceId, secret }))
+        else console.log(`device ${deviceId}: secret ${secret}\n(shown once; connect with username=${deviceId} password=<secret>)`)
+        return 0
+      }
+      case 'list':
+        for (const d of registry.list()) console.log(values.json ? JSON.stringify(d) : `${d.deviceId}\t${d.disabled ? 'disabled' : 'enabled'}\tcreated ${new Date(d.createdTs).toISOString()}`)
+        return 0
+      case 'disable':
+      case 'enable':
+        registry.setDisabled(needId(), cmd === 'disable')
+        console.log(`device ${id} ${cmd}d (takes effect at its next connect)`)
+        return 0
+      default:
+        console.error(USAGE)
+        return 2
+    }
+  } catch (err) {
+    if (err instanceof GatewayError) { console.error(`${err.code}: ${err.message}`); return 1 }
+    throw err
+  } finally {
+    db.close()
+  }
+}
+
+process.exitCode = main()

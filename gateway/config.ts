@@ -1,0 +1,135 @@
+// Gateway configuration: one schema, read from a file (YAML or JSON), then the environment
+// (GW_SECTION__KEY=value), then flags (--set section.key=value), validated once at start.
+// Every default is set here, beside its key, and documented in README.md.
+import { readFileSync } from 'node:fs'
+import { hostname } from 'node:os'
+import { parse as parseYaml } from 'yaml'
+import { z } from 'zod'
+import { GatewayError } from './errors.ts'
+
+const port = z.number().int().min(0).max(65535)
+
+const tlsSchema = z.object({
+  port: port.default(8883),
+  certFile: z.string(),
+  keyFile: z.string(),
+  /** CA for client certificates; with requireClientCert the certificate's CN names the device. */
+  caFile: z.string().optional(),
+  requireClientCert: z.boolean().default(false),
+}).strict()
+
+export const configSchema = z.object({
+  /** Identity of this gateway in the cloud; subjects are namespaced by it. */
+  gatewayId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 characters of [A-Za-z0-9_-]').default(hostname().replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 64) || 'gateway'),
+  /** Where the outbox and device registry live (gateway.db). */
+  dataDir: z.string().default('.data/gateway'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** When set, the bound ports are written here as JSON once listening (used by tests and tools). */
+  portsFile: z.string().optional(),
+  mqtt: z.object({
+    host: z.string().default('0.0.0.0'),
+    port: port.default(1883),
+    /** MQTT over WebSocket; null turns it off. */
+    wsPort: port.nullable().default(8083),
+    tls: tlsSchema.nullable().default(null),
+    maxConnections: z.number().int().positive().default(20000),
+    /** Largest MQTT packet accepted; a larger one closes the connection before it is buffered. */
+    maxPacketBytes: z.number().int().min(64).default(64 * 1024),
+    /** Largest telemetry payload accepted; a larger one is quarantined with reason payload_too_large. */
+    maxPayloadBytes: z.number().int().min(16).default(16 * 1024),
+    /** Per-device publish rate: sustained events/s and burst. Above it a device is throttled. */
+    ratePerDevice: z.number().positive().default(1000),
+    burstPerDevice: z.number().int().positive().default(2000),
+    /** A device needing more than this much throttling delay is disconnected instead. */
+    maxThrottleMs: z.number().int().min(0).default(5000),
+    /** Devices without credentials: the MQTT client id is taken as the device id. Off by default. */
+    allowAnonymous: z.boolean().default(false),
+  }).strict().prefault({}),
+  outbox: z.object({
+    /** full: fsync on every commit, survives power loss. normal: faster, a power cut may lose the last commits (never corrupts). */
+    durability: z.enum(['full', 'normal']).default('full'),
+    /** Disk budget for buffered events (event bytes + per-row overhead). */
+    budgetBytes: z.number().int().positive().default(1024 * 1024 * 1024),
+    /** shed-oldest: drop the oldest routine telemetry (counted, gap recorded). reject-new: refuse new telemetry. */
+    overflow: z.enum(['shed-oldest', 'reject-new']).default('shed-oldest'),
+    /** Most events in one commit group. */
+    maxGroupEvents: z.number().int().positive().default(4000),
+    /** Bound of the in-memory queue waiting for a commit; beyond it publishes are refused. */
+    maxPendingEvents: z.number().int().positive().default(100000),
+    /** Dead-letter rows kept (oldest dropped first) and bytes of payload copied into each. */
+    deadLetterRows: z.number().int().positive().default(10000),
+    deadLetterPayloadBytes: z.number().int().min(0).default(256),
+  }).strict().prefault({}),
+  http: z.object({
+    host: z.string().default('0.0.0.0'),
+    /** Prometheus metrics (/metrics), /healthz and /readyz; null turns it off. */
+    port: port.nullable().default(9464),
+  }).strict().prefault({}),
+  /** How long SIGTERM may take to flush and close before the process exits anyway. */
+  shutdownTimeoutMs: z.number().int().positive().default(10000),
+}).strict()
+
+export type GatewayConfig = z.infer<typeof configSchema>
+export type GatewayConfigInput = z.input<typeof configSchema>
+
+/** Validates a config object; the error names the bad key and why. */
+export function parseConfig (input: unknown): GatewayConfig {
+  const result = configSchema.safeParse(input)
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+    throw new GatewayError('GW_ERR_CONFIG', `invalid gateway config: ${lines.join('; ')}`)
+  }
+  return result.data
+}
+
+/** Reads file, environment and --set flags (in that order of precedence, last wins) and validates. */
+export function loadConfig (opts: { file?: string, env?: NodeJS.ProcessEnv, sets?: string[] }): GatewayConfig {
+  let base: Record<string, unknown> = {}
+  if (opts.file) {
+    let text: string
+    try {
+      text = readFileSync(opts.file, 'utf8')
+    } catch (err) {
+      throw new GatewayError('GW_ERR_CONFIG', `cannot read config file ${opts.file}: ${(err as Error).message}`, { cause: err })
+    }
+    try {
+      base = (parseYaml(text) ?? {}) as Record<string, unknown>
+    } catch (err) {
+      throw new GatewayError('GW_ERR_CONFIG', `config file ${opts.file} is not valid YAML/JSON: ${(err as Error).message}`, { cause: err })
+    }
+  }
+  for (const [key, value] of Object.entries(opts.env ?? {})) {
+    if (!key.startsWith('GW_') || value === undefined) continue
+    const path = key.slice(3).split('__').map(envKeyToCamel)
+    setPath(base, path, parseScalar(value))
+  }
+  for (const set of opts.sets ?? []) {
+    const eq = set.indexOf('=')
+    if (eq <= 0) throw new GatewayError('GW_ERR_CONFIG', `--set expects key=value, got "${set}"`)
+    setPath(base, set.slice(0, eq).split('.'), parseScalar(set.slice(eq + 1)))
+  }
+  return parseConfig(base)
+}
+
+// GW_OUTBOX__BUDGET_BYTES -> outbox.budgetBytes
+function envKeyToCamel (s: string): string {
+  return s.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
+}
+
+// Values from env/flags are strings; numbers, booleans and null are recognised so the schema can check them.
+function parseScalar (v: string): unknown {
+  if (v === 'true') return true
+  if (v === 'false') return false
+  if (v === 'null') return null
+  if (v.trim() !== '' && !Number.isNaN(Number(v))) return Number(v)
+  return v
+}
+
+function setPath (obj: Record<string, unknown>, path: string[], value: unknown): void {
+  let cur = obj
+  for (const key of path.slice(0, -1)) {
+    if (typeof cur[key] !== 'object' || cur[key] === null) cur[key] = {}
+    cur = cur[key] as Record<string, unknown>
+  }
+  cur[path[path.length - 1]] = value
+}

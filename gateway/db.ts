@@ -1,0 +1,79 @@
+// Opens the gateway's SQLite database (outbox, sequence counters, dead letters, gaps, device registry)
+// and brings its schema up to date. One file: gateway.db in the data directory, WAL mode.
+import Database from 'better-sqlite3'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+
+export type Db = Database.Database
+
+export const SCHEMA_VERSION = 1
+
+/** Opens (creating if needed) gateway.db under dataDir. durability 'full' fsyncs every commit. */
+export function openDb (dataDir: string, durability: 'full' | 'normal' = 'full'): Db {
+  mkdirSync(dataDir, { recursive: true })
+  const db = new Database(join(dataDir, 'gateway.db'))
+  db.pragma('journal_mode = WAL')
+  // FULL syncs the WAL on every commit (power-loss safe); NORMAL syncs only at checkpoints.
+  db.pragma(`synchronous = ${durability === 'full' ? 'FULL' : 'NORMAL'}`)
+  db.pragma('busy_timeout = 5000')
+  migrate(db)
+  return db
+}
+
+function migrate (db: Db): void {
+  const version = db.pragma('user_version', { simple: true }) as number
+  if (version >= SCHEMA_VERSION) return
+  db.exec(`
+    -- Every accepted event, in ingest order (id). lane 0 = priority (alerts, decisions, command
+    -- results), lane 1 = routine telemetry. body = iot.v1.TelemetryEvent without gateway_id.
+    CREATE TABLE IF NOT EXISTS events (
+      id INTEGER PRIMARY KEY,
+      lane INTEGER NOT NULL,
+      body BLOB NOT NULL
+    );
+    -- Last sequence number handed out per device; written in the same transaction as the events.
+    CREATE TABLE IF NOT EXISTS device_seq (
+      device_id TEXT PRIMARY KEY,
+      last_seq INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    -- Running totals so that start-up never scans the events table.
+    CREATE TABLE IF NOT EXISTS outbox_state (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      events INTEGER NOT NULL,
+      bytes INTEGER NOT NULL,
+      shed_events INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO outbox_state (id, events, bytes, shed_events) VALUES (1, 0, 0, 0);
+    -- Ranges of sequence numbers that will never be sent (shed over budget), to be reported to the cloud.
+    CREATE TABLE IF NOT EXISTS gaps (
+      id INTEGER PRIMARY KEY,
+      device_id TEXT NOT NULL,
+      from_seq INTEGER NOT NULL,
+      to_seq INTEGER NOT NULL,
+      count INTEGER NOT NULL,
+      reason TEXT NOT NULL,
+      ts INTEGER NOT NULL
+    );
+    -- Quarantined input: why, from whom, and a bounded copy of the payload.
+    CREATE TABLE IF NOT EXISTS dead_letters (
+      id INTEGER PRIMARY KEY,
+      ts INTEGER NOT NULL,
+      device_id TEXT,
+      topic TEXT NOT NULL,
+      reason TEXT NOT NULL,
+      detail TEXT NOT NULL,
+      payload_bytes INTEGER NOT NULL,
+      payload BLOB NOT NULL
+    );
+    -- Device registry: secrets are stored only as salted SHA-256 hashes.
+    CREATE TABLE IF NOT EXISTS devices (
+      device_id TEXT PRIMARY KEY,
+      salt BLOB NOT NULL,
+      hash BLOB NOT NULL,
+      disabled INTEGER NOT NULL DEFAULT 0,
+      created_ts INTEGER NOT NULL,
+      rotated_ts INTEGER NOT NULL
+    ) WITHOUT ROWID;
+  `)
+  db.pragma(`user_version = ${SCHEMA_VERSION}`)
+}

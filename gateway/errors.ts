@@ -1,0 +1,31 @@
+// Gateway error codes. Codes are data: stable strings that logs, metrics and tests rely on.
+// `retryable` says whether trying the same operation again can succeed.
+
+export const GatewayErrorCodes = {
+  GW_ERR_CONFIG: { retryable: false, doc: 'The configuration is invalid; the message names the key.' },
+  GW_ERR_OUTBOX_FULL: { retryable: true, doc: 'The outbox is at its disk budget and the overflow policy is reject-new.' },
+  GW_ERR_OUTBOX_BUSY: { retryable: true, doc: 'The in-memory commit queue is full; the publish is refused.' },
+  GW_ERR_OUTBOX_COMMIT: { retryable: true, doc: 'A commit to the SQLite outbox failed (disk error); nothing in the group was acknowledged.' },
+  GW_ERR_OUTBOX_CLOSED: { retryable: false, doc: 'The outbox is closed; the gateway is shutting down.' },
+  GW_ERR_NOT_AUTHORIZED: { retryable: false, doc: 'A device published or subscribed outside its own topic space.' },
+  GW_ERR_RATE_LIMITED: { retryable: true, doc: 'A device exceeded its publish rate by more than the throttle allows.' },
+  GW_ERR_DEVICE_EXISTS: { retryable: false, doc: 'A device with this id is already registered.' },
+  GW_ERR_DEVICE_UNKNOWN: { retryable: false, doc: 'No device with this id is registered.' },
+  GW_ERR_DEVICE_ID: { retryable: false, doc: 'A device id must be 1-64 characters of [A-Za-z0-9_.-].' },
+  GW_ERR_PACKET_TOO_LARGE: { retryable: false, doc: 'An MQTT packet exceeded mqtt.maxPacketBytes; the connection is closed.' },
+} as const
+
+export type GatewayErrorCode = keyof typeof GatewayErrorCodes
+
+/** An error of the gateway with a stable code, a retry hint and the cause kept. */
+export class GatewayError extends Error {
+  readonly code: GatewayErrorCode
+  readonly retryable: boolean
+
+  constructor (code: GatewayErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'GatewayError'
+    this.code = code
+    this.retryable = GatewayErrorCodes[code].retryable
+  }
+}

@@ -1,0 +1,13 @@
+// The one root logger of the gateway process; components take log.child({ component }).
+import { pino, type Logger } from 'pino'
+
+export type { Logger }
+
+/** Creates the root logger; credentials are redacted wherever they appear. */
+export function createLogger (level: string, gatewayId: string): Logger {
+  return pino({
+    level,
+    base: { gatewayId },
+    redact: { paths: ['password', 'secret', '*.password', '*.secret', 'credentials', '*.credentials'], censor: '[redacted]' },
+  })
+}

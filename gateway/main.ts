@@ -1,0 +1,40 @@
+// Gateway process entry: `node --import tsx gateway/main.ts [--config file] [--set key=value ...]`.
+import { parseArgs } from 'node:util'
+import { loadConfig } from './config.ts'
+import { GatewayError } from './errors.ts'
+import { Gateway } from './gateway.ts'
+import { createLogger } from './log.ts'
+
+const USAGE = `usage: gateway [--config file.yaml] [--set section.key=value ...]
+  environment: GW_SECTION__KEY=value (e.g. GW_MQTT__PORT=1884); precedence: file < env < --set`
+
+async function main (): Promise<void> {
+  const { values } = parseArgs({ options: { config: { type: 'string' }, set: { type: 'string', multiple: true }, help: { type: 'boolean' } } })
+  if (values.help) { console.log(USAGE); return }
+  let config
+  try {
+    config = loadConfig({ file: values.config, env: process.env, sets: values.set })
+  } catch (err) {
+    if (err instanceof GatewayError) { console.error(`${err.code}: ${err.message}\n${USAGE}`); process.exit(2) }
+    throw err
+  }
+  const log = createLogger(config.logLevel, config.gatewayId)
+  const gateway = new Gateway(config, log)
+  const stop = (signal: string): void => {
+    log.info({ signal }, 'shutting down')
+    const deadline = setTimeout(() => { log.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown deadline passed: exiting'); process.exit(1) }, config.shutdownTimeoutMs)
+    deadline.unref()
+    gateway.close().then(() => process.exit(0), (err) => { log.error({ err }, 'shutdown failed'); process.exit(1) })
+  }
+  process.once('SIGTERM', () => stop('SIGTERM'))
+  process.once('SIGINT', () => stop('SIGINT'))
+  try {
+    await gateway.start()
+  } catch (err) {
+    log.fatal({ err }, 'gateway failed to start')
+    gateway.destroy(err as Error)
+    process.exit(1)
+  }
+}
+
+void main()

@@ -1,0 +1,319 @@
+// The store-and-forward outbox: every accepted event is committed here, in groups, before it is
+// acknowledged. Sequence numbers are assigned inside the commit, so a number is never reused after
+// a crash. A disk budget with an explicit overflow policy bounds it; shedding records a gap.
+import type { Statement } from 'better-sqlite3'
+import { v1 } from '../proto/index.ts'
+import type { Db } from './db.ts'
+import { GatewayError } from './errors.ts'
+import type { Logger } from './log.ts'
+import type { GatewayMetrics } from './metrics.ts'
+
+export const LANE_PRIORITY = 0
+export const LANE_TELEMETRY = 1
+export type Lane = typeof LANE_PRIORITY | typeof LANE_TELEMETRY
+
+/** Per-row cost counted against the budget on top of the body (rowid, lane, record header). */
+export const ROW_OVERHEAD_BYTES = 12
+
+export interface IncomingEvent {
+  deviceId: string
+  lane: Lane
+  eventTsMs: number
+  ingestTsMs: number
+  eventTsFromGateway: boolean
+  readings: Array<{ name: string, value: number }>
+  labels?: Record<string, string>
+}
+
+export interface DeadLetter {
+  deviceId: string | null
+  topic: string
+  reason: string
+  detail: string
+  payload: Buffer
+}
+
+export type CommitCallback = (err: GatewayError | null, seq?: number) => void
+
+export interface OutboxOptions {
+  budgetBytes: number
+  overflow: 'shed-oldest' | 'reject-new'
+  maxGroupEvents: number
+  maxPendingEvents: number
+  deadLetterRows: number
+  deadLetterPayloadBytes: number
+}
+
+type Pending =
+  | { kind: 'event', ev: IncomingEvent, cb: CommitCallback, at: number }
+  | { kind: 'dead', dl: DeadLetter, cb: CommitCallback, at: number }
+
+export interface OutboxStats { events: number, bytes: number, shedEvents: number, pending: number }
+
+/** The SQLite outbox with group commit. Lifecycle: start(), close() (flushes), destroy(). */
+export class Outbox {
+  private readonly db: Db
+  private readonly opts: OutboxOptions
+  private readonly log: Logger
+  private readonly metrics: GatewayMetrics
+  private queue: Pending[] = []
+  private flushScheduled = false
+  private closed = false
+  private readonly lastSeq = new Map<string, number>()
+  private state = { events: 0, bytes: 0, shedEvents: 0 }
+  private stmts!: {
+    insertEvent: Statement
+    upsertSeq: Statement
+    saveState: Statement
+    insertDead: Statement
+    trimDead: Statement
+    oldestTelemetry: Statement
+    oldestAny: Statement
+    deleteUpTo: Statement
+    insertGap: Statement
+    firstBody: Statement
+  }
+
+  constructor (db: Db, opts: OutboxOptions, log: Logger, metrics: GatewayMetrics) {
+    this.db = db
+    this.opts = opts
+    this.log = log
+    this.metrics = metrics
+  }
+
+  /** Loads sequence counters and running totals; fast even with millions of buffered events. */
+  start (): void {
+    const db = this.db
+    this.stmts = {
+      insertEvent: db.prepare('INSERT INTO events (lane, body) VALUES (?, ?)'),
+      upsertSeq: db.prepare('INSERT INTO device_seq (device_id, last_seq) VALUES (?, ?) ON CONFLICT(device_id) DO UPDATE SET last_seq = excluded.last_seq'),
+      saveState: db.prepare('UPDATE outbox_state SET events = ?, bytes = ?, shed_events = ? WHERE id = 1'),
+      insertDead: db.prepare('INSERT INTO dead_letters (ts, device_id, topic, reason, detail, payload_bytes, payload) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      trimDead: db.prepare('DELETE FROM dead_letters WHERE id <= ?'),
+      oldestTelemetry: db.prepare(`SELECT id, body FROM events WHERE lane = ${LANE_TELEMETRY} ORDER BY id LIMIT ?`),
+      oldestAny: db.prepare('SELECT id, body FROM events ORDER BY id LIMIT ?'),
+      deleteUpTo: db.prepare('DELETE FROM events WHERE id <= ? AND (? OR lane = ' + LANE_TELEMETRY + ')'),
+      insertGap: db.prepare('INSERT INTO gaps (device_id, from_seq, to_seq, count, reason, ts) VALUES (?, ?, ?, ?, ?, ?)'),
+      firstBody: db.prepare('SELECT body FROM events ORDER BY id LIMIT 1'),
+    }
+    for (const row of db.prepare('SELECT device_id, last_seq FROM device_seq').iterate() as Iterable<{ device_id: string, last_seq: number }>) {
+      this.lastSeq.set(row.device_id, row.last_seq)
+    }
+    const s = db.prepare('SELECT events, bytes, shed_events FROM outbox_state WHERE id = 1').get() as { events: number, bytes: number, shed_events: number }
+    this.state = { events: s.events, bytes: s.bytes, shedEvents: s.shed_events }
+    this.metrics.outboxBudgetBytes.set(this.opts.budgetBytes)
+    this.updateGauges()
+  }
+
+  /** Queues an event for the next commit group; cb runs after the commit with its sequence number. */
+  appendEvent (ev: IncomingEvent, cb: CommitCallback): void {
+    this.enqueue({ kind: 'event', ev, cb, at: performance.now() })
+  }
+
+  /** Queues a quarantined payload; cb runs once it is committed to the dead-letter table. */
+  appendDeadLetter (dl: DeadLetter, cb: CommitCallback): void {
+    this.enqueue({ kind: 'dead', dl, cb, at: performance.now() })
+  }
+
+  private enqueue (p: Pending): void {
+    if (this.closed) return p.cb(new GatewayError('GW_ERR_OUTBOX_CLOSED', 'outbox is closed'))
+    if (this.queue.length >= this.opts.maxPendingEvents) {
+      this.metrics.rejected.inc({ reason: 'outbox_busy' })
+      return p.cb(new GatewayError('GW_ERR_OUTBOX_BUSY', `commit queue is full (${this.opts.maxPendingEvents} pending)`))
+    }
+    this.queue.push(p)
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      // Everything that arrives in this turn of the event loop joins the same group.
+      setImmediate(() => this.flush())
+    }
+  }
+
+  /** Commits one group of what is queued; schedules itself again while more is waiting. */
+  flush (): void {
+    this.flushScheduled = false
+    if (this.queue.length > 0) this.commitGroup(this.takeGroup())
+    if (this.queue.length > 0 && !this.closed) {
+      // Yield between groups so that the broker keeps serving other clients.
+      this.flushScheduled = true
+      setImmediate(() => this.flush())
+    }
+    this.metrics.outboxPending.set(this.queue.length)
+  }
+
+  private takeGroup (): Pending[] {
+    if (this.queue.length <= this.opts.maxGroupEvents) {
+      const all = this.queue
+      this.queue = []
+      return all
+    }
+    return this.queue.splice(0, this.opts.maxGroupEvents)
+  }
+
+  private commitGroup (group: Pending[]): void {
+    const started = performance.now()
+    const results: Array<GatewayError | number | null> = new Array(group.length).fill(null)
+    const before = { ...this.state }
+    const touched = new Map<string, number>()
+    try {
+      this.db.transaction(() => this.writeGroup(group, results, touched))()
+    } catch (err) {
+      // Nothing of the group is durable: restore counters and refuse every item of it.
+      this.state = before
+      for (const [deviceId, prev] of touched) {
+        if (prev === 0) this.lastSeq.delete(deviceId)
+        else this.lastSeq.set(deviceId, prev)
+      }
+      this.metrics.commitFailures.inc()
+      this.log.error({ err, items: group.length }, 'outbox commit failed; group refused')
+      const e = new GatewayError('GW_ERR_OUTBOX_COMMIT', 'outbox commit failed', { cause: err })
+      for (const p of group) p.cb(e)
+      return
+    }
+    const done = performance.now()
+    this.metrics.commitSeconds.observe((done - started) / 1000)
+    this.metrics.commitGroupEvents.observe(group.length)
+    let committed = 0
+    for (let i = 0; i < group.length; i++) {
+      const p = group[i]
+      const r = results[i]
+      this.metrics.commitWaitSeconds.observe((done - p.at) / 1000)
+      if (r instanceof GatewayError) p.cb(r)
+      else {
+        if (p.kind === 'event') committed++
+        p.cb(null, r ?? undefined)
+      }
+    }
+    this.metrics.ingested.inc(committed)
+    this.updateGauges()
+  }
+
+  // Runs inside the transaction: assigns sequence numbers, enforces the budget, writes everything.
+  private writeGroup (group: Pending[], results: Array<GatewayError | number | null>, touched: Map<string, number>): void {
+    const now = Date.now()
+    let deadLetters = 0
+    for (let i = 0; i < group.length; i++) {
+      const p = group[i]
+      if (p.kind === 'dead') {
+        const dl = p.dl
+        const copy = dl.payload.subarray(0, this.opts.deadLetterPayloadBytes)
+        this.stmts.insertDead.run(now, dl.deviceId, dl.topic, dl.reason, dl.detail, dl.payload.length, copy)
+        deadLetters++
+        continue
+      }
+      const ev = p.ev
+      const prev = this.lastSeq.get(ev.deviceId) ?? 0
+      const seq = prev + 1
+      const body = v1.TelemetryEvent.encode({
+        deviceId: ev.deviceId,
+        seq,
+        eventTsMs: ev.eventTsMs,
+        ingestTsMs: ev.ingestTsMs,
+        readings: ev.readings,
+        labels: ev.labels,
+        eventTsFromGateway: ev.eventTsFromGateway,
+      }).finish()
+      const size = body.length + ROW_OVERHEAD_BYTES
+      if (this.state.bytes + size > this.opts.budgetBytes && !this.makeRoom(size, ev.lane)) {
+        this.metrics.rejected.inc({ reason: 'outbox_full' })
+        results[i] = new GatewayError('GW_ERR_OUTBOX_FULL', `outbox is at its budget of ${this.opts.budgetBytes} bytes`)
+        continue
+      }
+      this.stmts.insertEvent.run(ev.lane, body)
+      if (!touched.has(ev.deviceId)) touched.set(ev.deviceId, prev)
+      this.lastSeq.set(ev.deviceId, seq)
+      this.state.events++
+      this.state.bytes += size
+      results[i] = seq
+    }
+    for (const deviceId of touched.keys()) this.stmts.upsertSeq.run(deviceId, this.lastSeq.get(deviceId))
+    this.stmts.saveState.run(this.state.events, this.state.bytes, this.state.shedEvents)
+    if (deadLetters > 0) {
+      const last = this.db.prepare('SELECT max(id) AS id FROM dead_letters').get() as { id: number }
+      this.stmts.trimDead.run(last.id - this.opts.deadLetterRows)
+    }
+  }
+
+  // Frees room for `size` bytes by the overflow policy. Shedding goes a little past the need (2% of
+  // the budget) so that a full outbox does not shed on every single commit.
+  private makeRoom (size: number, lane: Lane): boolean {
+    if (this.opts.overflow === 'reject-new') return false
+    if (size > this.opts.budgetBytes) return false
+    const target = this.state.bytes + size - this.opts.budgetBytes + Math.floor(this.opts.budgetBytes * 0.02)
+    let freed = this.shed(target, false)
+    // Routine telemetry goes first; priority events are shed only for other priority events.
+    if (this.state.bytes + size > this.opts.budgetBytes && lane === LANE_PRIORITY) freed += this.shed(target - freed, true)
+    return this.state.bytes + size <= this.opts.budgetBytes
+  }
+
+  private shed (bytesWanted: number, includePriority: boolean): number {
+    let freed = 0
+    let count = 0
+    let lastId = -1
+    const ranges = new Map<string, { from: number, to: number, count: number }>()
+    const stmt = includePriority ? this.stmts.oldestAny : this.stmts.oldestTelemetry
+    while (freed < bytesWanted) {
+      const rows = stmt.all(512) as Array<{ id: number, body: Buffer }>
+      const fresh = rows.filter((r) => r.id > lastId)
+      if (fresh.length === 0) break
+      for (const row of fresh) {
+        const ev = v1.TelemetryEvent.decode(row.body)
+        const seq = Number(ev.seq)
+        const r = ranges.get(ev.deviceId)
+        if (r) { r.from = Math.min(r.from, seq); r.to = Math.max(r.to, seq); r.count++ } else ranges.set(ev.deviceId, { from: seq, to: seq, count: 1 })
+        freed += row.body.length + ROW_OVERHEAD_BYTES
+        count++
+        lastId = row.id
+        if (freed >= bytesWanted) break
+      }
+      this.stmts.deleteUpTo.run(lastId, includePriority ? 1 : 0)
+    }
+    if (count === 0) return 0
+    const now = Date.now()
+    for (const [deviceId, r] of ranges) this.stmts.insertGap.run(deviceId, r.from, r.to, r.count, 'shed', now)
+    this.state.events -= count
+    this.state.bytes -= freed
+    this.state.shedEvents += count
+    this.metrics.shed.inc({ lane: includePriority ? 'any' : 'telemetry' }, count)
+    this.log.warn({ shedEvents: count, shedBytes: freed, devices: ranges.size, budgetBytes: this.opts.budgetBytes }, 'outbox over budget: shed oldest events, gaps recorded')
+    return freed
+  }
+
+  /** Last sequence number handed out to a device (0 if none). */
+  lastSeqOf (deviceId: string): number {
+    return this.lastSeq.get(deviceId) ?? 0
+  }
+
+  stats (): OutboxStats {
+    return { ...this.state, pending: this.queue.length }
+  }
+
+  /** Ingest time (ms) of the oldest buffered event, or null when the outbox is empty. */
+  oldestIngestTs (): number | null {
+    if (this.closed) return null
+    const row = this.stmts.firstBody.get() as { body: Buffer } | undefined
+    return row ? Number(v1.TelemetryEvent.decode(row.body).ingestTsMs) : null
+  }
+
+  private updateGauges (): void {
+    this.metrics.outboxEvents.set(this.state.events)
+    this.metrics.outboxBytes.set(this.state.bytes)
+    this.metrics.outboxPending.set(this.queue.length)
+  }
+
+  /** Commits what is queued, then refuses new input. Idempotent. */
+  close (): void {
+    if (this.closed) return
+    while (this.queue.length > 0) this.commitGroup(this.takeGroup())
+    this.closed = true
+  }
+
+  /** Refuses everything queued and stops at once. */
+  destroy (err?: Error): void {
+    this.closed = true
+    const e = new GatewayError('GW_ERR_OUTBOX_CLOSED', 'outbox destroyed', { cause: err })
+    const q = this.queue
+    this.queue = []
+    for (const p of q) p.cb(e)
+  }
+}

@@ -1,0 +1,13 @@
+// The contracts shared by gateway/, cloud/ and simulators/: generated protobuf classes (iot.v1).
+import protobuf from 'protobufjs/minimal.js'
+import { iot } from './gen/iot.js'
+
+// 64-bit fields decode to plain numbers: sequence numbers and ms timestamps stay far below 2^53.
+protobuf.util.Long = undefined as never
+protobuf.configure()
+
+export const v1 = iot.v1
+export type TelemetryEvent = iot.v1.TelemetryEvent
+export type DeviceReport = iot.v1.DeviceReport
+export type Gap = iot.v1.Gap
+export type ReplicationBatch = iot.v1.ReplicationBatch
