@@ -1,0 +1,120 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import Database from 'better-sqlite3'
+import { join } from 'node:path'
+import { LANE_PRIORITY } from '../gateway/index.ts'
+import { connectDevice, startGateway, tempDir } from './harness/gateway.ts'
+import { queryOutbox, readOutbox } from './harness/outbox-reader.ts'
+import { waitFor } from './harness/poll.ts'
+
+const ANON = { mqtt: { allowAnonymous: true } }
+
+test('outbox: PUBACK never precedes the commit of its event', async (t) => {
+  const gw = await startGateway(ANON)
+  t.after(() => gw.close())
+  const client = await connectDevice(gw.ports.mqtt, { clientId: 'dev-a' })
+  t.after(() => client.end(true))
+  // A second, independent connection sees only what is committed.
+  const auditor = new Database(join(gw.dataDir, 'gateway.db'), { readonly: true })
+  t.after(() => auditor.close())
+  const count = auditor.prepare('SELECT count(*) AS n FROM events')
+  let acked = 0
+  let violations = 0
+  const total = 3000
+  const window = 200
+  let sent = 0
+  await new Promise<void>((resolve, reject) => {
+    const sendOne = (): void => {
+      const n = sent++
+      client.publish('devices/dev-a/telemetry', JSON.stringify({ n }), { qos: 1 }, (err) => {
+        if (err) return reject(err)
+        acked++
+        if ((count.get() as { n: number }).n < acked) violations++
+        if (acked === total) resolve()
+        else if (sent < total) sendOne()
+      })
+    }
+    for (let i = 0; i < window; i++) sendOne()
+  })
+  assert.equal(violations, 0, 'a PUBACK arrived before its event was committed')
+  assert.equal((count.get() as { n: number }).n, total)
+})
+
+test('outbox: sequence numbers continue across restarts without reuse', async (t) => {
+  const tmp = tempDir()
+  t.after(() => tmp.cleanup())
+  for (let round = 0; round < 3; round++) {
+    const gw = await startGateway(ANON, { dataDir: tmp.dir, keepData: true })
+    const client = await connectDevice(gw.ports.mqtt, { clientId: 'dev-s' })
+    for (let i = 0; i < 10; i++) await client.publishAsync('devices/dev-s/telemetry', JSON.stringify({ round, i }), { qos: 1 })
+    await client.endAsync()
+    await gw.close()
+  }
+  const seqs = readOutbox(tmp.dir).map((e) => e.seq)
+  assert.deepEqual(seqs, Array.from({ length: 30 }, (_, i) => i + 1))
+})
+
+test('outbox: over budget, shed-oldest drops the oldest routine telemetry first and records the gap', async (t) => {
+  const budgetBytes = 20000
+  const gw = await startGateway({ ...ANON, outbox: { budgetBytes } })
+  t.after(() => gw.close())
+  // Two priority events (as decisions/alerts will be) go in first: the oldest rows of all.
+  for (let i = 0; i < 2; i++) {
+    await new Promise<void>((resolve, reject) => gw.gateway.outbox.appendEvent({
+      deviceId: '_gateway', lane: LANE_PRIORITY, eventTsMs: Date.now(), ingestTsMs: Date.now(), eventTsFromGateway: false, readings: [{ name: 'alert', value: i }],
+    }, (err) => err ? reject(err) : resolve()))
+  }
+  const a = await connectDevice(gw.ports.mqtt, { clientId: 'dev-a' })
+  const b = await connectDevice(gw.ports.mqtt, { clientId: 'dev-b' })
+  t.after(() => { a.end(true); b.end(true) })
+  const perDevice = 300
+  for (let i = 0; i < perDevice; i++) {
+    await Promise.all([
+      a.publishAsync('devices/dev-a/telemetry', JSON.stringify({ i, temperature: 20.5 }), { qos: 1 }),
+      b.publishAsync('devices/dev-b/telemetry', JSON.stringify({ i, humidity: 40.25 }), { qos: 1 }),
+    ])
+  }
+  const stats = gw.gateway.outbox.stats()
+  assert.ok(stats.bytes <= budgetBytes, `outbox bytes ${stats.bytes} over budget ${budgetBytes}`)
+  assert.ok(stats.shedEvents > 0, 'nothing was shed')
+  const events = readOutbox(gw.dataDir)
+  assert.equal(events.filter((e) => e.lane === LANE_PRIORITY).length, 2, 'priority events must outlive routine telemetry')
+  const gaps = queryOutbox<{ device_id: string, from_seq: number, to_seq: number, count: number, reason: string }>(gw.dataDir, 'SELECT device_id, from_seq, to_seq, count, reason FROM gaps')
+  for (const dev of ['dev-a', 'dev-b']) {
+    const kept = events.filter((e) => e.deviceId === dev).map((e) => e.seq)
+    // What survives is the newest, contiguous tail; everything before it is covered by gap records.
+    assert.equal(kept[kept.length - 1], perDevice)
+    assert.deepEqual(kept, Array.from({ length: kept.length }, (_, i) => perDevice - kept.length + 1 + i))
+    const covered = new Set<number>()
+    for (const g of gaps.filter((x) => x.device_id === dev)) {
+      assert.equal(g.reason, 'shed')
+      assert.equal(g.count, g.to_seq - g.from_seq + 1)
+      for (let s = g.from_seq; s <= g.to_seq; s++) covered.add(s)
+    }
+    assert.deepEqual([...covered].sort((x, y) => x - y), Array.from({ length: perDevice - kept.length }, (_, i) => i + 1))
+  }
+  const shedMetric = (await gw.gateway.metrics.shed.get()).values.reduce((s, v) => s + v.value, 0)
+  assert.equal(shedMetric, stats.shedEvents)
+  assert.equal(stats.shedEvents + events.length, 2 + 2 * perDevice)
+})
+
+test('outbox: over budget, reject-new refuses new telemetry and keeps what it has', async (t) => {
+  const budgetBytes = 4000
+  const gw = await startGateway({ ...ANON, outbox: { budgetBytes, overflow: 'reject-new' } })
+  t.after(() => gw.close())
+  const a = await connectDevice(gw.ports.mqtt, { clientId: 'dev-r' })
+  t.after(() => a.end(true))
+  let acked = 0
+  const closed = new Promise<void>((resolve) => a.once('close', () => resolve()))
+  for (let i = 0; i < 200 && a.connected; i++) {
+    const ok = await Promise.race([a.publishAsync('devices/dev-r/telemetry', JSON.stringify({ i }), { qos: 1 }).then(() => true), closed.then(() => false)])
+    if (!ok) break
+    acked++
+  }
+  await waitFor(async () => (await gw.gateway.metrics.rejected.get()).values.find((v) => v.labels.reason === 'outbox_full')?.value, 'outbox_full to be counted')
+  const events = readOutbox(gw.dataDir)
+  assert.equal(events.length, acked, 'every acknowledged event is stored, nothing else')
+  assert.ok(acked > 0 && acked < 200)
+  assert.equal(gw.gateway.outbox.stats().shedEvents, 0)
+  assert.deepEqual(events.map((e) => e.seq), Array.from({ length: acked }, (_, i) => i + 1))
+})
