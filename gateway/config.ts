@@ -60,6 +60,34 @@ export const configSchema = z.object({
     deadLetterRows: z.number().int().positive().default(10000),
     deadLetterPayloadBytes: z.number().int().min(0).default(256),
   }).strict().prefault({}),
+  uplink: z.object({
+    /** NATS servers of the cloud; empty = no uplink (events stay buffered in the outbox). */
+    servers: z.array(z.string()).default([]),
+    user: z.string().optional(),
+    pass: z.string().optional(),
+    token: z.string().optional(),
+    /** File with an nkey seed (SU...) or a .creds file (JWT + seed). */
+    nkeySeedFile: z.string().optional(),
+    credsFile: z.string().optional(),
+    tls: z.object({ caFile: z.string().optional(), certFile: z.string().optional(), keyFile: z.string().optional() }).strict().nullable().default(null),
+    /** Events per replication batch (one JetStream message) and its byte cap. */
+    batchMaxEvents: z.number().int().positive().default(2000),
+    batchMaxBytes: z.number().int().min(1024).default(512 * 1024),
+    /** Batches awaiting a JetStream ack at once, for the backlog; live and priority lanes have 2 each on top. */
+    maxInFlight: z.number().int().positive().default(8),
+    /** Backlog drain cap in events/s (0 = as fast as the link allows). Live and priority events are not capped by it. */
+    drainEventsPerSec: z.number().min(0).default(0),
+    /** Uplink bandwidth cap in bytes/s over all lanes (0 = none). */
+    bandwidthBytesPerSec: z.number().min(0).default(0),
+    publishTimeoutMs: z.number().int().positive().default(5000),
+    /** Reconnect backoff: jittered exponential from min to max, forever. */
+    reconnectMinMs: z.number().int().positive().default(250),
+    reconnectMaxMs: z.number().int().positive().default(10000),
+    /** Dead-link detection: a ping every pingIntervalMs, the link is dropped after maxPingOut missed. */
+    pingIntervalMs: z.number().int().positive().default(5000),
+    maxPingOut: z.number().int().positive().default(2),
+    heartbeatMs: z.number().int().positive().default(5000),
+  }).strict().prefault({}),
   http: z.object({
     host: z.string().default('0.0.0.0'),
     /** Prometheus metrics (/metrics), /healthz and /readyz; null turns it off. */

@@ -26,11 +26,25 @@ function migrate (db: Db): void {
   db.exec(`
     -- Every accepted event, in ingest order (id). lane 0 = priority (alerts, decisions, command
     -- results), lane 1 = routine telemetry. body = iot.v1.TelemetryEvent without gateway_id.
+    -- AUTOINCREMENT: a rowid is never reused, even after the table empties, so replication batch
+    -- ids (built from rowid ranges) never repeat.
     CREATE TABLE IF NOT EXISTS events (
-      id INTEGER PRIMARY KEY,
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
       lane INTEGER NOT NULL,
       body BLOB NOT NULL
     );
+    -- Priority rows are few: a partial index lets the uplink find them without scanning telemetry.
+    CREATE INDEX IF NOT EXISTS events_priority ON events (id) WHERE lane = 0;
+    -- Batches published to the cloud but not yet acknowledged: re-sent after a crash with the same
+    -- id (JetStream de-duplicates them). Ranges are inclusive rowids of one lane (and gap rowids).
+    CREATE TABLE IF NOT EXISTS uplink_inflight (
+      batch_id TEXT PRIMARY KEY,
+      lane INTEGER NOT NULL,
+      first_id INTEGER NOT NULL,
+      last_id INTEGER NOT NULL,
+      gap_first INTEGER NOT NULL,
+      gap_last INTEGER NOT NULL
+    ) WITHOUT ROWID;
     -- Last sequence number handed out per device; written in the same transaction as the events.
     CREATE TABLE IF NOT EXISTS device_seq (
       device_id TEXT PRIMARY KEY,
@@ -41,12 +55,14 @@ function migrate (db: Db): void {
       id INTEGER PRIMARY KEY CHECK (id = 1),
       events INTEGER NOT NULL,
       bytes INTEGER NOT NULL,
-      shed_events INTEGER NOT NULL
+      shed_events INTEGER NOT NULL,
+      -- Random per database: part of every batch id, so a re-installed gateway never repeats one.
+      epoch TEXT NOT NULL
     );
-    INSERT OR IGNORE INTO outbox_state (id, events, bytes, shed_events) VALUES (1, 0, 0, 0);
+    INSERT OR IGNORE INTO outbox_state (id, events, bytes, shed_events, epoch) VALUES (1, 0, 0, 0, lower(hex(randomblob(6))));
     -- Ranges of sequence numbers that will never be sent (shed over budget), to be reported to the cloud.
     CREATE TABLE IF NOT EXISTS gaps (
-      id INTEGER PRIMARY KEY,
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
       device_id TEXT NOT NULL,
       from_seq INTEGER NOT NULL,
       to_seq INTEGER NOT NULL,

@@ -1,6 +1,7 @@
 // The edge gateway: composes database, outbox, ingest, broker and the ops endpoint. Starts them in
 // dependency order and closes them in reverse.
 import { writeFileSync } from 'node:fs'
+import type { GatewayStatusProps } from '../proto/index.ts'
 import { Broker, type BrokerPorts } from './broker.ts'
 import type { GatewayConfig } from './config.ts'
 import { openDb, type Db } from './db.ts'
@@ -10,6 +11,12 @@ import type { Logger } from './log.ts'
 import { createMetrics, type GatewayMetrics } from './metrics.ts'
 import { OpsServer } from './http-server.ts'
 import { Outbox } from './outbox.ts'
+import { Heartbeat } from './heartbeat.ts'
+import { Replicator } from './replicator.ts'
+import { UplinkLink } from './uplink-link.ts'
+import { RateMeter } from './rate-meter.ts'
+
+export const VERSION = '0.1.0'
 
 export interface GatewayPorts extends BrokerPorts { http: number | null }
 
@@ -20,6 +27,10 @@ export class Gateway {
   registry!: DeviceRegistry
   ingest!: Ingest
   broker!: Broker
+  link!: UplinkLink
+  replicator!: Replicator
+  private heartbeat: Heartbeat | null = null
+  private readonly startedTs = Date.now()
   private ops: OpsServer | null = null
   private state: 'new' | 'starting' | 'running' | 'closing' | 'closed' = 'new'
   private closing: Promise<void> | null = null
@@ -43,6 +54,9 @@ export class Gateway {
     this.db = openDb(cfg.dataDir, cfg.outbox.durability)
     this.outbox = new Outbox(this.db, cfg.outbox, this.log.child({ component: 'outbox' }), this.metrics)
     this.outbox.start()
+    this.link = new UplinkLink(cfg.uplink, cfg.gatewayId, this.log.child({ component: 'uplink' }), this.metrics)
+    this.replicator = new Replicator(this.outbox, this.link, cfg.uplink, cfg.gatewayId, this.log.child({ component: 'replicator' }), this.metrics)
+    this.replicator.start()
     this.registry = new DeviceRegistry(this.db)
     this.ingest = new Ingest(this.outbox, this.metrics, cfg.mqtt.maxPayloadBytes)
     this.broker = new Broker(cfg.mqtt, this.registry, this.ingest, this.log.child({ component: 'broker' }), this.metrics)
@@ -53,11 +67,39 @@ export class Gateway {
       http = await this.ops.start(cfg.http.host, cfg.http.port)
     }
     this.ports = { ...brokerPorts, http }
+    // The uplink starts last and in the background: ingest never waits for the cloud.
+    this.link.start()
+    const ingestRate = new RateMeter(() => this.outbox.stats().events + this.outbox.stats().shedEvents + this.replicator.ackedEvents)
+    const uplinkRate = new RateMeter(() => this.replicator.ackedEvents)
+    this.heartbeat = new Heartbeat(this.link, cfg.gatewayId, cfg.uplink.heartbeatMs, () => this.status(ingestRate.rate(), uplinkRate.rate()), this.log.child({ component: 'heartbeat' }))
+    this.heartbeat.start()
     this.state = 'running'
     const stats = this.outbox.stats()
     this.log.info({ ports: this.ports, outboxEvents: stats.events, outboxBytes: stats.bytes, durability: cfg.outbox.durability, durationMs: Math.round(performance.now() - t0) }, 'gateway started')
     if (cfg.portsFile) writeFileSync(cfg.portsFile, JSON.stringify(this.ports))
     return this.ports
+  }
+
+  /** The status a heartbeat carries. */
+  status (ingestPerSec = 0, uplinkPerSec = 0): GatewayStatusProps {
+    const s = this.outbox.stats()
+    const oldest = this.outbox.oldestIngestTs()
+    return {
+      gatewayId: this.config.gatewayId,
+      tsMs: Date.now(),
+      version: VERSION,
+      linkState: this.link.state,
+      backlogEvents: s.events,
+      backlogBytes: s.bytes,
+      oldestUnsentAgeMs: oldest === null ? 0 : Math.max(0, Date.now() - oldest),
+      ingestEventsPerSec: ingestPerSec,
+      uplinkEventsPerSec: uplinkPerSec,
+      connectedDevices: this.broker.aedes.connectedClients,
+      shedEventsTotal: s.shedEvents,
+      startedTsMs: this.startedTs,
+      lastAckTsMs: this.replicator.lastAckTs,
+      lastError: this.link.lastError,
+    }
   }
 
   private readiness (): { ready: boolean, detail: Record<string, unknown> } {
@@ -72,6 +114,9 @@ export class Gateway {
       this.state = 'closing'
       await this.broker?.close()
       this.outbox?.close()
+      this.heartbeat?.close()
+      await this.replicator?.close()
+      await this.link?.close()
       await this.ops?.close()
       this.db?.close()
       this.state = 'closed'
@@ -84,6 +129,9 @@ export class Gateway {
   destroy (err?: Error): void {
     this.state = 'closed'
     this.outbox?.destroy(err)
+    this.heartbeat?.close()
+    void this.replicator?.close(0)
+    void this.link?.close()
     void this.broker?.close()
     void this.ops?.close()
     if (this.db?.open) this.db.close()

@@ -48,6 +48,11 @@ type Pending =
   | { kind: 'event', ev: IncomingEvent, cb: CommitCallback, at: number }
   | { kind: 'dead', dl: DeadLetter, cb: CommitCallback, at: number }
 
+export interface UplinkRow { id: number, body: Buffer }
+
+/** A replication batch: inclusive rowid ranges of one lane and of the gaps table (empty when last < first). */
+export interface InflightBatch { batchId: string, lane: Lane, firstId: number, lastId: number, gapFirst: number, gapLast: number }
+
 export interface OutboxStats { events: number, bytes: number, shedEvents: number, pending: number }
 
 /** The SQLite outbox with group commit. Lifecycle: start(), close() (flushes), destroy(). */
@@ -60,7 +65,10 @@ export class Outbox {
   private flushScheduled = false
   private closed = false
   private readonly lastSeq = new Map<string, number>()
+  private readonly commitListeners: Array<() => void> = []
   private state = { events: 0, bytes: 0, shedEvents: 0 }
+  /** Random id of this database, part of every replication batch id. */
+  epoch = ''
   private stmts!: {
     insertEvent: Statement
     upsertSeq: Statement
@@ -72,6 +80,14 @@ export class Outbox {
     deleteUpTo: Statement
     insertGap: Statement
     firstBody: Statement
+    readLane: Statement
+    maxId: Statement
+    readGaps: Statement
+    insertInflight: Statement
+    deleteInflight: Statement
+    rangeSize: Statement
+    deleteRange: Statement
+    deleteGaps: Statement
   }
 
   constructor (db: Db, opts: OutboxOptions, log: Logger, metrics: GatewayMetrics) {
@@ -95,12 +111,21 @@ export class Outbox {
       deleteUpTo: db.prepare('DELETE FROM events WHERE id <= ? AND (? OR lane = ' + LANE_TELEMETRY + ')'),
       insertGap: db.prepare('INSERT INTO gaps (device_id, from_seq, to_seq, count, reason, ts) VALUES (?, ?, ?, ?, ?, ?)'),
       firstBody: db.prepare('SELECT body FROM events ORDER BY id LIMIT 1'),
+      readLane: db.prepare('SELECT id, body FROM events WHERE lane = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?'),
+      maxId: db.prepare('SELECT max(id) AS id FROM events WHERE lane = ?'),
+      readGaps: db.prepare('SELECT id, device_id, from_seq, to_seq, count, reason, ts FROM gaps WHERE id > ? AND id <= ? ORDER BY id LIMIT ?'),
+      insertInflight: db.prepare('INSERT OR REPLACE INTO uplink_inflight (batch_id, lane, first_id, last_id, gap_first, gap_last) VALUES (?, ?, ?, ?, ?, ?)'),
+      deleteInflight: db.prepare('DELETE FROM uplink_inflight WHERE batch_id = ?'),
+      rangeSize: db.prepare('SELECT count(*) AS n, sum(length(body)) AS bytes FROM events WHERE lane = ? AND id BETWEEN ? AND ?'),
+      deleteRange: db.prepare('DELETE FROM events WHERE lane = ? AND id BETWEEN ? AND ?'),
+      deleteGaps: db.prepare('DELETE FROM gaps WHERE id BETWEEN ? AND ?'),
     }
     for (const row of db.prepare('SELECT device_id, last_seq FROM device_seq').iterate() as Iterable<{ device_id: string, last_seq: number }>) {
       this.lastSeq.set(row.device_id, row.last_seq)
     }
-    const s = db.prepare('SELECT events, bytes, shed_events FROM outbox_state WHERE id = 1').get() as { events: number, bytes: number, shed_events: number }
+    const s = db.prepare('SELECT events, bytes, shed_events, epoch FROM outbox_state WHERE id = 1').get() as { events: number, bytes: number, shed_events: number, epoch: string }
     this.state = { events: s.events, bytes: s.bytes, shedEvents: s.shed_events }
+    this.epoch = s.epoch
     this.metrics.outboxBudgetBytes.set(this.opts.budgetBytes)
     this.updateGauges()
   }
@@ -186,6 +211,12 @@ export class Outbox {
     }
     this.metrics.ingested.inc(committed)
     this.updateGauges()
+    for (const l of this.commitListeners) l()
+  }
+
+  /** Runs after every successful commit (the uplink wakes up on it). */
+  onCommit (listener: () => void): void {
+    this.commitListeners.push(listener)
   }
 
   // Runs inside the transaction: assigns sequence numbers, enforces the budget, writes everything.
@@ -276,6 +307,64 @@ export class Outbox {
     this.state.shedEvents += count
     this.metrics.shed.inc({ lane: includePriority ? 'any' : 'telemetry' }, count)
     this.log.warn({ shedEvents: count, shedBytes: freed, devices: ranges.size, budgetBytes: this.opts.budgetBytes }, 'outbox over budget: shed oldest events, gaps recorded')
+    return freed
+  }
+
+  // ---- For the uplink: read unsent rows by lane, remember batches in flight, delete what the cloud acknowledged.
+
+  /** Rows of a lane with afterId < id <= uptoId, in id order, at most `limit` rows or about `maxBytes`. */
+  readLane (lane: Lane, afterId: number, uptoId: number, limit: number, maxBytes: number): UplinkRow[] {
+    const rows: UplinkRow[] = []
+    let bytes = 0
+    for (const row of this.stmts.readLane.iterate(lane, afterId, uptoId, limit) as Iterable<UplinkRow>) {
+      rows.push(row)
+      bytes += row.body.length
+      if (bytes >= maxBytes) break
+    }
+    return rows
+  }
+
+  /** Highest row id of a lane (0 when empty). */
+  maxId (lane: Lane): number {
+    return (this.stmts.maxId.get(lane) as { id: number | null }).id ?? 0
+  }
+
+  /** Gap records not yet acknowledged by the cloud, after a gap rowid. */
+  readGaps (afterId: number, uptoId: number, limit: number): Array<{ id: number, deviceId: string, fromSeq: number, toSeq: number, count: number, reason: string, tsMs: number }> {
+    return (this.stmts.readGaps.all(afterId, uptoId, limit) as Array<{ id: number, device_id: string, from_seq: number, to_seq: number, count: number, reason: string, ts: number }>)
+      .map((g) => ({ id: g.id, deviceId: g.device_id, fromSeq: g.from_seq, toSeq: g.to_seq, count: g.count, reason: g.reason, tsMs: g.ts }))
+  }
+
+  /** Persists batches before they are published, so a restart re-sends them with the same ids. */
+  recordInflight (batches: InflightBatch[]): void {
+    this.db.transaction(() => {
+      for (const b of batches) this.stmts.insertInflight.run(b.batchId, b.lane, b.firstId, b.lastId, b.gapFirst, b.gapLast)
+    })()
+  }
+
+  /** Batches published before the last stop and never acknowledged, oldest first. */
+  loadInflight (): InflightBatch[] {
+    return (this.db.prepare('SELECT batch_id, lane, first_id, last_id, gap_first, gap_last FROM uplink_inflight ORDER BY lane, first_id, gap_first').all() as Array<{ batch_id: string, lane: Lane, first_id: number, last_id: number, gap_first: number, gap_last: number }>)
+      .map((r) => ({ batchId: r.batch_id, lane: r.lane, firstId: r.first_id, lastId: r.last_id, gapFirst: r.gap_first, gapLast: r.gap_last }))
+  }
+
+  /** The cloud has the batch: delete its rows, gaps and in-flight record in one transaction. */
+  ackBatch (b: InflightBatch): { events: number, bytes: number } {
+    let freed = { events: 0, bytes: 0 }
+    this.db.transaction(() => {
+      if (b.lastId >= b.firstId) {
+        // Count what is really there: shedding may have removed rows of the range meanwhile.
+        const c = this.stmts.rangeSize.get(b.lane, b.firstId, b.lastId) as { n: number, bytes: number | null }
+        this.stmts.deleteRange.run(b.lane, b.firstId, b.lastId)
+        freed = { events: c.n, bytes: (c.bytes ?? 0) + c.n * ROW_OVERHEAD_BYTES }
+        this.state.events -= freed.events
+        this.state.bytes -= freed.bytes
+        this.stmts.saveState.run(this.state.events, this.state.bytes, this.state.shedEvents)
+      }
+      if (b.gapLast >= b.gapFirst) this.stmts.deleteGaps.run(b.gapFirst, b.gapLast)
+      this.stmts.deleteInflight.run(b.batchId)
+    })()
+    this.updateGauges()
     return freed
   }
 

@@ -10,11 +10,11 @@ export class TokenBucket {
     this.last = nowMs
   }
 
-  /** Takes one token, going into debt if needed; returns the ms until that token is really available. */
-  take (nowMs: number): number {
+  /** Takes n tokens, going into debt if needed; returns the ms until they are really available. */
+  take (nowMs: number, n = 1): number {
     this.tokens = Math.min(this.burst, this.tokens + ((nowMs - this.last) * this.rate) / 1000)
     this.last = nowMs
-    this.tokens -= 1
+    this.tokens -= n
     return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens * 1000) / this.rate)
   }
 

@@ -11,3 +11,6 @@ export type TelemetryEvent = iot.v1.TelemetryEvent
 export type DeviceReport = iot.v1.DeviceReport
 export type Gap = iot.v1.Gap
 export type ReplicationBatch = iot.v1.ReplicationBatch
+export type GatewayStatus = iot.v1.GatewayStatus
+export { subjects, STREAMS } from './subjects.ts'
+export type GatewayStatusProps = iot.v1.GatewayStatus.$Properties

@@ -1,26 +1,12 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import type { MqttClient } from 'mqtt'
 import { connectDevice, spawnGateway, tempDir } from './harness/gateway.ts'
 import { queryOutbox, readOutbox } from './harness/outbox-reader.ts'
+import { loadDevice } from './harness/load.ts'
 
 const ROUNDS = 20
 const DEVICES = 4
 const WINDOW = 50
-
-// Publishes QoS 1 as fast as the window allows; records each message id `n` once its PUBACK arrives.
-function loadDevice (client: MqttClient, deviceId: string, nextN: { n: number }, acked: Set<number>): () => void {
-  let stopped = false
-  const sendOne = (): void => {
-    if (stopped || !client.connected) return
-    const n = nextN.n++
-    client.publish(`devices/${deviceId}/telemetry`, JSON.stringify({ n, temperature: 21.5 }), { qos: 1 }, (err) => {
-      if (!err) { acked.add(n); sendOne() }
-    })
-  }
-  for (let i = 0; i < WINDOW; i++) sendOne()
-  return () => { stopped = true }
-}
 
 test(`crash: ${ROUNDS} rounds of SIGKILL under QoS 1 load lose no acknowledged event and reuse no sequence number`, { timeout: 240000 }, async (t) => {
   const tmp = tempDir('gw-crash-')
@@ -35,11 +21,11 @@ test(`crash: ${ROUNDS} rounds of SIGKILL under QoS 1 load lose no acknowledged e
     try {
       const clients = await Promise.all([...acked.keys()].map((id) => connectDevice(gw.ports.mqtt, { clientId: id })))
       const before = [...acked.values()].reduce((s, a) => s + a.size, 0)
-      const stops = clients.map((c, i) => loadDevice(c, `crash-${i}`, next.get(`crash-${i}`)!, acked.get(`crash-${i}`)!))
+      const loads = clients.map((c, i) => loadDevice(c, `crash-${i}`, next.get(`crash-${i}`)!, acked.get(`crash-${i}`)!, { window: WINDOW }))
       // Kill at a random moment of the load: the outbox must hold every PUBACKed event regardless.
       await new Promise((resolve) => setTimeout(resolve, 150 + Math.random() * 600))
       await gw.kill('SIGKILL')
-      for (const stop of stops) stop()
+      for (const l of loads) l.stop()
       for (const c of clients) c.end(true)
       maxAckedInRound = Math.max(maxAckedInRound, [...acked.values()].reduce((s, a) => s + a.size, 0) - before)
     } finally {

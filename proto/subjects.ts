@@ -1,0 +1,18 @@
+// NATS subjects and stream names shared by the gateway and the cloud. Every subject of a gateway is
+// under iot.<gatewayId>. so that NATS permissions can confine a gateway to its own subjects.
+
+export const subjects = {
+  /** Replication batches of routine telemetry (JetStream, stream TELEMETRY). */
+  telemetry: (gatewayId: string): string => `iot.${gatewayId}.telemetry`,
+  /** Replication batches of the priority lane: alerts, decisions, command results, gaps (stream EVENTS). */
+  events: (gatewayId: string): string => `iot.${gatewayId}.events`,
+  /** Gateway heartbeats with status (core NATS). */
+  status: (gatewayId: string): string => `iot.${gatewayId}.status`,
+  /** Cloud-to-edge commands and rule sets for one gateway. */
+  commands: (gatewayId: string): string => `iot.${gatewayId}.commands`,
+}
+
+export const STREAMS = {
+  telemetry: { name: 'TELEMETRY', subjects: ['iot.*.telemetry'] },
+  events: { name: 'EVENTS', subjects: ['iot.*.events'] },
+} as const
