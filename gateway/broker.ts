@@ -51,7 +51,11 @@ export class Broker {
     this.aedes.authorizePublish = (client, packet, done) => this.authorizePublish(client, packet, done)
     this.aedes.authorizeSubscribe = (client, sub, done) => this.authorizeSubscribe(client, sub, done)
     this.aedes.on('clientReady', () => { this.metrics.connectionsTotal.inc(); this.metrics.connections.set(this.aedes.connectedClients) })
-    this.aedes.on('clientDisconnect', () => this.metrics.connections.set(this.aedes.connectedClients))
+    this.aedes.on('clientDisconnect', (client) => {
+      this.metrics.connections.set(this.aedes.connectedClients)
+      this.dropHeld(client)
+    })
+    this.aedes.on('clientError', (client) => this.dropHeld(client))
     this.aedes.on('clientError', (client, err) => this.log.debug({ deviceId: this.sessions.get(client)?.deviceId, err: err.message }, 'client error'))
   }
 
@@ -185,6 +189,16 @@ export class Broker {
     this.metrics.throttled.inc()
     s.held.push({ releaseAt: now + wait, run })
     if (!s.timer) this.armThrottle(s)
+  }
+
+  // Publishes still held by the throttle when their device goes away are never acknowledged, so
+  // they must not be stored either: the device will resend them.
+  private dropHeld (client: Client): void {
+    const s = this.sessions.get(client)
+    if (!s) return
+    if (s.timer) clearTimeout(s.timer)
+    s.timer = null
+    s.held = []
   }
 
   private armThrottle (s: Session): void {

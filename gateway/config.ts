@@ -62,7 +62,7 @@ export const configSchema = z.object({
   }).strict().prefault({}),
   uplink: z.object({
     /** NATS servers of the cloud; empty = no uplink (events stay buffered in the outbox). */
-    servers: z.array(z.string()).default([]),
+    servers: z.preprocess((v) => typeof v === 'string' ? v.split(',').map((x) => x.trim()).filter(Boolean) : v, z.array(z.string())).default([]),
     user: z.string().optional(),
     pass: z.string().optional(),
     token: z.string().optional(),
@@ -104,7 +104,11 @@ export type GatewayConfigInput = z.input<typeof configSchema>
 export function parseConfig (input: unknown): GatewayConfig {
   const result = configSchema.safeParse(input)
   if (!result.success) {
-    const lines = result.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+    const lines = result.error.issues.map((i) => {
+      const keys = (i as { keys?: string[] }).keys
+      const path = [...i.path, ...(keys && keys.length === 1 ? keys : [])].join('.') || '(root)'
+      return `${path}: ${i.message}`
+    })
     throw new GatewayError('GW_ERR_CONFIG', `invalid gateway config: ${lines.join('; ')}`)
   }
   return result.data
@@ -126,15 +130,28 @@ export function loadConfig (opts: { file?: string, env?: NodeJS.ProcessEnv, sets
       throw new GatewayError('GW_ERR_CONFIG', `config file ${opts.file} is not valid YAML/JSON: ${(err as Error).message}`, { cause: err })
     }
   }
+  // Strings from env/flags: numbers, booleans and null are recognised, but a key whose schema wants
+  // a string keeps the raw text (gatewayId=0042 stays "0042").
+  const raw = new Map<string, { path: string[], value: string }>()
+  const put = (path: string[], value: string): void => {
+    raw.set(path.join('.'), { path, value })
+    setPath(base, path, parseScalar(value))
+  }
   for (const [key, value] of Object.entries(opts.env ?? {})) {
     if (!key.startsWith('GW_') || value === undefined) continue
-    const path = key.slice(3).split('__').map(envKeyToCamel)
-    setPath(base, path, parseScalar(value))
+    put(key.slice(3).split('__').map(envKeyToCamel), value)
   }
   for (const set of opts.sets ?? []) {
     const eq = set.indexOf('=')
     if (eq <= 0) throw new GatewayError('GW_ERR_CONFIG', `--set expects key=value, got "${set}"`)
-    setPath(base, set.slice(0, eq).split('.'), parseScalar(set.slice(eq + 1)))
+    put(set.slice(0, eq).split('.'), set.slice(eq + 1))
+  }
+  const first = configSchema.safeParse(base)
+  if (!first.success) {
+    for (const issue of first.error.issues) {
+      const r = raw.get(issue.path.join('.'))
+      if (r && issue.code === 'invalid_type' && issue.expected === 'string') setPath(base, r.path, r.value)
+    }
   }
   return parseConfig(base)
 }

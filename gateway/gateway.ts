@@ -104,7 +104,7 @@ export class Gateway {
 
   private readiness (): { ready: boolean, detail: Record<string, unknown> } {
     const s = this.outbox.stats()
-    return { ready: this.state === 'running', detail: { state: this.state, outboxEvents: s.events, outboxBytes: s.bytes, pending: s.pending } }
+    return { ready: this.state === 'running', detail: { state: this.state, outboxEvents: s.events, outboxBytes: s.bytes, pending: s.pending, uplink: { link: this.link.state, lastError: this.link.lastError, ...this.replicator.stats() } } }
   }
 
   /** Graceful: stop accepting, commit what is queued, close the database. Idempotent. */

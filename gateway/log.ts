@@ -8,6 +8,6 @@ export function createLogger (level: string, gatewayId: string): Logger {
   return pino({
     level,
     base: { gatewayId },
-    redact: { paths: ['password', 'secret', '*.password', '*.secret', 'credentials', '*.credentials'], censor: '[redacted]' },
+    redact: { paths: ['password', 'secret', 'pass', 'token', '*.password', '*.secret', '*.pass', '*.token', 'credentials', '*.credentials', 'config.uplink.pass', 'config.uplink.token'], censor: '[redacted]' },
   })
 }

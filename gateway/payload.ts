@@ -1,5 +1,6 @@
 // Decodes and validates a device's telemetry payload (JSON or protobuf DeviceReport) into readings.
 // Pure: no I/O. A refusal names its reason (a stable code) and a human-readable detail.
+import protobuf from 'protobufjs/minimal.js'
 import { v1 } from '../proto/index.ts'
 
 /** Why a payload was refused; these are the `reason` labels of gateway_rejected_total. */
@@ -73,11 +74,14 @@ function decodeJson (payload: Buffer): DecodeResult {
 function decodeProtobuf (payload: Buffer): DecodeResult {
   let report: ReturnType<typeof v1.DeviceReport.decode>
   try {
-    report = v1.DeviceReport.decode(payload)
+    // Keep unknown fields (protobufjs drops them by default) so that they can be refused.
+    const reader = protobuf.Reader.create(payload)
+    reader.discardUnknown = false
+    report = v1.DeviceReport.decode(reader)
   } catch (err) {
     return reject('malformed_protobuf', (err as Error).message.slice(0, 200))
   }
-  if (report.$unknowns && report.$unknowns.length > 0) return reject('unknown_field', 'report has fields unknown to iot.v1.DeviceReport')
+  if (report.$unknowns?.length || report.readings.some((r) => (r as { $unknowns?: unknown[] }).$unknowns?.length)) return reject('unknown_field', 'report has fields unknown to iot.v1.DeviceReport')
   const schema = report.schema || SUPPORTED_SCHEMA
   if (schema !== SUPPORTED_SCHEMA) return reject('unsupported_schema', `schema ${schema} is not supported (use ${SUPPORTED_SCHEMA})`)
   const readings: Array<{ name: string, value: number }> = []

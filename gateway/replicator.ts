@@ -20,6 +20,9 @@ interface Batch extends InflightBatch {
   payload: Uint8Array
   /** Ingest time of the newest event (live batches only), for the freshness metric. */
   newestIngestTs: number
+  /** Which publish attempt is current: results of older attempts are ignored, except an ack. */
+  attempt: number
+  done: boolean
 }
 
 /** A rowid range (after, upto] of telemetry still to be sent by the backlog lane. */
@@ -118,7 +121,10 @@ export class Replicator {
       let b: Batch | null = null
       if (this.count('priority') < LANE_LIMIT.priority) b = this.nextPriority()
       if (!b && this.count('live') < LANE_LIMIT.live) b = this.nextLive()
-      if (!b && this.count('backlog') < this.cfg.maxInFlight && performance.now() >= this.throttledUntil) b = this.nextBacklog()
+      if (!b && this.count('backlog') < this.cfg.maxInFlight) {
+        if (performance.now() >= this.throttledUntil) b = this.nextBacklog()
+        else this.wakeAfterThrottle()
+      }
       if (!b) break
       this.inFlight.set(b.batchId, b)
       fresh.push(b)
@@ -131,10 +137,15 @@ export class Replicator {
 
   private publish (js: NonNullable<ReturnType<UplinkLink['current']>>['js'], b: Batch): void {
     const started = performance.now()
+    const attempt = ++b.attempt
     const subject = b.lane === LANE_PRIORITY ? subjects.events(this.gatewayId) : subjects.telemetry(this.gatewayId)
     js.publish(subject, b.payload, { msgID: b.batchId, timeout: this.cfg.publishTimeoutMs }).then((ack) => {
-      if (this.inFlight.get(b.batchId) !== b) return // superseded by a re-send after reconnect
+      // Any attempt's ack proves JetStream has the batch, even one superseded by a re-send.
+      if (b.done || this.closed) return
+      b.done = true
       this.inFlight.delete(b.batchId)
+      const queued = this.retry.indexOf(b)
+      if (queued >= 0) this.retry.splice(queued, 1)
       const freed = this.outbox.ackBatch(b)
       const now = Date.now()
       this.lastAckTs = now
@@ -148,7 +159,7 @@ export class Replicator {
       this.metrics.uplinkInFlight.set(this.inFlight.size)
       this.schedule()
     }, (err: Error) => {
-      if (this.inFlight.get(b.batchId) !== b) return
+      if (b.done || attempt !== b.attempt || this.closed) return
       this.inFlight.delete(b.batchId)
       const kind = classify(err)
       this.link.refused(kind, err)
@@ -212,16 +223,24 @@ export class Replicator {
   private spend (rows: UplinkRow[], backlog: boolean): boolean {
     if (!this.drain && !this.bandwidth) return true
     const now = performance.now()
-    if (backlog && now < this.throttledUntil) return false
+    if (backlog && now < this.throttledUntil) { this.wakeAfterThrottle(); return false }
     let bytes = 0
     for (const r of rows) bytes += r.body.length
     let wait = this.bandwidth ? this.bandwidth.take(now, bytes) : 0
     if (backlog && this.drain) wait = Math.max(wait, this.drain.take(now, rows.length))
     if (wait > 0) {
       this.throttledUntil = now + wait
-      if (!this.throttleTimer) this.throttleTimer = setTimeout(() => { this.throttleTimer = null; this.schedule() }, wait)
+      this.wakeAfterThrottle()
     }
     return true
+  }
+
+  // Timers may fire a fraction of a millisecond early against performance.now(), so the pump
+  // re-arms this whenever it finds the backlog still throttled.
+  private wakeAfterThrottle (): void {
+    if (this.throttleTimer || this.closed) return
+    const wait = Math.max(1, Math.ceil(this.throttledUntil - performance.now()))
+    this.throttleTimer = setTimeout(() => { this.throttleTimer = null; this.schedule() }, wait)
   }
 
   // Encodes the batch header, then appends each stored TelemetryEvent as field 3 without decoding
@@ -237,7 +256,7 @@ export class Replicator {
     }) as protobuf.Writer
     for (const r of rows) w.uint32(26).bytes(r.body)
     const newestIngestTs = kind === 'live' && rows.length > 0 ? Number(v1.TelemetryEvent.decode(rows[rows.length - 1].body).ingestTsMs) : 0
-    return { batchId, lane, firstId, lastId, gapFirst, gapLast, kind, events: rows.length, payload: w.finish(), newestIngestTs }
+    return { batchId, lane, firstId, lastId, gapFirst, gapLast, kind, events: rows.length, payload: w.finish(), newestIngestTs, attempt: 0, done: false }
   }
 
   // Re-creates a batch recorded by the last run from its row ranges (rows shed since are simply absent).
@@ -248,8 +267,17 @@ export class Replicator {
   }
 
   /** Batches awaiting an ack, and the time of the last ack. */
-  stats (): { inFlight: number, retry: number, lastAckTs: number, ackedEvents: number } {
-    return { inFlight: this.inFlight.size, retry: this.retry.length, lastAckTs: this.lastAckTs, ackedEvents: this.ackedEvents }
+  stats (): { inFlight: number, retry: number, lastAckTs: number, ackedEvents: number, backlogRanges: number, liveCursor: number, throttledForMs: number, retryPending: boolean } {
+    return {
+      inFlight: this.inFlight.size,
+      retry: this.retry.length,
+      lastAckTs: this.lastAckTs,
+      ackedEvents: this.ackedEvents,
+      backlogRanges: this.backlog.length,
+      liveCursor: this.liveCursor,
+      throttledForMs: Math.max(0, Math.round(this.throttledUntil - performance.now())),
+      retryPending: this.retryTimer !== null,
+    }
   }
 
   /** Stops sending; waits (bounded) for batches in flight to be acknowledged. Idempotent. */

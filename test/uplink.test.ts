@@ -1,34 +1,12 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { connect } from '@nats-io/transport-node'
-import { provisionStreams } from '../cloud/provision.ts'
 import { connectDevice, startGateway, tempDir } from './harness/gateway.ts'
 import { loadDevice } from './harness/load.ts'
 import { startNats } from './harness/nats-server.ts'
 import { waitFor } from './harness/poll.ts'
-import { readStream, type StreamAccount } from './harness/stream-reader.ts'
+import { assertExactlyOnce, provision, readStream } from './harness/stream-reader.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
-
-async function provision (url: string): Promise<void> {
-  const nc = await connect({ servers: url })
-  await provisionStreams(nc)
-  await nc.close()
-}
-
-/** Every acknowledged `n` arrived exactly once; every event key is unique; seqs 1..max with no hole. */
-function assertExactlyOnce (acc: StreamAccount, gatewayId: string, acked: Map<string, Set<number>>): void {
-  for (const [id, count] of acc.batchIds) assert.equal(count, 1, `batch ${id} stored ${count} times`)
-  for (const [deviceId, set] of acked) {
-    const key = `${gatewayId}/${deviceId}`
-    const seqs = acc.events.get(key) ?? new Map()
-    for (const [seq, c] of seqs) assert.equal(c, 1, `${key} seq ${seq} arrived ${c} times`)
-    const max = Math.max(0, ...seqs.keys())
-    assert.equal(seqs.size, max, `${key}: ${max - seqs.size} sequence numbers missing`)
-    const ns = new Set(acc.ns.get(key) ?? [])
-    for (const n of set) assert.ok(ns.has(n), `${key}: acknowledged message ${n} never reached the stream`)
-  }
-}
 
 test('uplink: replays the backlog after a NATS outage under load, every event exactly once', { timeout: 120000 }, async (t) => {
   const nats = await startNats()

@@ -50,7 +50,8 @@ export async function startGateway (overrides: GatewayConfigInput = {}, opts: { 
   }
 }
 
-export interface ChildGateway { child: ChildProcess, ports: GatewayPorts, stderr: () => string, kill: (signal?: NodeJS.Signals) => Promise<number | null> }
+export interface ChildGateway { child: ChildProcess, ports: GatewayPorts, /** The tail of the child's log (stdout + stderr). */
+  stderr: () => string, kill: (signal?: NodeJS.Signals) => Promise<number | null> }
 
 /** Runs `gateway/main.ts` as a child process on dataDir; resolves once its ports file appears. */
 export async function spawnGateway (dataDir: string, sets: string[] = [], timeoutMs = 20000): Promise<ChildGateway> {
@@ -58,9 +59,12 @@ export async function spawnGateway (dataDir: string, sets: string[] = [], timeou
   const args = ['--import', 'tsx', join(ROOT, 'gateway/main.ts'),
     '--set', `dataDir=${dataDir}`, '--set', 'mqtt.host=127.0.0.1', '--set', 'mqtt.port=0', '--set', 'mqtt.wsPort=null',
     '--set', 'http.host=127.0.0.1', '--set', 'http.port=0', '--set', `portsFile=${portsFile}`, '--set', 'logLevel=warn', ...sets.flatMap((s) => ['--set', s])]
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] })
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
   let err = ''
-  child.stderr!.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-20000) })
+  // pino logs to stdout; keep the tail of both streams for failure messages.
+  const keep = (d: Buffer): void => { err = (err + d.toString()).slice(-20000) }
+  child.stdout!.on('data', keep)
+  child.stderr!.on('data', keep)
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
   await waitFor(() => {
     if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}: ${err}`)
@@ -87,4 +91,16 @@ export async function connectDevice (port: number, opts: IClientOptions = {}): P
     client.once('close', () => reject(new Error('connection closed before CONNACK')))
   })
   return client
+}
+
+/** Reads one sample from a gateway's /metrics (sums all label sets when no labels are given). */
+export async function scrapeMetric (httpPort: number, name: string, labels?: Record<string, string>): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text()
+  let sum = 0
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + ' ') && !line.startsWith(name + '{')) continue
+    if (labels && !Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1))
+  }
+  return sum
 }

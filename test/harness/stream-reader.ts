@@ -1,7 +1,9 @@
 // Reads every replication batch a stream holds and does the delivery accounting a test asserts on.
+import assert from 'node:assert/strict'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { v1 } from '../../proto/index.ts'
+import { provisionStreams } from '../../cloud/provision.ts'
 
 export interface StreamAccount {
   batches: number
@@ -31,13 +33,35 @@ export async function readStream (url: string, stream: string, auth: { user?: st
         const seqs = acc.events.get(key) ?? new Map<number, number>()
         seqs.set(Number(ev.seq), (seqs.get(Number(ev.seq)) ?? 0) + 1)
         acc.events.set(key, seqs)
-        const n = ev.readings.find((r) => r.name === 'n')?.value
+        const n = (ev.readings ?? []).find((r) => r.name === 'n')?.value
         if (n !== undefined && n !== null) acc.ns.set(key, [...(acc.ns.get(key) ?? []), n])
       }
-      for (const g of batch.gaps) acc.gaps.push({ deviceId: g.deviceId, fromSeq: Number(g.fromSeq), toSeq: Number(g.toSeq) })
+      for (const g of batch.gaps) acc.gaps.push({ deviceId: g.deviceId ?? '', fromSeq: Number(g.fromSeq), toSeq: Number(g.toSeq) })
     }
     return acc
   } finally {
     await nc.close()
   }
 }
+
+/** Creates the cloud's streams on a test server. */
+export async function provision (url: string, auth: { user?: string, pass?: string } = {}): Promise<void> {
+  const nc = await connect({ servers: url, ...auth })
+  await provisionStreams(nc)
+  await nc.close()
+}
+
+/** Every acknowledged `n` arrived exactly once; every event key is unique; seqs 1..max with no hole. */
+export function assertExactlyOnce (acc: StreamAccount, gatewayId: string, acked: Map<string, Set<number>>): void {
+  for (const [id, count] of acc.batchIds) assert.equal(count, 1, `batch ${id} stored ${count} times`)
+  for (const [deviceId, set] of acked) {
+    const key = `${gatewayId}/${deviceId}`
+    const seqs = acc.events.get(key) ?? new Map()
+    for (const [seq, c] of seqs) assert.equal(c, 1, `${key} seq ${seq} arrived ${c} times`)
+    const max = Math.max(0, ...seqs.keys())
+    assert.equal(seqs.size, max, `${key}: ${max - seqs.size} sequence numbers missing`)
+    const ns = new Set(acc.ns.get(key) ?? [])
+    for (const n of set) assert.ok(ns.has(n), `${key}: acknowledged message ${n} never reached the stream`)
+  }
+}
+
