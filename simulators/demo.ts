@@ -1,0 +1,130 @@
+// The one-command demo: a nats-server (JetStream), the cloud's streams, two gateways (child
+// processes, real credentials from the device registry) and simulated devices; a live status
+// table from the gateways' heartbeats, and a summary at the end. Ctrl-C stops everything.
+//   npm run demo [-- --duration 60 --devices 5 --interval-ms 500 --outage-at 20 --outage-for 10]
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { connect, type NatsConnection } from '@nats-io/transport-node'
+import { natsServerMissing, startNats, type NatsServer } from '../cloud/embedded-nats.ts'
+import { provisionStreams } from '../cloud/provision.ts'
+import { v1, type GatewayStatusProps } from '../proto/index.ts'
+import { SimulatedDevice } from './device.ts'
+import type { SensorKind } from './signals.ts'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const DATA = join(ROOT, '.data', 'demo')
+const GATEWAYS = ['site-a', 'site-b']
+const SENSORS: SensorKind[][] = [['temperature', 'humidity'], ['temperature', 'door'], ['vibration', 'power'], ['humidity'], ['temperature']]
+
+interface RunningGateway { id: string, child: ChildProcess, mqtt: number, http: number, devices: SimulatedDevice[] }
+
+async function main (): Promise<number> {
+  const { values } = parseArgs({ options: {
+    duration: { type: 'string' }, devices: { type: 'string', default: '5' }, 'interval-ms': { type: 'string', default: '500' },
+    'outage-at': { type: 'string' }, 'outage-for': { type: 'string', default: '10' },
+  } })
+  const missing = natsServerMissing()
+  if (missing) { console.error(`demo: ${missing}`); return 2 }
+  rmSync(DATA, { recursive: true, force: true })
+  mkdirSync(DATA, { recursive: true })
+
+  const nats = await startNats({ storeDir: join(DATA, 'nats') })
+  const gateways: RunningGateway[] = []
+  let nc: NatsConnection | null = null
+  let stopping = false
+  const stop = async (): Promise<void> => {
+    if (stopping) return
+    stopping = true
+    for (const g of gateways) await Promise.all(g.devices.map((d) => d.close().catch(() => {})))
+    await Promise.all(gateways.map((g) => new Promise<void>((resolve) => {
+      if (g.child.exitCode !== null) return resolve()
+      g.child.once('exit', () => resolve())
+      g.child.kill('SIGTERM')
+    })))
+    await nc?.drain().catch(() => {})
+    await nats.stop()
+  }
+  process.once('SIGINT', () => { console.log('\nstopping…'); void stop().then(() => summaryAndExit(0)) })
+  process.once('SIGTERM', () => { void stop().then(() => summaryAndExit(0)) })
+
+  nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 250 })
+  await provisionStreams(nc)
+  const status = new Map<string, GatewayStatusProps>()
+  const seen = new Set<string>()
+  let cloudEvents = 0
+  nc.subscribe(`iot.*.status`, { callback: (_e, m) => { const s = v1.GatewayStatus.decode(m.data); status.set(s.gatewayId, s) } })
+  nc.subscribe(`iot.*.telemetry`, { callback: (_e, m) => {
+    const b = v1.ReplicationBatch.decode(m.data)
+    for (const ev of b.events) { const k = `${b.gatewayId}/${ev.deviceId}/${ev.seq}`; if (!seen.has(k)) { seen.add(k); cloudEvents++ } }
+  } })
+
+  const perGateway = Number(values.devices)
+  const intervalMs = Number(values['interval-ms'])
+  for (const id of GATEWAYS) gateways.push(await startGateway(id, nats, perGateway, intervalMs))
+  console.log(`demo: nats ${nats.url} (JetStream, monitoring ${nats.monitorUrl})`)
+  for (const g of gateways) console.log(`demo: gateway ${g.id}: mqtt://127.0.0.1:${g.mqtt}  metrics http://127.0.0.1:${g.http}/metrics  ${g.devices.length} devices`)
+  console.log('demo: the cloud console arrives with the aggregator (issue #6); until then this table is read from the gateways\' heartbeats. Ctrl-C stops.')
+
+  const started = Date.now()
+  const outageAt = values['outage-at'] ? Number(values['outage-at']) * 1000 : null
+  const outageFor = Number(values['outage-for']) * 1000
+  let outage: 'before' | 'during' | 'after' = 'before'
+  const summaryAndExit = (code: number): void => {
+    const sent = gateways.flatMap((g) => g.devices).reduce((a, d) => a + d.counters.sent, 0)
+    const acked = gateways.flatMap((g) => g.devices).reduce((a, d) => a + d.counters.acked, 0)
+    console.log(`\nsummary: devices sent ${sent}, gateways acknowledged ${acked}, cloud received ${cloudEvents} unique events${acked > cloudEvents ? ` (${acked - cloudEvents} still buffered at the edge when stopped)` : ''}`)
+    process.exit(code)
+  }
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, 2000))
+    if (stopping) return 0
+    const t = Date.now() - started
+    if (outageAt !== null && outage === 'before' && t >= outageAt) { outage = 'during'; console.log(`demo: uplink outage: stopping nats-server for ${outageFor / 1000}s`); await nats.stop() }
+    if (outage === 'during' && t >= (outageAt ?? 0) + outageFor) { outage = 'after'; console.log('demo: uplink back: restarting nats-server'); await nats.restart() }
+    printTable(gateways, status, cloudEvents, t)
+    if (values.duration && t >= Number(values.duration) * 1000) { await stop(); summaryAndExit(0); return 0 }
+  }
+}
+
+function printTable (gateways: RunningGateway[], status: Map<string, GatewayStatusProps>, cloudEvents: number, t: number): void {
+  const rows = gateways.map((g) => {
+    const s = status.get(g.id)
+    const acked = g.devices.reduce((a, d) => a + d.counters.acked, 0)
+    const age = s ? Math.max(0, Math.round((Date.now() - Number(s.tsMs)) / 1000)) : null
+    const link = age === null ? 'no heartbeat' : `${s!.linkState} (hb ${age}s)`
+    return `${g.id.padEnd(8)} ${link.padEnd(14)} devices ${String(s?.connectedDevices ?? '-').padStart(3)}  acked ${String(acked).padStart(7)}  backlog ${String(s?.backlogEvents ?? '-').padStart(6)}  oldest unsent ${((Number(s?.oldestUnsentAgeMs ?? 0)) / 1000).toFixed(1).padStart(5)}s  ingest ${(s?.ingestEventsPerSec ?? 0).toFixed(0).padStart(5)}/s  uplink ${(s?.uplinkEventsPerSec ?? 0).toFixed(0).padStart(6)}/s`
+  })
+  console.log(`[${(t / 1000).toFixed(0).padStart(4)}s] cloud received ${cloudEvents} events\n  ${rows.join('\n  ')}`)
+}
+
+async function startGateway (id: string, nats: NatsServer, devices: number, intervalMs: number): Promise<RunningGateway> {
+  const dataDir = join(DATA, id)
+  mkdirSync(dataDir, { recursive: true })
+  const portsFile = join(dataDir, 'ports.json')
+  // Devices get real credentials from the registry, exactly as an operator would add them.
+  const deviceIds = Array.from({ length: devices }, (_, i) => `${id}-dev-${i + 1}`)
+  const secrets = new Map<string, string>()
+  for (const deviceId of deviceIds) {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway/cli.ts'), 'add', deviceId, '--data-dir', dataDir, '--json'], { cwd: ROOT, encoding: 'utf8' })
+    if (r.status !== 0) throw new Error(`cannot register ${deviceId}: ${r.stderr}`)
+    secrets.set(deviceId, (JSON.parse(r.stdout) as { secret: string }).secret)
+  }
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway/main.ts'),
+    '--set', `gatewayId=${id}`, '--set', `dataDir=${dataDir}`, '--set', 'mqtt.host=127.0.0.1', '--set', 'mqtt.port=0', '--set', 'mqtt.wsPort=null',
+    '--set', 'http.host=127.0.0.1', '--set', 'http.port=0', '--set', `portsFile=${portsFile}`, '--set', `uplink.servers=${nats.url}`,
+    '--set', 'uplink.heartbeatMs=2000', '--set', 'logLevel=warn'], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] })
+  const deadline = Date.now() + 20000
+  while (!existsSync(portsFile)) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`gateway ${id} did not start`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  const ports = JSON.parse(readFileSync(portsFile, 'utf8')) as { mqtt: number, http: number }
+  const sims = deviceIds.map((deviceId, i) => new SimulatedDevice({ url: `mqtt://127.0.0.1:${ports.mqtt}`, deviceId, secret: secrets.get(deviceId), sensors: SENSORS[i % SENSORS.length], intervalMs }))
+  await Promise.all(sims.map((d) => d.start()))
+  return { id, child, mqtt: ports.mqtt, http: ports.http, devices: sims }
+}
+
+main().then((code) => { if (code) process.exit(code) }, (err) => { console.error('demo failed:', err); process.exit(1) })

@@ -1,0 +1,23 @@
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+
+test('demo: runs nats-server, two gateways and devices, then stops cleanly with a summary that adds up', { timeout: 90000 }, async () => {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'simulators/demo.ts', '--duration', '8', '--devices', '2', '--interval-ms', '200'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { out += d.toString() })
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+  assert.equal(code, 0, out)
+  assert.match(out, /gateway site-a: mqtt:\/\/127\.0\.0\.1:\d+/)
+  assert.match(out, /site-b\s+up/)
+  const m = /summary: devices sent (\d+), gateways acknowledged (\d+), cloud received (\d+) unique events/.exec(out)
+  assert.ok(m, `no summary in:\n${out}`)
+  const [sent, acked, cloud] = [Number(m[1]), Number(m[2]), Number(m[3])]
+  assert.ok(sent > 20, `too few events: ${sent}`)
+  assert.equal(acked, sent, 'every publish of a well-behaved device is acknowledged')
+  assert.ok(cloud > 0 && cloud <= acked, `cloud received ${cloud} of ${acked}`)
+})
