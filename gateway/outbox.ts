@@ -2,7 +2,7 @@
 // acknowledged. Sequence numbers are assigned inside the commit, so a number is never reused after
 // a crash. A disk budget with an explicit overflow policy bounds it; shedding records a gap.
 import type { Statement } from 'better-sqlite3'
-import { v1 } from '../proto/index.ts'
+import { CONTROL_DEVICE_ID, v1, type ControlEventProps } from '../proto/index.ts'
 import type { Db } from './db.ts'
 import { GatewayError } from './errors.ts'
 import type { Logger } from './log.ts'
@@ -44,8 +44,12 @@ export interface OutboxOptions {
   deadLetterPayloadBytes: number
 }
 
+/** A control-path event (decision, alert, command outcome) for the priority lane; seq is assigned at commit. */
+export type IncomingControl = Omit<ControlEventProps, 'seq' | 'deviceId' | 'gatewayId'> & { ingestTsMs: number, eventTsMs: number }
+
 type Pending =
   | { kind: 'event', ev: IncomingEvent, cb: CommitCallback, at: number }
+  | { kind: 'control', ev: IncomingControl, cb: CommitCallback, at: number }
   | { kind: 'dead', dl: DeadLetter, cb: CommitCallback, at: number }
 
 export interface UplinkRow { id: number, body: Buffer }
@@ -54,6 +58,12 @@ export interface UplinkRow { id: number, body: Buffer }
 export interface InflightBatch { batchId: string, lane: Lane, firstId: number, lastId: number, gapFirst: number, gapLast: number }
 
 export interface OutboxStats { events: number, bytes: number, shedEvents: number, pending: number }
+
+/** Decodes a stored row: lane 0 holds ControlEvents, lane 1 TelemetryEvents (fields 1-5 agree). */
+export function decodeStored (lane: Lane, body: Uint8Array): { deviceId: string, seq: number | Long, ingestTsMs: number | Long, eventTsMs: number | Long } {
+  return lane === LANE_PRIORITY ? v1.ControlEvent.decode(body) : v1.TelemetryEvent.decode(body)
+}
+type Long = { toNumber: () => number }
 
 /** The SQLite outbox with group commit. Lifecycle: start(), close() (flushes), destroy(). */
 export class Outbox {
@@ -106,11 +116,11 @@ export class Outbox {
       saveState: db.prepare('UPDATE outbox_state SET events = ?, bytes = ?, shed_events = ? WHERE id = 1'),
       insertDead: db.prepare('INSERT INTO dead_letters (ts, device_id, topic, reason, detail, payload_bytes, payload) VALUES (?, ?, ?, ?, ?, ?, ?)'),
       trimDead: db.prepare('DELETE FROM dead_letters WHERE id <= ?'),
-      oldestTelemetry: db.prepare(`SELECT id, body FROM events WHERE lane = ${LANE_TELEMETRY} ORDER BY id LIMIT ?`),
-      oldestAny: db.prepare('SELECT id, body FROM events ORDER BY id LIMIT ?'),
+      oldestTelemetry: db.prepare(`SELECT id, lane, body FROM events WHERE lane = ${LANE_TELEMETRY} ORDER BY id LIMIT ?`),
+      oldestAny: db.prepare('SELECT id, lane, body FROM events ORDER BY id LIMIT ?'),
       deleteUpTo: db.prepare('DELETE FROM events WHERE id <= ? AND (? OR lane = ' + LANE_TELEMETRY + ')'),
       insertGap: db.prepare('INSERT INTO gaps (device_id, from_seq, to_seq, count, reason, ts) VALUES (?, ?, ?, ?, ?, ?)'),
-      firstBody: db.prepare('SELECT body FROM events ORDER BY id LIMIT 1'),
+      firstBody: db.prepare('SELECT lane, body FROM events ORDER BY id LIMIT 1'),
       readLane: db.prepare('SELECT id, body FROM events WHERE lane = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?'),
       maxId: db.prepare('SELECT max(id) AS id FROM events WHERE lane = ?'),
       readGaps: db.prepare('SELECT id, device_id, from_seq, to_seq, count, reason, ts FROM gaps WHERE id > ? AND id <= ? ORDER BY id LIMIT ?'),
@@ -133,6 +143,11 @@ export class Outbox {
   /** Queues an event for the next commit group; cb runs after the commit with its sequence number. */
   appendEvent (ev: IncomingEvent, cb: CommitCallback): void {
     this.enqueue({ kind: 'event', ev, cb, at: performance.now() })
+  }
+
+  /** Queues a control event (priority lane); cb runs after the commit with its control sequence number. */
+  appendControl (ev: IncomingControl, cb: CommitCallback): void {
+    this.enqueue({ kind: 'control', ev, cb, at: performance.now() })
   }
 
   /** Queues a quarantined payload; cb runs once it is committed to the dead-letter table. */
@@ -205,7 +220,7 @@ export class Outbox {
       this.metrics.commitWaitSeconds.observe((done - p.at) / 1000)
       if (r instanceof GatewayError) p.cb(r)
       else {
-        if (p.kind === 'event') committed++
+        if (p.kind !== 'dead') committed++
         p.cb(null, r ?? undefined)
       }
     }
@@ -232,27 +247,30 @@ export class Outbox {
         deadLetters++
         continue
       }
-      const ev = p.ev
-      const prev = this.lastSeq.get(ev.deviceId) ?? 0
+      const deviceId = p.kind === 'event' ? p.ev.deviceId : CONTROL_DEVICE_ID
+      const lane: Lane = p.kind === 'event' ? p.ev.lane : LANE_PRIORITY
+      const prev = this.lastSeq.get(deviceId) ?? 0
       const seq = prev + 1
-      const body = v1.TelemetryEvent.encode({
-        deviceId: ev.deviceId,
-        seq,
-        eventTsMs: ev.eventTsMs,
-        ingestTsMs: ev.ingestTsMs,
-        readings: ev.readings,
-        labels: ev.labels,
-        eventTsFromGateway: ev.eventTsFromGateway,
-      }).finish()
+      const body = p.kind === 'event'
+        ? v1.TelemetryEvent.encode({
+          deviceId,
+          seq,
+          eventTsMs: p.ev.eventTsMs,
+          ingestTsMs: p.ev.ingestTsMs,
+          readings: p.ev.readings,
+          labels: p.ev.labels,
+          eventTsFromGateway: p.ev.eventTsFromGateway,
+        }).finish()
+        : v1.ControlEvent.encode({ ...p.ev, deviceId, seq }).finish()
       const size = body.length + ROW_OVERHEAD_BYTES
-      if (this.state.bytes + size > this.opts.budgetBytes && !this.makeRoom(size, ev.lane)) {
+      if (this.state.bytes + size > this.opts.budgetBytes && !this.makeRoom(size, lane)) {
         this.metrics.rejected.inc({ reason: 'outbox_full' })
         results[i] = new GatewayError('GW_ERR_OUTBOX_FULL', `outbox is at its budget of ${this.opts.budgetBytes} bytes`)
         continue
       }
-      this.stmts.insertEvent.run(ev.lane, body)
-      if (!touched.has(ev.deviceId)) touched.set(ev.deviceId, prev)
-      this.lastSeq.set(ev.deviceId, seq)
+      this.stmts.insertEvent.run(lane, body)
+      if (!touched.has(deviceId)) touched.set(deviceId, prev)
+      this.lastSeq.set(deviceId, seq)
       this.state.events++
       this.state.bytes += size
       results[i] = seq
@@ -284,11 +302,11 @@ export class Outbox {
     const ranges = new Map<string, { from: number, to: number, count: number }>()
     const stmt = includePriority ? this.stmts.oldestAny : this.stmts.oldestTelemetry
     while (freed < bytesWanted) {
-      const rows = stmt.all(512) as Array<{ id: number, body: Buffer }>
+      const rows = stmt.all(512) as Array<{ id: number, lane: Lane, body: Buffer }>
       const fresh = rows.filter((r) => r.id > lastId)
       if (fresh.length === 0) break
       for (const row of fresh) {
-        const ev = v1.TelemetryEvent.decode(row.body)
+        const ev = decodeStored(row.lane, row.body)
         const seq = Number(ev.seq)
         const r = ranges.get(ev.deviceId)
         if (r) { r.from = Math.min(r.from, seq); r.to = Math.max(r.to, seq); r.count++ } else ranges.set(ev.deviceId, { from: seq, to: seq, count: 1 })
@@ -380,8 +398,8 @@ export class Outbox {
   /** Ingest time (ms) of the oldest buffered event, or null when the outbox is empty. */
   oldestIngestTs (): number | null {
     if (this.closed) return null
-    const row = this.stmts.firstBody.get() as { body: Buffer } | undefined
-    return row ? Number(v1.TelemetryEvent.decode(row.body).ingestTsMs) : null
+    const row = this.stmts.firstBody.get() as { lane: Lane, body: Buffer } | undefined
+    return row ? Number(decodeStored(row.lane, row.body).ingestTsMs) : null
   }
 
   private updateGauges (): void {

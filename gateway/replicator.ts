@@ -243,8 +243,9 @@ export class Replicator {
     this.throttleTimer = setTimeout(() => { this.throttleTimer = null; this.schedule() }, wait)
   }
 
-  // Encodes the batch header, then appends each stored TelemetryEvent as field 3 without decoding
-  // it (protobuf concatenation merges): the drain does no per-event protobuf work.
+  // Encodes the batch header, then appends each stored event without decoding it (protobuf
+  // concatenation merges): telemetry as field 3, control events (priority lane) as field 6. The
+  // drain does no per-event protobuf work.
   private build (kind: Kind, lane: Lane, rows: UplinkRow[], firstId: number, lastId: number, gapFirst: number, gapLast: number): Batch {
     const batchId = `${this.gatewayId}.${this.outbox.epoch}.${lane}.${firstId}-${lastId}.${gapFirst}-${gapLast}`
     const gaps = gapLast >= gapFirst ? this.outbox.readGaps(gapFirst - 1, gapLast, gapLast - gapFirst + 1) : []
@@ -254,7 +255,8 @@ export class Replicator {
       sentTsMs: Date.now(),
       gaps: gaps.map((g) => ({ gatewayId: this.gatewayId, deviceId: g.deviceId, fromSeq: g.fromSeq, toSeq: g.toSeq, count: g.count, reason: g.reason, recordedTsMs: g.tsMs })),
     }) as protobuf.Writer
-    for (const r of rows) w.uint32(26).bytes(r.body)
+    const tag = lane === LANE_PRIORITY ? (6 << 3) | 2 : (3 << 3) | 2
+    for (const r of rows) w.uint32(tag).bytes(r.body)
     const newestIngestTs = kind === 'live' && rows.length > 0 ? Number(v1.TelemetryEvent.decode(rows[rows.length - 1].body).ingestTsMs) : 0
     return { batchId, lane, firstId, lastId, gapFirst, gapLast, kind, events: rows.length, payload: w.finish(), newestIngestTs, attempt: 0, done: false }
   }

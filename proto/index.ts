@@ -11,6 +11,9 @@ export type TelemetryEvent = iot.v1.TelemetryEvent
 export type DeviceReport = iot.v1.DeviceReport
 export type Gap = iot.v1.Gap
 export type ReplicationBatch = iot.v1.ReplicationBatch
+export type ControlEventProps = iot.v1.ControlEvent.$Properties
+/** device_id of every ControlEvent: the gateway's control sequence is kept under this name. */
+export const CONTROL_DEVICE_ID = '$control'
 export type GatewayStatus = iot.v1.GatewayStatus
 export { subjects, STREAMS } from './subjects.ts'
 export type GatewayStatusProps = iot.v1.GatewayStatus.$Properties

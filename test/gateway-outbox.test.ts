@@ -60,8 +60,8 @@ test('outbox: over budget, shed-oldest drops the oldest routine telemetry first 
   t.after(() => gw.close())
   // Two priority events (as decisions/alerts will be) go in first: the oldest rows of all.
   for (let i = 0; i < 2; i++) {
-    await new Promise<void>((resolve, reject) => gw.gateway.outbox.appendEvent({
-      deviceId: '_gateway', lane: LANE_PRIORITY, eventTsMs: Date.now(), ingestTsMs: Date.now(), eventTsFromGateway: false, readings: [{ name: 'alert', value: i }],
+    await new Promise<void>((resolve, reject) => gw.gateway.outbox.appendControl({
+      kind: 'alert_raised', alertId: `a-${i}`, severity: 'critical', eventTsMs: Date.now(), ingestTsMs: Date.now(),
     }, (err) => err ? reject(err) : resolve()))
   }
   const a = await connectDevice(gw.ports.mqtt, { clientId: 'dev-a' })
