@@ -1,6 +1,6 @@
 // The edge gateway: composes database, outbox, ingest, broker and the ops endpoint. Starts them in
 // dependency order and closes them in reverse.
-import { writeFileSync } from 'node:fs'
+import { renameSync, writeFileSync } from 'node:fs'
 import type { GatewayStatusProps } from '../proto/index.ts'
 import { Broker, type BrokerPorts } from './broker.ts'
 import type { GatewayConfig } from './config.ts'
@@ -76,7 +76,11 @@ export class Gateway {
     this.state = 'running'
     const stats = this.outbox.stats()
     this.log.info({ ports: this.ports, outboxEvents: stats.events, outboxBytes: stats.bytes, durability: cfg.outbox.durability, durationMs: Math.round(performance.now() - t0) }, 'gateway started')
-    if (cfg.portsFile) writeFileSync(cfg.portsFile, JSON.stringify(this.ports))
+    if (cfg.portsFile) {
+      // Written whole then renamed, so a reader never sees a half-written file.
+      writeFileSync(`${cfg.portsFile}.tmp`, JSON.stringify(this.ports))
+      renameSync(`${cfg.portsFile}.tmp`, cfg.portsFile)
+    }
     return this.ports
   }
 
