@@ -63,7 +63,13 @@ async function main (): Promise<number> {
 
   const perGateway = Number(values.devices)
   const intervalMs = Number(values['interval-ms'])
-  for (const id of GATEWAYS) gateways.push(await startGateway(id, nats, perGateway, intervalMs))
+  try {
+    for (const id of GATEWAYS) gateways.push(await startGateway(id, nats, perGateway, intervalMs, (g) => gateways.push(g)))
+  } catch (err) {
+    // Never leave a gateway or nats-server behind.
+    await stop()
+    throw err
+  }
   console.log(`demo: nats ${nats.url} (JetStream, monitoring ${nats.monitorUrl})`)
   for (const g of gateways) console.log(`demo: gateway ${g.id}: mqtt://127.0.0.1:${g.mqtt}  metrics http://127.0.0.1:${g.http}/metrics  ${g.devices.length} devices`)
   console.log('demo: the cloud console arrives with the aggregator (issue #6); until then this table is read from the gateways\' heartbeats. Ctrl-C stops.')
@@ -100,7 +106,7 @@ function printTable (gateways: RunningGateway[], status: Map<string, GatewayStat
   console.log(`[${(t / 1000).toFixed(0).padStart(4)}s] cloud received ${cloudEvents} events\n  ${rows.join('\n  ')}`)
 }
 
-async function startGateway (id: string, nats: NatsServer, devices: number, intervalMs: number): Promise<RunningGateway> {
+async function startGateway (id: string, nats: NatsServer, devices: number, intervalMs: number, started: (g: RunningGateway) => void): Promise<RunningGateway> {
   const dataDir = join(DATA, id)
   mkdirSync(dataDir, { recursive: true })
   const portsFile = join(dataDir, 'ports.json')
@@ -116,15 +122,26 @@ async function startGateway (id: string, nats: NatsServer, devices: number, inte
     '--set', `gatewayId=${id}`, '--set', `dataDir=${dataDir}`, '--set', 'mqtt.host=127.0.0.1', '--set', 'mqtt.port=0', '--set', 'mqtt.wsPort=null',
     '--set', 'http.host=127.0.0.1', '--set', 'http.port=0', '--set', `portsFile=${portsFile}`, '--set', `uplink.servers=${nats.url}`,
     '--set', 'uplink.heartbeatMs=2000', '--set', 'logLevel=warn'], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] })
+  const g: RunningGateway = { id, child, mqtt: 0, http: 0, devices: [] }
   const deadline = Date.now() + 20000
   while (!existsSync(portsFile)) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`gateway ${id} did not start`)
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL')
+      throw new Error(`gateway ${id} did not start`)
+    }
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
   const ports = JSON.parse(readFileSync(portsFile, 'utf8')) as { mqtt: number, http: number }
-  const sims = deviceIds.map((deviceId, i) => new SimulatedDevice({ url: `mqtt://127.0.0.1:${ports.mqtt}`, deviceId, secret: secrets.get(deviceId), sensors: SENSORS[i % SENSORS.length], intervalMs }))
-  await Promise.all(sims.map((d) => d.start()))
-  return { id, child, mqtt: ports.mqtt, http: ports.http, devices: sims }
+  g.mqtt = ports.mqtt
+  g.http = ports.http
+  g.devices = deviceIds.map((deviceId, i) => new SimulatedDevice({ url: `mqtt://127.0.0.1:${ports.mqtt}`, deviceId, secret: secrets.get(deviceId), sensors: SENSORS[i % SENSORS.length], intervalMs }))
+  try {
+    await Promise.all(g.devices.map((d) => d.start()))
+  } catch (err) {
+    started(g) // so that stop() takes it down
+    throw err
+  }
+  return g
 }
 
 main().then((code) => { if (code) process.exit(code) }, (err) => { console.error('demo failed:', err); process.exit(1) })

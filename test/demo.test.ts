@@ -5,8 +5,10 @@ import { fileURLToPath } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
-test('demo: runs nats-server, two gateways and devices, then stops cleanly with a summary that adds up', { timeout: 90000 }, async () => {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'simulators/demo.ts', '--duration', '8', '--devices', '2', '--interval-ms', '200'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+test('demo: runs nats-server, two gateways and devices, then stops cleanly with a summary that adds up', { timeout: 90000 }, async (t) => {
+  // Its own process group: if the demo misbehaves, everything it started is killed with it.
+  const child = spawn(process.execPath, ['--import', 'tsx', 'simulators/demo.ts', '--duration', '8', '--devices', '2', '--interval-ms', '200'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  t.after(() => { try { process.kill(-child.pid!, 'SIGKILL') } catch { /* already gone */ } })
   let out = ''
   child.stdout.on('data', (d: Buffer) => { out += d.toString() })
   child.stderr.on('data', (d: Buffer) => { out += d.toString() })
