@@ -12,6 +12,7 @@ export const GatewayErrorCodes = {
   GW_ERR_DEVICE_EXISTS: { retryable: false, doc: 'A device with this id is already registered.' },
   GW_ERR_DEVICE_UNKNOWN: { retryable: false, doc: 'No device with this id is registered.' },
   GW_ERR_DEVICE_ID: { retryable: false, doc: 'A device id must be 1-64 characters of [A-Za-z0-9_.-].' },
+  GW_ERR_RULES: { retryable: false, doc: 'A rule set is invalid; the message names the rule and the field. The running rules stay in place.' },
   GW_ERR_PACKET_TOO_LARGE: { retryable: false, doc: 'An MQTT packet exceeded mqtt.maxPacketBytes; the connection is closed.' },
 } as const
 

@@ -175,7 +175,7 @@ export class Evaluator {
   }
 
   /** Evaluates `n` for `scope` after consuming `ev` (null on a clock tick) at time `now`. */
-  eval (n: CondNode, scope: Scope, ev: RuleEvent | null, now: number): boolean {
+  evalNode (n: CondNode, scope: Scope, ev: RuleEvent | null, now: number): boolean {
     let t = this.evalKind(n, scope, ev, now)
     if (n.forMs > 0) {
       const nums = scope.nums
@@ -264,23 +264,23 @@ export class Evaluator {
       case K_AND: {
         // No short circuit: every leaf must consume the event to keep its state current.
         let t = true
-        for (let i = 0; i < n.children.length; i++) if (!this.eval(n.children[i], scope, ev, now)) t = false
+        for (let i = 0; i < n.children.length; i++) if (!this.evalNode(n.children[i], scope, ev, now)) t = false
         return t
       }
       case K_OR: {
         let t = false
-        for (let i = 0; i < n.children.length; i++) if (this.eval(n.children[i], scope, ev, now)) t = true
+        for (let i = 0; i < n.children.length; i++) if (this.evalNode(n.children[i], scope, ev, now)) t = true
         return t
       }
       default:
-        return !this.eval(n.children[0], scope, ev, now)
+        return !this.evalNode(n.children[0], scope, ev, now)
     }
   }
 
   private member (n: CondNode, g: GroupState, i: number, ev: RuleEvent | null, now: number): void {
     const s = g.scopes[i]
     if (ev !== null) s.lastSeenMs = now
-    const t = this.eval(n.inner!, s, ev, now)
+    const t = this.evalNode(n.inner!, s, ev, now)
     if (t !== (g.truth[i] === 1)) {
       g.truth[i] = t ? 1 : 0
       g.trueCount += t ? 1 : -1
@@ -288,14 +288,15 @@ export class Evaluator {
     }
   }
 
-  // Hysteresis latch: above turns true past level and false only past release (below mirrors it).
-  // No value (NaN: an empty window) means "not met".
+  // Hysteresis latch: above turns true past level and false only past release (below mirrors it);
+  // without hysteresis it is a plain comparison. No value (NaN: an empty window) means "not met".
   private latch (n: CondNode, nums: Float64Array, v: number, fromEvent: boolean): void {
     const was = nums[n.slot] === 1
     let t: boolean
+    const below = n.kind === K_BELOW || (n.kind === K_WINDOW && !n.above)
     if (Number.isNaN(v)) t = false
-    else if (n.kind === K_BELOW || (n.kind === K_WINDOW && !n.above)) t = was ? !(v > n.release) : v < n.level
-    else t = was ? !(v < n.release) : v > n.level
+    else if (!was || n.release === n.level) t = below ? v < n.level : v > n.level
+    else t = below ? !(v > n.release) : !(v < n.release)
     if (fromEvent || t !== was) this.note(n, v, t !== was)
     nums[n.slot] = t ? 1 : 0
   }
@@ -310,8 +311,10 @@ export class Evaluator {
   }
 }
 
+// A reading that is not a finite number says nothing (ingest rejects them; this is defence): it
+// must not clear a latch or poison a window's sum.
 function findReading (ev: RuleEvent, name: string): number {
   const rs = ev.readings
-  for (let i = 0; i < rs.length; i++) if (rs[i].name === name) return i
+  for (let i = 0; i < rs.length; i++) if (rs[i].name === name) return Number.isFinite(rs[i].value) ? i : -1
   return -1
 }

@@ -73,8 +73,8 @@ export interface RuleSetSwap {
 export class RuleState {
   active = false
   lastFiredAt = -Infinity
-  /** Earliest time the clock alone may change this state (a lower bound; tick re-evaluates then). */
-  deadline = Infinity
+  /** Earliest time the clock alone may change this state (a lower bound; tick re-evaluates then). A new state is due at once, so the first tick learns its real deadline. */
+  deadline = -Infinity
   trigReading: string | undefined = undefined
   trigValue = NaN
   trigTsMs = NaN
@@ -168,9 +168,10 @@ export class RuleEngine {
       else if (old.has(r.id)) swap.changed.push(r.id)
       else swap.added.push(r.id)
     }
+    const current = new Set(this.rules.map((r) => r.id))
     for (const [id, r] of old) {
       if (kept.has(id)) continue
-      if (!this.rules.some((x) => x.id === id)) swap.removed.push(id)
+      if (!current.has(id)) swap.removed.push(id)
       for (const st of r.states.values()) if (st.active) swap.droppedActive.push({ ruleId: id, deviceId: st.deviceId })
     }
     return swap
@@ -184,6 +185,14 @@ export class RuleEngine {
   /** Alerts raised and not cleared, across rule-set swaps. */
   activeAlerts (): ActiveAlert[] {
     return [...this.alerts.values()]
+  }
+
+  /**
+   * Seeds the alert state, e.g. at start from alerts persisted before a restart: without it, a
+   * clear after a restart would be suppressed as "not raised" and the alert would stay up.
+   */
+  restoreAlerts (alerts: Iterable<ActiveAlert>): void {
+    for (const a of alerts) this.alerts.set(a.id, { ...a })
   }
 
   /** Whether a rule is fired for a device ('' or omitted for a group rule). */
@@ -202,7 +211,6 @@ export class RuleEngine {
       const prev = old.get(def.id)
       if (prev !== undefined && prev.fingerprint === fresh.fingerprint) {
         kept.add(def.id)
-        prev.order = i
         return prev
       }
       return fresh
@@ -229,6 +237,7 @@ export class RuleEngine {
     }
     const wildcards = rules.filter((r) => r.devices === null)
     if (wildcards.length === 0) for (const e of index.values()) e.wildcardsAttached = true
+    rules.forEach((r, i) => { r.order = i })
     this.ruleSet = rs
     this.rules = rules
     this.wildcards = wildcards
@@ -268,7 +277,7 @@ export class RuleEngine {
     const ev = this.ev
     ev.begin()
     if (event !== null && !r.site) st.scope.lastSeenMs = now
-    const cond = ev.eval(r.root, st.scope, event, now)
+    const cond = ev.evalNode(r.root, st.scope, event, now)
     if (ev.flipped || (event !== null && ev.reading !== undefined)) {
       st.trigReading = ev.reading
       st.trigValue = ev.value
@@ -308,11 +317,12 @@ export class RuleEngine {
     if (!Number.isNaN(st.trigTsMs)) trigger.eventTsMs = st.trigTsMs
     const actions: Action[] = []
     for (const a of kind === 'fired' ? r.then : r.else) {
-      const act = a.templated ? fillAction(a.action, trigger) : a.action
+      const act = fillAction(a, trigger)
       // Alerts are stateful across rules and devices: no second raise, no clear of nothing.
       if ('raiseAlert' in act) {
         if (this.alerts.has(act.raiseAlert.id)) continue
-        this.alerts.set(act.raiseAlert.id, { ...act.raiseAlert, ruleId: r.id, deviceId: trigger.deviceId, raisedAtMs: now })
+        const { id, severity, message } = act.raiseAlert
+        this.alerts.set(id, { id, severity, message, ruleId: r.id, deviceId: trigger.deviceId, raisedAtMs: now })
       } else if ('clearAlert' in act) {
         if (!this.alerts.delete(act.clearAlert.id)) continue
       }

@@ -65,36 +65,49 @@ export class TumblingWindow {
   }
 }
 
-/** A FIFO of doubles in a ring that doubles its capacity up to a fixed maximum. */
-class Ring {
+/**
+ * A FIFO of (a, b) pairs of doubles in one ring that doubles its capacity up to what the caller
+ * allows. Pairs sit side by side so a point's time and value share a cache line: with hundreds of
+ * windows touched in random order, cache misses are most of a window's cost.
+ */
+class PairRing {
   buf: Float64Array
   head = 0
   len = 0
 
   constructor (initial: number) {
-    this.buf = new Float64Array(initial)
+    this.buf = new Float64Array(initial * 2)
   }
 
-  push (x: number): void {
-    if (this.len === this.buf.length) this.grow()
-    this.buf[(this.head + this.len) % this.buf.length] = x
+  push (a: number, b: number): void {
+    const cap = this.buf.length >> 1
+    if (this.len === cap) this.grow()
+    const i = ((this.head + this.len) % (this.buf.length >> 1)) << 1
+    this.buf[i] = a
+    this.buf[i + 1] = b
     this.len++
   }
 
-  shift (): number {
-    const x = this.buf[this.head]
-    this.head = (this.head + 1) % this.buf.length
+  shift (): void {
+    this.head = (this.head + 1) % (this.buf.length >> 1)
     this.len--
-    return x
   }
 
   popBack (): void { this.len-- }
-  front (): number { return this.buf[this.head] }
-  back (): number { return this.buf[(this.head + this.len - 1) % this.buf.length] }
+  frontA (): number { return this.buf[this.head << 1] }
+  frontB (): number { return this.buf[(this.head << 1) + 1] }
+  backB (): number { return this.buf[(((this.head + this.len - 1) % (this.buf.length >> 1)) << 1) + 1] }
+  /** The b of the i-th pair from the front. */
+  b (i: number): number { return this.buf[(((this.head + i) % (this.buf.length >> 1)) << 1) + 1] }
 
   private grow (): void {
+    const cap = this.buf.length >> 1
     const next = new Float64Array(this.buf.length * 2)
-    for (let i = 0; i < this.len; i++) next[i] = this.buf[(this.head + i) % this.buf.length]
+    for (let i = 0; i < this.len; i++) {
+      const j = ((this.head + i) % cap) << 1
+      next[i << 1] = this.buf[j]
+      next[(i << 1) + 1] = this.buf[j + 1]
+    }
     this.buf = next
     this.head = 0
   }
@@ -111,11 +124,10 @@ export class SlidingWindow {
   private readonly ms: number
   private readonly agg: number
   private readonly maxPoints: number
-  private readonly ts = new Ring(INITIAL_POINTS)
-  private readonly vs = new Ring(INITIAL_POINTS)
-  // Monotonic deque for min/max: sequence numbers and values, front = the current extreme.
-  private readonly dqSeq = new Ring(INITIAL_POINTS)
-  private readonly dqVal = new Ring(INITIAL_POINTS)
+  // (time, value) of each point, oldest first.
+  private readonly points = new PairRing(INITIAL_POINTS)
+  // Monotonic deque for min/max: (sequence number, value), front = the current extreme.
+  private readonly extremes: PairRing | null
   private seqHead = 0
   private seqNext = 0
   private sum = 0
@@ -127,29 +139,26 @@ export class SlidingWindow {
     this.ms = ms
     this.agg = AGG_CODES[agg]
     this.maxPoints = maxPoints
+    this.extremes = this.agg === AGG_MIN || this.agg === AGG_MAX ? new PairRing(INITIAL_POINTS) : null
   }
 
   /** Adds a point at time t; returns true when the oldest point had to be dropped to make room. */
   add (t: number, v: number): boolean {
     let dropped = false
-    if (this.ts.len >= this.maxPoints) {
+    if (this.points.len >= this.maxPoints) {
       this.evictOldest()
       this.dropped++
       dropped = true
     }
-    this.ts.push(t)
-    this.vs.push(v)
+    this.points.push(t, v)
     this.sum += v
     const seq = this.seqNext++
-    if (this.agg === AGG_MIN || this.agg === AGG_MAX) {
+    const dq = this.extremes
+    if (dq !== null) {
       const isMin = this.agg === AGG_MIN
       // Points that can never be the extreme again (an older one beaten by this one) leave now.
-      while (this.dqVal.len > 0 && (isMin ? this.dqVal.back() >= v : this.dqVal.back() <= v)) {
-        this.dqVal.popBack()
-        this.dqSeq.popBack()
-      }
-      this.dqSeq.push(seq)
-      this.dqVal.push(v)
+      while (dq.len > 0 && (isMin ? dq.backB() >= v : dq.backB() <= v)) dq.popBack()
+      dq.push(seq, v)
     }
     return dropped
   }
@@ -157,40 +166,38 @@ export class SlidingWindow {
   /** Drops the points that are `ms` old or older at `now`. */
   expire (now: number): void {
     const cutoff = now - this.ms
-    while (this.ts.len > 0 && this.ts.front() <= cutoff) this.evictOldest()
+    while (this.points.len > 0 && this.points.frontA() <= cutoff) this.evictOldest()
   }
 
   /** When the oldest point leaves the window (Infinity when empty). */
   nextExpiry (): number {
-    return this.ts.len > 0 ? this.ts.front() + this.ms : Infinity
+    return this.points.len > 0 ? this.points.frontA() + this.ms : Infinity
   }
 
   /** Number of points held. */
-  get size (): number { return this.ts.len }
+  get size (): number { return this.points.len }
 
   /** The aggregate now; NaN for min/max/avg of an empty window. */
   value (): number {
-    const n = this.ts.len
+    const n = this.points.len
     switch (this.agg) {
       case AGG_COUNT: return n
       case AGG_AVG: return n === 0 ? NaN : this.sum / n
-      default: return this.dqVal.len === 0 ? NaN : this.dqVal.front()
+      default: return this.extremes === null || this.extremes.len === 0 ? NaN : this.extremes.frontB()
     }
   }
 
   private evictOldest (): void {
-    this.ts.shift()
-    this.sum -= this.vs.shift()
-    if (this.dqSeq.len > 0 && this.dqSeq.front() === this.seqHead) {
-      this.dqSeq.shift()
-      this.dqVal.shift()
-    }
+    this.sum -= this.points.frontB()
+    this.points.shift()
+    const dq = this.extremes
+    if (dq !== null && dq.len > 0 && dq.frontA() === this.seqHead) dq.shift()
     this.seqHead++
-    if (this.vs.len === 0) {
+    if (this.points.len === 0) {
       this.sum = 0
     } else if (++this.evictions % RESUM_EVERY === 0) {
       let s = 0
-      for (let i = 0; i < this.vs.len; i++) s += this.vs.buf[(this.vs.head + i) % this.vs.buf.length]
+      for (let i = 0; i < this.points.len; i++) s += this.points.b(i)
       this.sum = s
     }
   }

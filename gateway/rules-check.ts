@@ -40,7 +40,7 @@ export function checkRuleSet (rs: RuleSet): RuleIssue[] {
     if (tally.groups > 0) {
       // One state for the site: a reading outside a group would have no device to belong to.
       if (tally.outside > 0) add(['when'], 'a rule with a group condition is evaluated once for the site: put its reading and stale conditions inside the group condition')
-      if (rule.devices !== undefined) add(['devices'], 'a rule with a group condition is evaluated once for the site; devices does not apply')
+      if (rule.devices !== undefined) add(['devices'], 'a rule with a group condition is evaluated once for the site, so devices does not apply')
     }
     if (rule.debounceMs !== undefined && rule.when.for !== undefined) add(['debounceMs'], 'set either debounceMs or when.for, not both')
     rule.then.forEach((a, j) => checkAction(a, ['then', j], add))
@@ -56,12 +56,12 @@ function checkCondition (c: Condition, path: Array<string | number>, depth: numb
   if (kinds.length !== 1) {
     return add(path, kinds.length === 0
       ? 'expected one of reading, stale, group, and, or, not'
-      : `has ${kinds.join(' and ')}; a condition is exactly one of reading, stale, group, and, or, not`)
+      : `has ${kinds.join(' and ')}, but a condition is exactly one of reading, stale, group, and, or, not`)
   }
   const kind: Kind = kinds[0]
-  const only = (allowed: string[]): void => {
+  const only = (allowed: string[], what = `a ${kind} condition`): void => {
     for (const k of Object.keys(rec)) {
-      if (rec[k] !== undefined && k !== 'for' && !allowed.includes(k)) add([...path, k], `does not apply to a ${kind} condition`)
+      if (rec[k] !== undefined && k !== 'for' && !allowed.includes(k)) add([...path, k], `does not apply to ${what}`)
     }
   }
   const has = (k: string): boolean => rec[k] !== undefined
@@ -70,15 +70,15 @@ function checkCondition (c: Condition, path: Array<string | number>, depth: numb
       tally.leaves++
       if (!inGroup) tally.outside++
       if (has('window')) {
-        only(['reading', 'window', 'above', 'below', 'hysteresis'])
+        only(['reading', 'window', 'above', 'below', 'hysteresis'], 'a window condition')
         if (has('above') === has('below')) add(path, 'a window condition needs exactly one of above, below')
         const w = rec.window as { kind: string, maxPoints?: number }
         if (w.kind === 'tumbling' && w.maxPoints !== undefined) add([...path, 'window', 'maxPoints'], 'applies to sliding windows only (a tumbling window keeps aggregates, not points)')
       } else if (has('rateOfChange')) {
-        only(['reading', 'rateOfChange'])
+        only(['reading', 'rateOfChange'], 'a rateOfChange condition')
       } else if (has('above') || has('below')) {
-        only(['reading', 'above', 'below', 'hysteresis'])
-        if (has('above') && has('below')) add(path, 'has above and below; use and: [...] for a band')
+        only(['reading', 'above', 'below', 'hysteresis'], 'a threshold condition')
+        if (has('above') && has('below')) add(path, 'has above and below (use and: [...] for a band)')
       } else {
         add(path, 'a reading condition needs one of above, below, rateOfChange, window')
       }
@@ -113,7 +113,7 @@ function checkAction (a: Action, path: Array<string | number>, add: Add): void {
   const rec = a as unknown as Record<string, unknown>
   const keys = ['command', 'raiseAlert', 'clearAlert'].filter((k) => rec[k] !== undefined)
   if (keys.length !== 1) {
-    return add(path, keys.length === 0 ? 'expected one of command, raiseAlert, clearAlert' : `has ${keys.join(' and ')}; an action is exactly one of command, raiseAlert, clearAlert`)
+    return add(path, keys.length === 0 ? 'expected one of command, raiseAlert, clearAlert' : `has ${keys.join(' and ')}, but an action is exactly one of command, raiseAlert, clearAlert`)
   }
   const checkText = (p: Array<string | number>, text: string): void => {
     for (const m of text.matchAll(/\{([^{}]*)\}/g)) {

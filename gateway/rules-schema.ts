@@ -3,6 +3,7 @@
 // walker in rules-check.ts checks what zod cannot express (one kind per condition, known groups,
 // unique ids). Every error names the rule and the field, so an operator can fix a file without
 // reading the code: `rule "cooler-on": when.above: expected number`.
+import { GatewayError } from './errors.ts'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import { checkRuleSet, ID_PATTERN, type RuleIssue } from './rules-check.ts'
@@ -73,14 +74,11 @@ export interface Rule {
 export interface RuleSet { version: string, groups?: Record<string, string[]>, rules: Rule[] }
 
 /** Thrown when a rule set is invalid; `issues` lists each problem with the rule id and field path. */
-export class RulesError extends Error {
-  /** To be folded into GatewayErrorCodes (gateway/errors.ts) as GW_ERR_RULES. */
-  readonly code = 'GW_ERR_RULES'
-  readonly retryable = false
+export class RulesError extends GatewayError {
   readonly issues: RuleIssue[]
 
   constructor (message: string, issues: RuleIssue[], options?: { cause?: unknown }) {
-    super(message, options)
+    super('GW_ERR_RULES', message, options)
     this.name = 'RulesError'
     this.issues = issues
   }
@@ -202,8 +200,9 @@ function zodIssues (i: z.core.$ZodIssue, base: Array<string | number>): RuleIssu
   const path = [...base, ...i.path.map((k) => typeof k === 'symbol' ? String(k) : k)]
   switch (i.code) {
     case 'invalid_type': {
-      const missing = /received undefined/.test(i.message)
-      return [{ path, message: missing ? `required (${i.expected})` : `expected ${i.expected}` }]
+      if (/received undefined/.test(i.message)) return [{ path, message: `required (${i.expected})` }]
+      if (/received (Infinity|NaN)/.test(i.message)) return [{ path, message: 'expected a finite number' }]
+      return [{ path, message: i.expected === 'int' ? 'expected an integer' : `expected ${i.expected}` }]
     }
     case 'unrecognized_keys':
       return i.keys.map((k) => ({ path: [...path, k], message: 'unknown key' }))
@@ -223,8 +222,6 @@ function zodIssues (i: z.core.$ZodIssue, base: Array<string | number>): RuleIssu
       return [{ path, message: i.origin === 'number' ? `must be ${i.inclusive ? '>=' : '>'} ${String(i.minimum)}` : i.origin === 'array' ? `needs at least ${String(i.minimum)} item(s)` : `must have at least ${String(i.minimum)} character(s)` }]
     case 'too_big':
       return [{ path, message: i.origin === 'number' ? `must be ${i.inclusive ? '<=' : '<'} ${String(i.maximum)}` : i.origin === 'array' ? `has more than ${String(i.maximum)} items` : `is longer than ${String(i.maximum)} characters` }]
-    case 'not_multiple_of':
-      return [{ path, message: 'expected an integer' }]
     default:
       return [{ path, message: i.message }]
   }
