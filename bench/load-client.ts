@@ -3,6 +3,7 @@
 // subscriber, because the gateway has none on telemetry and the peers must do the same work.
 // Each run is a child process (runLoad forks this file) so the client never shares an event loop
 // with the broker it measures; the result comes back over IPC.
+import { machineBusyMs, procCpuMs } from './proc-cpu.ts'
 import { fork } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
@@ -169,31 +170,6 @@ async function generate (opts: LoadOptions): Promise<LoadResult> {
   }
   hist.destroy()
   return result
-}
-
-// utime + stime of a process in ms from /proc/<pid>/stat (clock ticks of USER_HZ = 100 on Linux);
-// null where there is no /proc, so the figure is simply left out.
-function procCpuMs (pid: number | undefined): number | null {
-  if (pid === undefined) return null
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // Fields after the command name, which is in parentheses and may itself contain spaces.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(fields[11]) + Number(fields[12])) * 10
-  } catch {
-    return null
-  }
-}
-
-// Busy time of the whole machine in ms, summed over cores, from the first line of /proc/stat
-// (user nice system idle iowait irq softirq steal ...; idle and iowait are not busy).
-function machineBusyMs (): number | null {
-  try {
-    const ticks = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).slice(1, 9).map(Number)
-    return (ticks.reduce((a, b) => a + b, 0) - ticks[3] - ticks[4]) * 10
-  } catch {
-    return null
-  }
 }
 
 async function sleep (ms: number): Promise<void> {

@@ -6,6 +6,7 @@ import { cpus, totalmem, platform, release } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { drain } from './drain.ts'
 import { ingest } from './ingest.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -31,9 +32,9 @@ export interface BenchReport {
 export type Bench = (opts: BenchOptions) => Promise<BenchReport>
 
 /** Every known benchmark, by the name given on the command line. */
-const BENCHES: Record<string, Bench> = { ingest }
+const BENCHES: Record<string, Bench> = { ingest, drain }
 
-const LIBRARIES = ['aedes', 'mqtt', 'better-sqlite3']
+const LIBRARIES = ['aedes', 'mqtt', 'better-sqlite3', '@nats-io/transport-node', '@nats-io/jetstream']
 
 function machine (): Record<string, unknown> {
   const cpu = cpus()

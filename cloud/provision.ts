@@ -2,7 +2,8 @@
 // (creates what is missing, updates what differs in the settings we own).
 import { jetstreamManager, type StreamInfo } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
-import { STREAMS } from '../proto/index.ts'
+import { Kvm } from '@nats-io/kv'
+import { CLOUD_BUCKETS, STREAMS } from '../proto/index.ts'
 import { CloudError } from './errors.ts'
 
 export interface ProvisionOptions {
@@ -16,12 +17,12 @@ export interface ProvisionOptions {
 
 const ms = (n: number): number => n * 1_000_000 // JetStream durations are nanoseconds
 
-/** Creates or updates the TELEMETRY and EVENTS streams; returns their info. */
+/** Creates or updates the TELEMETRY, EVENTS and COMMANDS streams and the RULES bucket; returns the streams' info. */
 export async function provisionStreams (nc: NatsConnection, opts: ProvisionOptions = {}): Promise<StreamInfo[]> {
   const jsm = await jetstreamManager(nc)
   const replicas = opts.replicas ?? 1
   const out: StreamInfo[] = []
-  for (const s of [STREAMS.telemetry, STREAMS.events]) {
+  for (const s of [STREAMS.telemetry, STREAMS.events, STREAMS.commands]) {
     const cfg = {
       subjects: [...s.subjects],
       num_replicas: replicas,
@@ -41,6 +42,12 @@ export async function provisionStreams (nc: NatsConnection, opts: ProvisionOptio
     } catch (err) {
       throw new CloudError('CLOUD_ERR_PROVISION', `cannot provision stream ${s.name}: ${(err as Error).message}`, { cause: err })
     }
+  }
+  try {
+    // Creates the bucket, or opens it when it exists.
+    await new Kvm(nc).create(CLOUD_BUCKETS.rules, { replicas, history: 10 })
+  } catch (err) {
+    throw new CloudError('CLOUD_ERR_PROVISION', `cannot provision KV bucket ${CLOUD_BUCKETS.rules}: ${(err as Error).message}`, { cause: err })
   }
   return out
 }

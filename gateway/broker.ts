@@ -26,7 +26,7 @@ interface Session {
 
 export interface BrokerPorts { mqtt: number, ws: number | null, tls: number | null }
 
-/** Handles a device's command acknowledgement (wired by the command tracker). */
+/** Handles a device's command acknowledgement, or its PUBACK of a command (wired to the command tracker). */
 export type CommandAckHandler = (deviceId: string, payload: Buffer) => void
 
 export class Broker {
@@ -37,6 +37,7 @@ export class Broker {
   private openConnections = 0
   private closed = false
   commandAck: CommandAckHandler = () => {}
+  commandDelivered: CommandAckHandler = () => {}
 
   constructor (
     private readonly cfg: GatewayConfig['mqtt'],
@@ -56,6 +57,12 @@ export class Broker {
       this.dropHeld(client)
     })
     this.aedes.on('clientError', (client) => this.dropHeld(client))
+    // The device's PUBACK of a QoS 1 command: the command reached it. aedes knows the acked packet
+    // only for persistent sessions (clean: false); for clean ones it passes undefined.
+    this.aedes.on('ack', (packet, client) => {
+      const s = client ? this.sessions.get(client) : undefined
+      if (s && packet?.cmd === 'publish' && packet.payload) this.commandDelivered(s.deviceId, packet.payload as Buffer)
+    })
     this.aedes.on('clientError', (client, err) => this.log.debug({ deviceId: this.sessions.get(client)?.deviceId, err: err.message }, 'client error'))
   }
 

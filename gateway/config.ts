@@ -88,6 +88,23 @@ export const configSchema = z.object({
     maxPingOut: z.number().int().positive().default(2),
     heartbeatMs: z.number().int().positive().default(5000),
   }).strict().prefault({}),
+  rules: z.object({
+    /** Rule set file (YAML or JSON), watched and hot-reloaded; a rule set pushed by the cloud replaces it. */
+    file: z.string().optional(),
+    /** How often time-based conditions (staleness, debounce, window close) are checked. */
+    tickMs: z.number().int().min(10).default(100),
+    /** How often the rules file is checked for changes. */
+    watchMs: z.number().int().min(50).default(1000),
+  }).strict().prefault({}),
+  commands: z.object({
+    /** A command not acknowledged by the device in this time is re-sent, up to maxAttempts in all. */
+    ackTimeoutMs: z.number().int().positive().default(5000),
+    maxAttempts: z.number().int().positive().default(3),
+    /** Default lifetime of a command; past it, it is not sent (again) and is recorded as expired. */
+    defaultTtlMs: z.number().int().positive().default(60000),
+    /** Commands awaiting an acknowledgement; beyond it new commands are refused (recorded as rejected). */
+    maxPending: z.number().int().positive().default(10000),
+  }).strict().prefault({}),
   http: z.object({
     host: z.string().default('0.0.0.0'),
     /** Prometheus metrics (/metrics), /healthz and /readyz; null turns it off. */

@@ -15,6 +15,10 @@ import { Heartbeat } from './heartbeat.ts'
 import { Replicator } from './replicator.ts'
 import { UplinkLink } from './uplink-link.ts'
 import { RateMeter } from './rate-meter.ts'
+import { CommandTracker } from './command-tracker.ts'
+import { Control } from './control.ts'
+import { CloudChannel } from './cloud-channel.ts'
+import type { IncomingControl } from './outbox.ts'
 
 export const VERSION = '0.1.0'
 
@@ -28,6 +32,9 @@ export class Gateway {
   ingest!: Ingest
   broker!: Broker
   link!: UplinkLink
+  commands!: CommandTracker
+  control!: Control
+  private cloudChannel: CloudChannel | null = null
   replicator!: Replicator
   private heartbeat: Heartbeat | null = null
   private readonly startedTs = Date.now()
@@ -60,6 +67,15 @@ export class Gateway {
     this.registry = new DeviceRegistry(this.db)
     this.ingest = new Ingest(this.outbox, this.metrics, cfg.mqtt.maxPayloadBytes)
     this.broker = new Broker(cfg.mqtt, this.registry, this.ingest, this.log.child({ component: 'broker' }), this.metrics)
+    const recordControl = (ev: IncomingControl): void => this.outbox.appendControl(ev, (err) => {
+      if (err) this.log.error({ err: err.message, kind: ev.kind }, 'control event not recorded')
+    })
+    this.commands = new CommandTracker(cfg.commands, { publish: (topic, payload) => this.broker.publish(topic, payload, 1), record: recordControl }, this.log.child({ component: 'commands' }), this.metrics)
+    this.broker.commandAck = (deviceId, payload) => this.commands.acknowledged(deviceId, payload)
+    this.broker.commandDelivered = (deviceId, payload) => this.commands.delivered(deviceId, payload)
+    this.control = new Control(cfg.rules, this.commands, recordControl, this.log.child({ component: 'rules' }), this.metrics)
+    this.control.start()
+    this.ingest.control = this.control
     const brokerPorts = await this.broker.start()
     let http: number | null = null
     if (cfg.http.port !== null) {
@@ -73,6 +89,8 @@ export class Gateway {
     const uplinkRate = new RateMeter(() => this.replicator.ackedEvents)
     this.heartbeat = new Heartbeat(this.link, cfg.gatewayId, cfg.uplink.heartbeatMs, () => this.status(ingestRate.rate(), uplinkRate.rate()), this.log.child({ component: 'heartbeat' }))
     this.heartbeat.start()
+    this.cloudChannel = new CloudChannel(this.link, cfg.gatewayId, this.control, this.commands, this.log.child({ component: 'cloud-channel' }))
+    this.cloudChannel.start()
     this.state = 'running'
     const stats = this.outbox.stats()
     this.log.info({ ports: this.ports, outboxEvents: stats.events, outboxBytes: stats.bytes, durability: cfg.outbox.durability, durationMs: Math.round(performance.now() - t0) }, 'gateway started')
@@ -103,6 +121,8 @@ export class Gateway {
       startedTsMs: this.startedTs,
       lastAckTsMs: this.replicator.lastAckTs,
       lastError: this.link.lastError,
+      ruleSetVersion: this.control.version,
+      decisionP99Ms: this.control.decisionP99(),
     }
   }
 
@@ -117,6 +137,9 @@ export class Gateway {
     this.closing = (async () => {
       this.state = 'closing'
       await this.broker?.close()
+      this.control?.close()
+      this.commands?.close()
+      await this.cloudChannel?.close()
       this.outbox?.close()
       this.heartbeat?.close()
       await this.replicator?.close()
@@ -132,6 +155,8 @@ export class Gateway {
   /** Immediate: refuse what is queued (nothing unacknowledged is lost: devices resend) and close. */
   destroy (err?: Error): void {
     this.state = 'closed'
+    this.control?.close()
+    void this.cloudChannel?.close()
     this.outbox?.destroy(err)
     this.heartbeat?.close()
     void this.replicator?.close(0)

@@ -2,6 +2,7 @@
 // event, or a quarantined payload with its reason). The callback runs after the commit, which is
 // what lets the broker send PUBACK only for durable input.
 import type { PublishPacket } from 'aedes'
+import type { Control } from './control.ts'
 import type { GatewayError } from './errors.ts'
 import type { GatewayMetrics } from './metrics.ts'
 import { LANE_TELEMETRY, type IncomingEvent, type Outbox } from './outbox.ts'
@@ -12,6 +13,8 @@ export type EventListener = (ev: IncomingEvent, seq: number) => void
 
 export class Ingest {
   private readonly listeners: EventListener[] = []
+  /** The rules run here, before the commit: a decision never waits for the disk. */
+  control: Control | null = null
 
   constructor (
     private readonly outbox: Outbox,
@@ -25,6 +28,7 @@ export class Ingest {
 
   /** Ingests one telemetry publish of `deviceId`; cb(err) only when nothing could be stored. */
   telemetry (deviceId: string, packet: PublishPacket, cb: (err?: GatewayError | null) => void): void {
+    const t0 = performance.now()
     const payload = packet.payload as Buffer
     const decoded = decodePayload(payload, this.maxPayloadBytes)
     if (!decoded.ok) {
@@ -45,6 +49,7 @@ export class Ingest {
       readings: decoded.value.readings,
       labels: decoded.value.labels,
     }
+    this.control?.onEvent(ev, t0)
     this.outbox.appendEvent(ev, (err, seq) => {
       if (err) return cb(err)
       for (const l of this.listeners) l(ev, seq!)

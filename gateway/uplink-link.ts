@@ -167,7 +167,14 @@ export class UplinkLink {
     this.closed = true
     this.wake?.()
     const nc = this.nc
-    if (nc && !nc.isClosed()) await nc.drain().catch(() => nc.close())
+    if (nc && !nc.isClosed()) {
+      // Drain flushes what is in flight, but only a live link can drain; never wait long for it.
+      if (this.stateValue === 'up') {
+        const deadline = new Promise<void>((resolve) => setTimeout(resolve, 2000).unref())
+        await Promise.race([nc.drain().catch(() => {}), deadline])
+      }
+      if (!nc.isClosed()) await nc.close().catch(() => {})
+    }
     await this.loop
     this.setState('down')
   }

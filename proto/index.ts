@@ -15,5 +15,5 @@ export type ControlEventProps = iot.v1.ControlEvent.$Properties
 /** device_id of every ControlEvent: the gateway's control sequence is kept under this name. */
 export const CONTROL_DEVICE_ID = '$control'
 export type GatewayStatus = iot.v1.GatewayStatus
-export { subjects, STREAMS } from './subjects.ts'
+export { subjects, STREAMS, CLOUD_BUCKETS } from './subjects.ts'
 export type GatewayStatusProps = iot.v1.GatewayStatus.$Properties

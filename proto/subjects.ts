@@ -15,4 +15,11 @@ export const subjects = {
 export const STREAMS = {
   telemetry: { name: 'TELEMETRY', subjects: ['iot.*.telemetry'] },
   events: { name: 'EVENTS', subjects: ['iot.*.events'] },
+  /** Cloud-to-edge commands, kept until each gateway's durable consumer has them (or they age out). */
+  commands: { name: 'COMMANDS', subjects: ['iot.*.commands'] },
+} as const
+
+export const CLOUD_BUCKETS = {
+  /** Rule sets pushed to gateways: key = gateway id, value = the rule set (YAML or JSON). */
+  rules: 'RULES',
 } as const
