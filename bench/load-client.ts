@@ -5,7 +5,6 @@
 // with the broker it measures; the result comes back over IPC.
 import { machineBusyMs, procCpuMs } from './proc-cpu.ts'
 import { fork } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { build } from 'hdr-histogram-js'
 import mqtt, { type MqttClient } from 'mqtt'
