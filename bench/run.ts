@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { drain } from './drain.ts'
 import { ingest } from './ingest.ts'
+import { aggregate } from './aggregate.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const RESULTS_DIR = join(ROOT, 'bench-results')
@@ -32,7 +33,7 @@ export interface BenchReport {
 export type Bench = (opts: BenchOptions) => Promise<BenchReport>
 
 /** Every known benchmark, by the name given on the command line. */
-const BENCHES: Record<string, Bench> = { ingest, drain }
+const BENCHES: Record<string, Bench> = { ingest, drain, aggregate }
 
 const LIBRARIES = ['aedes', 'mqtt', 'better-sqlite3', '@nats-io/transport-node', '@nats-io/jetstream']
 

@@ -51,3 +51,19 @@ export async function provisionStreams (nc: NatsConnection, opts: ProvisionOptio
   }
   return out
 }
+
+export interface ProvisionViewsOptions {
+  /** 1 for a single server, 3 for a 3-node cluster. */
+  replicas?: number
+  bucket?: string
+}
+
+/** Creates (or opens) the views bucket: history 1, file storage, the given replicas. */
+export async function provisionViews (nc: NatsConnection, opts: ProvisionViewsOptions = {}): Promise<void> {
+  const bucket = opts.bucket ?? CLOUD_BUCKETS.views
+  try {
+    await new Kvm(nc).create(bucket, { history: 1, replicas: opts.replicas ?? 1, description: 'IoT fleet views: devices (with dedupe state), rollups, gateways' })
+  } catch (err) {
+    throw new CloudError('CLOUD_ERR_PROVISION', `cannot provision KV bucket ${bucket}: ${(err as Error).message}`, { cause: err })
+  }
+}

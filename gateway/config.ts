@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
+import { loadLayered, parseWith } from '../proto/config-sources.ts'
 import { GatewayError } from './errors.ts'
 
 const port = z.number().int().min(0).max(65535)
@@ -119,19 +120,10 @@ export type GatewayConfigInput = z.input<typeof configSchema>
 
 /** Validates a config object; the error names the bad key and why. */
 export function parseConfig (input: unknown): GatewayConfig {
-  const result = configSchema.safeParse(input)
-  if (!result.success) {
-    const lines = result.error.issues.map((i) => {
-      const keys = (i as { keys?: string[] }).keys
-      const path = [...i.path, ...(keys && keys.length === 1 ? keys : [])].join('.') || '(root)'
-      return `${path}: ${i.message}`
-    })
-    throw new GatewayError('GW_ERR_CONFIG', `invalid gateway config: ${lines.join('; ')}`)
-  }
-  return result.data
+  return parseWith(configSchema, input, configError)
 }
 
-/** Reads file, environment and --set flags (in that order of precedence, last wins) and validates. */
+/** Reads file, environment (GW_SECTION__KEY) and --set flags (in that order, last wins) and validates. */
 export function loadConfig (opts: { file?: string, env?: NodeJS.ProcessEnv, sets?: string[] }): GatewayConfig {
   let base: Record<string, unknown> = {}
   if (opts.file) {
@@ -147,51 +139,7 @@ export function loadConfig (opts: { file?: string, env?: NodeJS.ProcessEnv, sets
       throw new GatewayError('GW_ERR_CONFIG', `config file ${opts.file} is not valid YAML/JSON: ${(err as Error).message}`, { cause: err })
     }
   }
-  // Strings from env/flags: numbers, booleans and null are recognised, but a key whose schema wants
-  // a string keeps the raw text (gatewayId=0042 stays "0042").
-  const raw = new Map<string, { path: string[], value: string }>()
-  const put = (path: string[], value: string): void => {
-    raw.set(path.join('.'), { path, value })
-    setPath(base, path, parseScalar(value))
-  }
-  for (const [key, value] of Object.entries(opts.env ?? {})) {
-    if (!key.startsWith('GW_') || value === undefined) continue
-    put(key.slice(3).split('__').map(envKeyToCamel), value)
-  }
-  for (const set of opts.sets ?? []) {
-    const eq = set.indexOf('=')
-    if (eq <= 0) throw new GatewayError('GW_ERR_CONFIG', `--set expects key=value, got "${set}"`)
-    put(set.slice(0, eq).split('.'), set.slice(eq + 1))
-  }
-  const first = configSchema.safeParse(base)
-  if (!first.success) {
-    for (const issue of first.error.issues) {
-      const r = raw.get(issue.path.join('.'))
-      if (r && issue.code === 'invalid_type' && issue.expected === 'string') setPath(base, r.path, r.value)
-    }
-  }
-  return parseConfig(base)
+  return loadLayered(configSchema, { base, env: opts.env, envPrefix: 'GW_', sets: opts.sets }, configError)
 }
 
-// GW_OUTBOX__BUDGET_BYTES -> outbox.budgetBytes
-function envKeyToCamel (s: string): string {
-  return s.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
-}
-
-// Values from env/flags are strings; numbers, booleans and null are recognised so the schema can check them.
-function parseScalar (v: string): unknown {
-  if (v === 'true') return true
-  if (v === 'false') return false
-  if (v === 'null') return null
-  if (v.trim() !== '' && !Number.isNaN(Number(v))) return Number(v)
-  return v
-}
-
-function setPath (obj: Record<string, unknown>, path: string[], value: unknown): void {
-  let cur = obj
-  for (const key of path.slice(0, -1)) {
-    if (typeof cur[key] !== 'object' || cur[key] === null) cur[key] = {}
-    cur = cur[key] as Record<string, unknown>
-  }
-  cur[path[path.length - 1]] = value
-}
+const configError = (message: string): GatewayError => new GatewayError('GW_ERR_CONFIG', `invalid gateway config: ${message}`)

@@ -22,4 +22,6 @@ export const STREAMS = {
 export const CLOUD_BUCKETS = {
   /** Rule sets pushed to gateways: key = gateway id, value = the rule set (YAML or JSON). */
   rules: 'RULES',
+  /** Fleet views kept by the aggregator: devices (with their dedupe state), rollups, gateways. */
+  views: 'VIEWS',
 } as const

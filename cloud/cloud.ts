@@ -1,0 +1,78 @@
+// The cloud process as one component: NATS connection, provisioning, view store, aggregator and API.
+// Starts in dependency order and closes in reverse.
+import { readFileSync } from 'node:fs'
+import { connect, credsAuthenticator, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node'
+import { Aggregator } from './aggregator.ts'
+import { ApiServer } from './api.ts'
+import type { CloudConfig } from './config.ts'
+import { KvViewStore } from './kv-view-store.ts'
+import type { Logger } from './log.ts'
+import { createCloudMetrics, type CloudMetrics } from './metrics.ts'
+import { provisionStreams } from './provision.ts'
+import { provisionViews } from './provision.ts'
+import type { ViewStore } from './view-store.ts'
+import { FleetViews } from './views.ts'
+
+export interface CloudPorts { http: number | null }
+
+export class Cloud {
+  readonly metrics: CloudMetrics
+  nc: NatsConnection | null = null
+  store: ViewStore | null = null
+  aggregator: Aggregator | null = null
+  views: FleetViews | null = null
+  api: ApiServer | null = null
+  private closing: Promise<void> | null = null
+
+  constructor (private readonly config: CloudConfig, private readonly log: Logger, opts: { defaultMetrics?: boolean } = {}) {
+    this.metrics = createCloudMetrics({ defaultMetrics: opts.defaultMetrics })
+  }
+
+  async start (): Promise<CloudPorts> {
+    const c = this.config
+    const nopts: NodeConnectionOptions = { servers: c.nats.servers, name: 'iot-cloud', maxReconnectAttempts: -1, user: c.nats.user, pass: c.nats.pass, token: c.nats.token }
+    if (c.nats.credsFile) nopts.authenticator = credsAuthenticator(readFileSync(c.nats.credsFile))
+    if (c.nats.tls) nopts.tls = { caFile: c.nats.tls.caFile, certFile: c.nats.tls.certFile, keyFile: c.nats.tls.keyFile }
+    this.nc = await connect(nopts)
+    await provisionStreams(this.nc, { replicas: c.replicas, duplicateWindowMs: c.duplicateWindowMs, maxAgeMs: c.streamMaxAgeMs })
+    await provisionViews(this.nc, { replicas: c.replicas, bucket: c.viewsBucket })
+    this.store = await KvViewStore.open(this.nc, c.viewsBucket)
+    this.views = new FleetViews(this.store, { offlineTimeoutMs: c.offlineTimeoutMs })
+    if (c.aggregator.enabled) {
+      const { enabled: _, ...aopts } = c.aggregator
+      this.aggregator = new Aggregator(this.nc, this.store, this.metrics, this.log.child({ component: 'aggregator' }), aopts)
+      await this.aggregator.start()
+    }
+    let http: number | null = null
+    if (c.http.port !== null) {
+      this.api = new ApiServer({ views: this.views, registry: this.metrics.registry, log: this.log, ready: () => this.ready() })
+      http = await this.api.start(c.http.host, c.http.port)
+    }
+    this.log.info({ http, servers: c.nats.servers, replicas: c.replicas }, 'cloud started')
+    return { http }
+  }
+
+  ready (): { ready: boolean, detail: Record<string, unknown> } {
+    const nats = this.nc !== null && !this.nc.isClosed()
+    const aggregator = this.aggregator ? this.aggregator.ready() : null
+    return { ready: nats && aggregator !== false && !this.closing, detail: { nats, aggregator, stats: this.aggregator?.stats() } }
+  }
+
+  /** Reverse order: API, aggregator (finishes and acks its group), store, NATS (drained). Idempotent. */
+  close (): Promise<void> {
+    this.closing ??= (async () => {
+      await this.api?.close()
+      await this.aggregator?.close()
+      await this.store?.close()
+      if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => this.nc?.close())
+      this.log.info('cloud closed')
+    })()
+    return this.closing
+  }
+
+  destroy (err?: Error): void {
+    this.api?.destroy()
+    this.aggregator?.destroy(err)
+    void this.nc?.close()
+  }
+}

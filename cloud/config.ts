@@ -1,0 +1,66 @@
+// Cloud configuration: one schema, from environment variables (IOT_CLOUD_SECTION__KEY=value) and then
+// --set section.key=value flags, validated once at start. Every default is set here, beside its key.
+import { z } from 'zod'
+import { loadLayered, parseWith } from '../proto/config-sources.ts'
+import { CloudError } from './errors.ts'
+
+// Not CLOUD_: cloud SDKs set CLOUD_* variables of their own (e.g. CLOUD_SDK_VERSION).
+const ENV_PREFIX = 'IOT_CLOUD_'
+const port = z.number().int().min(0).max(65535)
+const list = z.preprocess((v) => typeof v === 'string' ? v.split(',').map((x) => x.trim()).filter(Boolean) : v, z.array(z.string()))
+
+export const cloudConfigSchema = z.object({
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Start a local nats-server (JetStream, temporary store) instead of connecting to nats.servers: for a laptop. */
+  embeddedNats: z.boolean().default(false),
+  nats: z.object({
+    servers: list.default(['nats://127.0.0.1:4222']),
+    user: z.string().optional(),
+    pass: z.string().optional(),
+    token: z.string().optional(),
+    /** A .creds file (JWT + nkey seed). */
+    credsFile: z.string().optional(),
+    tls: z.object({ caFile: z.string().optional(), certFile: z.string().optional(), keyFile: z.string().optional() }).strict().nullable().default(null),
+  }).strict().prefault({}),
+  /** Copies of every stream and KV bucket: 1 for a single server, 3 for a 3-node cluster. */
+  replicas: z.union([z.literal(1), z.literal(3)]).default(1),
+  /** JetStream de-duplication window of batch ids; beyond it the idempotent apply takes over. */
+  duplicateWindowMs: z.number().int().positive().default(10 * 60_000),
+  /** How long replicated batches stay in the streams (0 = forever). */
+  streamMaxAgeMs: z.number().int().min(0).default(7 * 24 * 3600_000),
+  /** KV bucket holding the views. */
+  viewsBucket: z.string().regex(/^[A-Za-z0-9_-]+$/).default('VIEWS'),
+  /** A gateway with no heartbeat for this long is shown offline (gateways beat every 5 s by default). */
+  offlineTimeoutMs: z.number().int().positive().default(15_000),
+  aggregator: z.object({
+    /** Set false to run an API-only replica. */
+    enabled: z.boolean().default(true),
+    durablePrefix: z.string().regex(/^[A-Za-z0-9_-]+$/).default('aggregator'),
+    maxBatchMessages: z.number().int().positive().default(64),
+    maxRanges: z.number().int().positive().default(1000),
+    cacheDocs: z.number().int().positive().default(20000),
+    ackWaitMs: z.number().int().positive().default(30000),
+  }).strict().prefault({}),
+  http: z.object({
+    host: z.string().default('0.0.0.0'),
+    /** JSON API, /metrics, /healthz, /readyz; null turns it off. */
+    port: port.nullable().default(8080),
+  }).strict().prefault({}),
+  /** SIGTERM/SIGINT: finish the group being applied, close; exit after this deadline at the latest. */
+  shutdownTimeoutMs: z.number().int().positive().default(10000),
+}).strict()
+
+export type CloudConfig = z.infer<typeof cloudConfigSchema>
+export type CloudConfigInput = z.input<typeof cloudConfigSchema>
+
+/** Validates a config object; the error names the bad key and why. */
+export function parseCloudConfig (input: unknown): CloudConfig {
+  return parseWith(cloudConfigSchema, input, configError)
+}
+
+/** Environment (IOT_CLOUD_NATS__SERVERS=...) then --set flags (later wins), validated. */
+export function loadCloudConfig (opts: { env?: NodeJS.ProcessEnv, sets?: string[], base?: Record<string, unknown> }): CloudConfig {
+  return loadLayered(cloudConfigSchema, { base: opts.base, env: opts.env, envPrefix: ENV_PREFIX, sets: opts.sets }, configError)
+}
+
+const configError = (message: string): CloudError => new CloudError('CLOUD_ERR_CONFIG', `invalid cloud config: ${message}`)
