@@ -9,6 +9,9 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
 import { natsServerMissing, startNats, type NatsServer } from '../cloud/embedded-nats.ts'
+import { Cloud } from '../cloud/cloud.ts'
+import { parseCloudConfig } from '../cloud/config.ts'
+import { createLogger as createCloudLogger } from '../cloud/log.ts'
 import { provisionStreams } from '../cloud/provision.ts'
 import { v1, type GatewayStatusProps } from '../proto/index.ts'
 import { SimulatedDevice } from './device.ts'
@@ -34,6 +37,7 @@ async function main (): Promise<number> {
   const nats = await startNats({ storeDir: join(DATA, 'nats') })
   const gateways: RunningGateway[] = []
   let nc: NatsConnection | null = null
+  let cloud: Cloud | null = null
   let stopping = false
   const stop = async (): Promise<void> => {
     if (stopping) return
@@ -45,10 +49,13 @@ async function main (): Promise<number> {
       g.child.kill('SIGTERM')
     })))
     await nc?.drain().catch(() => {})
+    await cloud?.close().catch(() => {})
     await nats.stop()
   }
-  process.once('SIGINT', () => { console.log('\nstopping…'); void stop().then(() => summaryAndExit(0)) })
-  process.once('SIGTERM', () => { void stop().then(() => summaryAndExit(0)) })
+  // Until everything is up, a signal just stops what has started.
+  const early = (): void => { void stop().then(() => process.exit(130)) }
+  process.once('SIGINT', early)
+  process.once('SIGTERM', early)
 
   nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 250 })
   await provisionStreams(nc)
@@ -61,6 +68,10 @@ async function main (): Promise<number> {
     for (const ev of b.events) { const k = `${b.gatewayId}/${ev.deviceId}/${ev.seq}`; if (!seen.has(k)) { seen.add(k); cloudEvents++ } }
   } })
 
+  // The cloud tier: aggregator (fleet views in NATS KV) and its JSON API.
+  cloud = new Cloud(parseCloudConfig({ logLevel: 'warn', nats: { servers: [nats.url] }, http: { host: '127.0.0.1', port: 0 }, offlineTimeoutMs: 6000 }), createCloudLogger('warn'), { defaultMetrics: false })
+  const cloudPorts = await cloud.start()
+  const api = `http://127.0.0.1:${cloudPorts.http}`
   const perGateway = Number(values.devices)
   const intervalMs = Number(values['interval-ms'])
   try {
@@ -72,18 +83,42 @@ async function main (): Promise<number> {
   }
   console.log(`demo: nats ${nats.url} (JetStream, monitoring ${nats.monitorUrl})`)
   for (const g of gateways) console.log(`demo: gateway ${g.id}: mqtt://127.0.0.1:${g.mqtt}  metrics http://127.0.0.1:${g.http}/metrics  ${g.devices.length} devices`)
-  console.log('demo: the cloud console arrives with the aggregator (issue #6); until then this table is read from the gateways\' heartbeats. Ctrl-C stops.')
+  console.log(`demo: cloud API ${api}/api/fleet  (also /api/accounting, /api/devices/<gateway>/<device>, /metrics)`)
+  console.log('demo: the web console comes with issue #6; the table below is read from the gateways\' heartbeats. Ctrl-C stops.')
 
   const started = Date.now()
   const outageAt = values['outage-at'] ? Number(values['outage-at']) * 1000 : null
   const outageFor = Number(values['outage-for']) * 1000
   let outage: 'before' | 'during' | 'after' = 'before'
+  let applied: { received: number, duplicates: number, gapsOpen: number } | null = null
+  const readAccounting = async (): Promise<void> => {
+    try {
+      const r = await (await fetch(`${api}/api/accounting`)).json() as { totals: { received: number, duplicates: number, gapsOpen: number } }
+      applied = r.totals
+    } catch { /* the API is gone: keep the last reading */ }
+  }
+  // Devices stop first; then the cloud gets a few seconds to apply what the gateways still hold.
+  const settle = async (): Promise<void> => {
+    for (const g of gateways) await Promise.all(g.devices.map((d) => d.close().catch(() => {})))
+    const acked = gateways.flatMap((g) => g.devices).reduce((a, d) => a + d.counters.acked, 0)
+    const deadline = Date.now() + 5000
+    do {
+      await readAccounting()
+      if (applied && applied.received >= acked) return
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    } while (Date.now() < deadline)
+  }
   const summaryAndExit = (code: number): void => {
     const sent = gateways.flatMap((g) => g.devices).reduce((a, d) => a + d.counters.sent, 0)
     const acked = gateways.flatMap((g) => g.devices).reduce((a, d) => a + d.counters.acked, 0)
     console.log(`\nsummary: devices sent ${sent}, gateways acknowledged ${acked}, cloud received ${cloudEvents} unique events${acked > cloudEvents ? ` (${acked - cloudEvents} still buffered at the edge when stopped)` : ''}`)
+    if (applied) console.log(`cloud accounting: applied ${applied.received}, duplicates dropped ${applied.duplicates}, open gaps ${applied.gapsOpen}`)
     process.exit(code)
   }
+  process.off('SIGINT', early)
+  process.off('SIGTERM', early)
+  process.once('SIGINT', () => { console.log('\nstopping…'); void settle().then(stop).then(() => summaryAndExit(0)) })
+  process.once('SIGTERM', () => { void stop().then(() => summaryAndExit(0)) })
   for (;;) {
     await new Promise((resolve) => setTimeout(resolve, 2000))
     if (stopping) return 0
@@ -91,7 +126,12 @@ async function main (): Promise<number> {
     if (outageAt !== null && outage === 'before' && t >= outageAt) { outage = 'during'; console.log(`demo: uplink outage: stopping nats-server for ${outageFor / 1000}s`); await nats.stop() }
     if (outage === 'during' && t >= (outageAt ?? 0) + outageFor) { outage = 'after'; console.log('demo: uplink back: restarting nats-server'); await nats.restart() }
     printTable(gateways, status, cloudEvents, t)
-    if (values.duration && t >= Number(values.duration) * 1000) { await stop(); summaryAndExit(0); return 0 }
+    if (values.duration && t >= Number(values.duration) * 1000) {
+      await settle()
+      await stop()
+      summaryAndExit(0)
+      return 0
+    }
   }
 }
 

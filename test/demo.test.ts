@@ -22,4 +22,8 @@ test('demo: runs nats-server, two gateways and devices, then stops cleanly with 
   assert.ok(sent > 20, `too few events: ${sent}`)
   assert.equal(acked, sent, 'every publish of a well-behaved device is acknowledged')
   assert.ok(cloud > 0 && cloud <= acked, `cloud received ${cloud} of ${acked}`)
+  // What the gateways accepted is what the cloud's aggregator applied: once, no holes.
+  const a = /cloud accounting: applied (\d+), duplicates dropped (\d+), open gaps (\d+)/.exec(out)
+  assert.ok(a, `no cloud accounting in:\n${out}`)
+  assert.deepEqual([Number(a[1]), Number(a[2]), Number(a[3])], [acked, 0, 0])
 })
