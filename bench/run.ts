@@ -6,9 +6,11 @@ import { cpus, totalmem, platform, release } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { decide } from './decide.ts'
 import { drain } from './drain.ts'
 import { ingest } from './ingest.ts'
 import { aggregate } from './aggregate.ts'
+import { footprint } from './footprint.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const RESULTS_DIR = join(ROOT, 'bench-results')
@@ -33,7 +35,7 @@ export interface BenchReport {
 export type Bench = (opts: BenchOptions) => Promise<BenchReport>
 
 /** Every known benchmark, by the name given on the command line. */
-const BENCHES: Record<string, Bench> = { ingest, drain, aggregate }
+const BENCHES: Record<string, Bench> = { ingest, drain, aggregate, footprint, decide }
 
 const LIBRARIES = ['aedes', 'mqtt', 'better-sqlite3', '@nats-io/transport-node', '@nats-io/jetstream']
 

@@ -10,15 +10,21 @@
 // two steps, a redelivery, a replay long after JetStream's de-duplication window, or two replicas
 // racing on one device changes nothing but the duplicate count. Documents only grow (seq sets are
 // monotone), which is why a locally cached copy can decide "already applied" without a read.
+//
+// Control events (batch field 6: decisions, alerts, command outcomes; device "$control", the
+// gateway's control seq) go the same way: the per-gateway decision, alert and command documents and
+// the per-device references are each idempotent by seq (control-apply.ts), applied in step 2; the
+// dedupe state and accounting of (gateway, "$control", seq) is a device document, applied in step 3.
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import { STREAMS, v1, type GatewayStatus, type ReplicationBatch } from '../proto/index.ts'
+import { CONTROL_DEVICE_ID, STREAMS, v1, type ControlEventProps, type GatewayStatus, type ReplicationBatch } from '../proto/index.ts'
 import { applyToDevice, applyToRollup, hourOf, newDeviceDoc, newRollupDoc, type ApplyEvent, type ApplyGap, type DeviceApplyStats, type DeviceDoc, type RollupDoc } from './apply.ts'
+import { appendHealth, applyAlerts, applyCommands, applyDecisions, applyDeviceControl, dedupeEvent, DEFAULT_CONTROL_LIMITS, newAlertsDoc, newCommandsDoc, newDecisionsDoc, newDeviceControlDoc, newHealthDoc, parseDetail, type ControlEv, type ControlLimits, type HealthDoc, type LagDoc } from './control-apply.ts'
 import { CloudError } from './errors.ts'
 import type { Logger } from './log.ts'
 import type { CloudMetrics } from './metrics.ts'
 import { DEVICE_ID, GATEWAY_ID, viewKeys, type ViewStore } from './view-store.ts'
-import type { GatewayDoc } from './views.ts'
+import { replicationLag, type GatewayDoc } from './views.ts'
 
 export interface AggregatorOptions {
   /** Prefix of the durable consumer names (`<prefix>-telemetry`, `<prefix>-events`); replicas share them. */
@@ -37,18 +43,25 @@ export interface AggregatorOptions {
   statusQueue?: string
   /** Which streams to consume (default both). */
   streams?: Array<'telemetry' | 'events'>
+  /** Bounds of the control views (decisions, alerts, commands, per-device references). */
+  controlLimits?: Partial<ControlLimits>
+  /** Link-health samples kept per gateway (one per heartbeat: 720 = 1 h at the default 5 s). */
+  healthSamples?: number
+  /** Least time between two writes of a gateway's apply lag by this replica (ms). */
+  lagWriteMs?: number
   now?: () => number
 }
 
-export interface AggregatorStats { batches: number, applied: number, duplicates: number, rejected: number, flushes: number, heartbeats: number, conflicts: number }
+export interface AggregatorStats { batches: number, applied: number, duplicates: number, rejected: number, flushes: number, heartbeats: number, conflicts: number, controlApplied: number, controlDuplicates: number }
 
 interface Group { gatewayId: string, deviceId: string, events: ApplyEvent[], gaps: ApplyGap[] }
+interface ControlGroup { gatewayId: string, events: ControlEv[], gaps: ApplyGap[] }
 interface Cached { value: unknown, rev: number }
 
 const STREAM_OF = { telemetry: STREAMS.telemetry.name, events: STREAMS.events.name } as const
 
 export class Aggregator {
-  private readonly opts: Required<Omit<AggregatorOptions, 'now'>> & { now: () => number }
+  private readonly opts: Required<Omit<AggregatorOptions, 'now' | 'controlLimits'>> & { now: () => number, controlLimits: ControlLimits }
   private readonly cache = new Map<string, Cached>()
   private readonly iters: ConsumerMessages[] = []
   private readonly loops: Promise<void>[] = []
@@ -59,7 +72,9 @@ export class Aggregator {
   private applying: Promise<unknown> = Promise.resolve()
   private state: 'new' | 'starting' | 'running' | 'closing' | 'closed' = 'new'
   private closing: Promise<void> | null = null
-  private readonly counts: AggregatorStats = { batches: 0, applied: 0, duplicates: 0, rejected: 0, flushes: 0, heartbeats: 0, conflicts: 0 }
+  private readonly counts: AggregatorStats = { batches: 0, applied: 0, duplicates: 0, rejected: 0, flushes: 0, heartbeats: 0, conflicts: 0, controlApplied: 0, controlDuplicates: 0 }
+  /** Per gateway: when this replica last wrote its apply lag (bounded by the number of gateways). */
+  private readonly lagWritten = new Map<string, number>()
 
   constructor (
     private readonly nc: NatsConnection,
@@ -77,6 +92,9 @@ export class Aggregator {
       casAttempts: opts.casAttempts ?? 20,
       statusQueue: opts.statusQueue ?? 'cloud-aggregator',
       streams: opts.streams ?? ['telemetry', 'events'],
+      controlLimits: { ...DEFAULT_CONTROL_LIMITS, ...opts.controlLimits },
+      healthSamples: opts.healthSamples ?? 720,
+      lagWriteMs: opts.lagWriteMs ?? 1000,
       now: opts.now ?? Date.now,
     }
   }
@@ -170,6 +188,9 @@ export class Aggregator {
     let wake: (() => void) | null = null
     const iter = await consumer.consume({
       max_messages: this.opts.maxBatchMessages,
+      // Short pull expiry: a pull left on a cluster node that died is renewed within seconds,
+      // not after the client's default 30 s.
+      expires: 5000,
       callback: (m) => { buffer.push(m); wake?.() },
     })
     this.iters.push(iter)
@@ -210,7 +231,9 @@ export class Aggregator {
     const t0 = performance.now()
     const devices = new Map<string, Group>()
     const rollups = new Map<string, Group & { hour: number }>()
+    const controls = new Map<string, ControlGroup>()
     const newest: number[] = []
+    const newestByGateway = new Map<string, number>()
     const accepted: typeof msgs = []
     for (const m of msgs) {
       const batch = this.decode(m)
@@ -242,33 +265,60 @@ export class Aggregator {
         if (rg) rg.events.push(e)
         else rollups.set(rk, { gatewayId: batch.gatewayId, deviceId, hour, events: [e], gaps: [] })
       }
+      for (const c of batch.control) {
+        const ev = this.controlEvent(batch.gatewayId, c)
+        if (!ev) continue
+        this.controlGroup(controls, batch.gatewayId).events.push(ev)
+        if (ev.ingestTsMs > maxIngest) maxIngest = ev.ingestTsMs
+      }
       for (const g of batch.gaps) {
         const deviceId = g.deviceId ?? ''
         const fromSeq = Number(g.fromSeq)
         const toSeq = Number(g.toSeq)
-        if (!DEVICE_ID.test(deviceId) || !(fromSeq >= 1) || !(toSeq >= fromSeq)) {
+        const control = deviceId === CONTROL_DEVICE_ID
+        if ((!control && !DEVICE_ID.test(deviceId)) || !(fromSeq >= 1) || !(toSeq >= fromSeq)) {
           this.reject('bad_gap', { gatewayId: batch.gatewayId, deviceId, fromSeq, toSeq })
           continue
         }
-        this.group(devices, viewKeys.device(batch.gatewayId, deviceId), batch.gatewayId, deviceId).gaps.push({ deviceId, fromSeq, toSeq, reason: g.reason ?? '' })
+        // Shed control events (the gateway sheds its priority lane last) are explained in the control accounting.
+        const gap = { deviceId, fromSeq, toSeq, reason: g.reason ?? '' }
+        if (control) this.controlGroup(controls, batch.gatewayId).gaps.push(gap)
+        else this.group(devices, viewKeys.device(batch.gatewayId, deviceId), batch.gatewayId, deviceId).gaps.push(gap)
       }
-      if (maxIngest > 0) newest.push(maxIngest)
+      if (maxIngest > 0) {
+        newest.push(maxIngest)
+        if (maxIngest > (newestByGateway.get(batch.gatewayId) ?? 0)) newestByGateway.set(batch.gatewayId, maxIngest)
+      }
     }
 
     // Rollups first, then devices: each is idempotent on its own, so the order only decides what a
     // crash in between leaves behind (rollups ahead of the device view, fixed by the redelivery).
-    await Promise.all([...rollups].map(([key, g]) => this.update<RollupDoc>(key,
-      () => newRollupDoc(g.gatewayId, g.deviceId, g.hour),
-      (doc) => applyToRollup(doc, g.events) > 0)))
+    // Control views (decisions, alerts, commands, per-device references) beside the rollups.
+    await Promise.all([
+      ...[...rollups].map(([key, g]) => this.update<RollupDoc>(key,
+        () => newRollupDoc(g.gatewayId, g.deviceId, g.hour),
+        (doc) => applyToRollup(doc, g.events) > 0)),
+      ...[...controls.values()].flatMap((g) => this.controlViewUpdates(g)),
+    ])
     const now = this.opts.now()
     const results = new Map<string, DeviceApplyStats>()
-    await Promise.all([...devices].map(([key, g]) => this.update<DeviceDoc>(key,
-      () => newDeviceDoc(g.gatewayId, g.deviceId),
-      (doc) => {
-        const s = applyToDevice(doc, g.events, g.gaps, now, this.opts.maxRanges)
-        results.set(key, s)
-        return s.applied > 0 || s.duplicates > 0 || g.gaps.length > 0
-      })))
+    const controlResults = new Map<string, DeviceApplyStats>()
+    await Promise.all([
+      ...[...devices].map(([key, g]) => this.update<DeviceDoc>(key,
+        () => newDeviceDoc(g.gatewayId, g.deviceId),
+        (doc) => {
+          const s = applyToDevice(doc, g.events, g.gaps, now, this.opts.maxRanges)
+          results.set(key, s)
+          return s.applied > 0 || s.duplicates > 0 || g.gaps.length > 0
+        })),
+      ...[...controls.values()].map((g) => this.update<DeviceDoc>(viewKeys.control(g.gatewayId),
+        () => newDeviceDoc(g.gatewayId, CONTROL_DEVICE_ID),
+        (doc) => {
+          const s = applyToDevice(doc, g.events.map(dedupeEvent), g.gaps, now, this.opts.maxRanges)
+          controlResults.set(g.gatewayId, s)
+          return s.applied > 0 || s.duplicates > 0 || g.gaps.length > 0
+        })),
+    ])
 
     for (const m of accepted) m.ack()
     const applied = this.opts.now()
@@ -277,9 +327,15 @@ export class Aggregator {
     let explained = 0
     let filled = 0
     for (const s of results.values()) { nApplied += s.applied; nDup += s.duplicates; explained += s.explained; filled += s.lateFilled }
-    this.counts.batches += accepted.length
     this.counts.applied += nApplied
     this.counts.duplicates += nDup
+    // Control events count in the metrics (stream label) but have their own totals in stats().
+    for (const s of controlResults.values()) {
+      this.counts.controlApplied += s.applied
+      this.counts.controlDuplicates += s.duplicates
+      nApplied += s.applied; nDup += s.duplicates; explained += s.explained; filled += s.lateFilled
+    }
+    this.counts.batches += accepted.length
     this.counts.flushes++
     this.metrics.applied.inc({ stream }, nApplied)
     if (nDup > 0) {
@@ -292,6 +348,89 @@ export class Aggregator {
     this.metrics.flushBatches.observe(msgs.length)
     this.metrics.flushSeconds.observe((performance.now() - t0) / 1000)
     for (const ts of newest) this.metrics.latencySeconds.observe(Math.max(0, applied - ts) / 1000)
+    // Lag only where something new was applied: a replay of old batches says nothing about the link.
+    const fresh = new Set<string>()
+    for (const [key, st] of results) if (st.applied > 0) fresh.add(devices.get(key)!.gatewayId)
+    for (const [gw, st] of controlResults) if (st.applied > 0) fresh.add(gw)
+    for (const gw of newestByGateway.keys()) if (!fresh.has(gw)) newestByGateway.delete(gw)
+    await this.writeLag(newestByGateway, applied)
+  }
+
+  /** Decodes one control event; null (counted) when it cannot be applied. */
+  private controlEvent (gatewayId: string, c: ControlEventProps): ControlEv | null {
+    const seq = Number(c.seq)
+    if (c.deviceId !== CONTROL_DEVICE_ID || !Number.isSafeInteger(seq) || seq < 1) {
+      this.reject('bad_control_event', { gatewayId, deviceId: c.deviceId, seq })
+      return null
+    }
+    return {
+      seq,
+      kind: c.kind ?? '',
+      eventTsMs: Number(c.eventTsMs ?? 0),
+      ingestTsMs: Number(c.ingestTsMs ?? 0),
+      // A subject that is not a valid device id gets no per-device references (and is not shown as one).
+      deviceId: DEVICE_ID.test(c.subjectDeviceId ?? '') ? c.subjectDeviceId! : '',
+      ruleId: c.ruleId ?? '',
+      ruleSetVersion: c.ruleSetVersion ?? '',
+      alertId: (c.alertId ?? '').slice(0, 128),
+      severity: c.severity ?? '',
+      message: (c.message ?? '').slice(0, 500),
+      commandId: (c.commandId ?? '').slice(0, 128),
+      commandName: c.commandName ?? '',
+      commandStatus: c.commandStatus ?? '',
+      durationMs: Number.isFinite(c.durationMs) ? Number(c.durationMs) : 0,
+      detail: parseDetail(c.detailJson),
+    }
+  }
+
+  private controlGroup (map: Map<string, ControlGroup>, gatewayId: string): ControlGroup {
+    let g = map.get(gatewayId)
+    if (!g) map.set(gatewayId, g = { gatewayId, events: [], gaps: [] })
+    return g
+  }
+
+  /** The updates of a gateway's control views for one group (documents it does not touch are not read). */
+  private controlViewUpdates (g: ControlGroup): Promise<void>[] {
+    const gw = g.gatewayId
+    const lim = this.opts.controlLimits
+    const has = (...kinds: string[]): boolean => g.events.some((e) => kinds.includes(e.kind))
+    const out: Promise<void>[] = []
+    if (has('decision')) out.push(this.update(viewKeys.decisions(gw), () => newDecisionsDoc(gw), (doc) => applyDecisions(doc, g.events, lim.decisions) > 0))
+    if (has('alert_raised', 'alert_cleared')) out.push(this.update(viewKeys.alerts(gw), () => newAlertsDoc(gw), (doc) => applyAlerts(doc, g.events, lim)))
+    if (has('command_result')) out.push(this.update(viewKeys.commands(gw), () => newCommandsDoc(gw), (doc) => applyCommands(doc, g.events, lim)))
+    const byDevice = new Map<string, ControlEv[]>()
+    for (const e of g.events) {
+      if (e.deviceId === '') continue
+      const list = byDevice.get(e.deviceId)
+      if (list) list.push(e)
+      else byDevice.set(e.deviceId, [e])
+    }
+    for (const [deviceId, events] of byDevice) {
+      out.push(this.update(viewKeys.deviceControl(gw, deviceId), () => newDeviceControlDoc(gw, deviceId), (doc) => applyDeviceControl(doc, events, lim.deviceRefs)))
+    }
+    return out
+  }
+
+  /**
+   * Records, per gateway, the ingest -> applied lag of the newest events just applied (gateway clock
+   * to cloud clock). Last writer wins; each replica writes a gateway at most once per lagWriteMs.
+   */
+  private async writeLag (newestByGateway: Map<string, number>, appliedMs: number): Promise<void> {
+    for (const [gatewayId, ingestTs] of newestByGateway) {
+      const last = this.lagWritten.get(gatewayId) ?? 0
+      if (appliedMs - last < this.opts.lagWriteMs) continue
+      this.lagWritten.delete(gatewayId)
+      this.lagWritten.set(gatewayId, appliedMs)
+      if (this.lagWritten.size > 100_000) this.lagWritten.delete(this.lagWritten.keys().next().value!)
+      const doc: LagDoc = { v: 1, gatewayId, applyLagMs: Math.max(0, appliedMs - ingestTs), atMs: appliedMs }
+      try {
+        await this.store.put(viewKeys.lag(gatewayId), doc)
+      } catch (err) {
+        // A statistic: a lost write is retried by the next group.
+        this.lagWritten.delete(gatewayId)
+        this.log.debug({ err, gatewayId }, 'apply lag not stored')
+      }
+    }
   }
 
   private group (map: Map<string, Group>, key: string, gatewayId: string, deviceId: string): Group {
@@ -388,6 +527,9 @@ export class Aggregator {
         startedTsMs: Number(s.startedTsMs),
         lastAckTsMs: Number(s.lastAckTsMs),
         lastError: s.lastError,
+        ruleSetVersion: s.ruleSetVersion,
+        decisionP99Ms: Number.isFinite(s.decisionP99Ms) ? s.decisionP99Ms : 0,
+        quarantinedTotal: Number(s.quarantinedTotal),
       },
     }
     try {
@@ -397,6 +539,29 @@ export class Aggregator {
     } catch (err) {
       this.metrics.storeErrors.inc()
       this.log.warn({ err, gatewayId }, 'heartbeat not stored')
+      return
     }
+    try {
+      await this.recordHealth(doc)
+    } catch (err) {
+      this.metrics.storeErrors.inc()
+      this.log.warn({ err, gatewayId }, 'link-health sample not stored')
+    }
+  }
+
+  /** One link-health sample per heartbeat (cloud receive time), for the gateway page's charts. */
+  private async recordHealth (doc: GatewayDoc): Promise<void> {
+    const lag = await this.store.get<LagDoc>(viewKeys.lag(doc.gatewayId))
+    const s = doc.status
+    const sample = {
+      t: doc.lastSeenMs,
+      backlogEvents: s.backlogEvents,
+      oldestUnsentAgeMs: s.oldestUnsentAgeMs,
+      replicationLagMs: replicationLag(doc, lag?.value ?? null, doc.lastSeenMs),
+      ingestEventsPerSec: s.ingestEventsPerSec,
+      uplinkEventsPerSec: s.uplinkEventsPerSec,
+      linkUp: s.linkState === 'up' ? 1 : 0,
+    }
+    await this.update<HealthDoc>(viewKeys.health(doc.gatewayId), () => newHealthDoc(doc.gatewayId), (h) => appendHealth(h, sample, this.opts.healthSamples))
   }
 }

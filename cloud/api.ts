@@ -3,7 +3,10 @@
 // view store, so any number of API replicas answer the same.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { AddressInfo } from 'node:net'
+import type { NatsConnection } from '@nats-io/transport-node'
 import type { Registry } from 'prom-client'
+import { registerConsole, type ConsoleAuth } from './console/index.ts'
+import { registerControlRoutes } from './control-api.ts'
 import type { Logger } from './log.ts'
 import { DEVICE_ID, GATEWAY_ID } from './view-store.ts'
 import type { FleetViews, Resolution } from './views.ts'
@@ -14,6 +17,10 @@ export interface ApiOptions {
   /** Ready = consuming and the store answers; 503 otherwise (and while closing). */
   ready: () => { ready: boolean, detail?: Record<string, unknown> }
   log: Logger
+  /** The console login and web UI (cloud/console/); without it the API is open, as in unit tests. */
+  console?: ConsoleAuth
+  /** For commands, rule sets and live events (control-api.ts); default: the connection of the views' KV bucket. */
+  nats?: NatsConnection
 }
 
 const badRequest = (message: string): { statusCode: number, body: { error: string, message: string } } =>
@@ -34,6 +41,7 @@ export class ApiServer {
   constructor (private readonly opts: ApiOptions) {
     // Fastify logs through our pino logger (a child); per-request logs are off (errors are still logged).
     this.app = Fastify({ loggerInstance: opts.log.child({ component: 'api' }) as unknown as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
+    if (opts.console) registerConsole(this.app, { auth: opts.console })
     this.routes()
   }
 
@@ -97,6 +105,9 @@ export class ApiServer {
       if (gw !== undefined && !GATEWAY_ID.test(gw)) return reply.code(400).send(badRequest('bad gateway id').body)
       return views.accounting(gw)
     })
+
+    // Alerts, decisions, commands, rule sets, link health, live events.
+    registerControlRoutes(app, { views, nats: this.opts.nats, log: this.opts.log })
   }
 
   /** Listens; resolves with the bound port (0 = ephemeral). */

@@ -5,6 +5,7 @@ import { connect, credsAuthenticator, type NatsConnection, type NodeConnectionOp
 import { Aggregator } from './aggregator.ts'
 import { ApiServer } from './api.ts'
 import type { CloudConfig } from './config.ts'
+import { ConsoleAuth } from './console/index.ts'
 import { KvViewStore } from './kv-view-store.ts'
 import type { Logger } from './log.ts'
 import { createCloudMetrics, type CloudMetrics } from './metrics.ts'
@@ -45,7 +46,8 @@ export class Cloud {
     }
     let http: number | null = null
     if (c.http.port !== null) {
-      this.api = new ApiServer({ views: this.views, registry: this.metrics.registry, log: this.log, ready: () => this.ready() })
+      const consoleAuth = await ConsoleAuth.create(c.console, { host: c.http.host, registry: this.metrics.registry, log: this.log.child({ component: 'console' }) })
+      this.api = new ApiServer({ views: this.views, registry: this.metrics.registry, log: this.log, ready: () => this.ready(), console: consoleAuth, nats: this.nc ?? undefined })
       http = await this.api.start(c.http.host, c.http.port)
     }
     this.log.info({ http, servers: c.nats.servers, replicas: c.replicas }, 'cloud started')

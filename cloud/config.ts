@@ -46,6 +46,16 @@ export const cloudConfigSchema = z.object({
     /** JSON API, /metrics, /healthz, /readyz; null turns it off. */
     port: port.nullable().default(8080),
   }).strict().prefault({}),
+  /** The console's login, in front of the web UI and the whole /api (cloud/console/). */
+  console: z.object({
+    user: z.string().min(1).default('admin'),
+    /** scrypt hash from `cloud/console/hash-password.ts`; preferred over a clear password. */
+    passwordHash: z.string().optional(),
+    /** Clear password (IOT_CLOUD_CONSOLE__PASSWORD), hashed at start. With neither, only a loopback http.host may run, without login. */
+    password: z.string().min(1).optional(),
+    /** How long a login lasts. */
+    sessionTtlMs: z.number().int().positive().default(12 * 3600_000),
+  }).strict().prefault({}),
   /** SIGTERM/SIGINT: finish the group being applied, close; exit after this deadline at the latest. */
   shutdownTimeoutMs: z.number().int().positive().default(10000),
 }).strict()

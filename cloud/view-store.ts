@@ -3,6 +3,7 @@
 // conflicting write fails, the writer reloads and re-applies (the apply is idempotent).
 // Two implementations share one contract: MemoryViewStore (one process, tests, benchmarks) and
 // KvViewStore (a NATS KV bucket: shared by replicas, survives restarts).
+import { CloudError } from './errors.ts'
 
 export interface Versioned<T> { value: T, rev: number }
 
@@ -29,11 +30,43 @@ export const viewKeys = {
   device: (gatewayId: string, deviceId: string): string => `dev.${gatewayId}.${enc(deviceId)}`,
   rollup: (gatewayId: string, deviceId: string, hourStartMs: number): string => `roll.${gatewayId}.${enc(deviceId)}.${hourStartMs}`,
   gateway: (gatewayId: string): string => `gw.${gatewayId}`,
+  /** Dedupe state and accounting of a gateway's control events: (gateway, "$control", seq). */
+  control: (gatewayId: string): string => `ctl.${gatewayId}`,
+  /** The gateway's recent decisions (bounded). */
+  decisions: (gatewayId: string): string => `dec.${gatewayId}`,
+  /** The gateway's alerts: state per alert id (active, operator ack) and recent raise/clear events. */
+  alerts: (gatewayId: string): string => `alr.${gatewayId}`,
+  /** The gateway's recent commands, each with its status timeline (bounded). */
+  commands: (gatewayId: string): string => `cmd.${gatewayId}`,
+  /** One device's references to its recent decisions, alerts and commands. */
+  deviceControl: (gatewayId: string, deviceId: string): string => `dctl.${gatewayId}.${enc(deviceId)}`,
+  /** Link-health history of a gateway: one sample per heartbeat (bounded). */
+  health: (gatewayId: string): string => `hlth.${gatewayId}`,
+  /** Ingest -> applied lag of the newest events applied for a gateway (last writer wins). */
+  lag: (gatewayId: string): string => `lag.${gatewayId}`,
   /** dev.<gw>.<device> -> { gatewayId, deviceId } */
   parseDevice: (key: string): { gatewayId: string, deviceId: string } => {
     const [, gatewayId, device] = key.split('.')
     return { gatewayId, deviceId: dec(device) }
   },
+}
+
+/**
+ * Read-modify-write of one document with compare-and-set, for writers other than the aggregator
+ * (the API: operator acknowledgements, queued commands). `fn` changes the document in place and
+ * returns whether it changed (false: nothing is written); on a conflict it runs again on a fresh
+ * copy. Returns the document as written (or as read when unchanged), or null when `create` gives null
+ * for a missing document.
+ */
+export async function updateDoc<T> (store: ViewStore, key: string, create: () => T | null, fn: (doc: T) => boolean, attempts = 20): Promise<T | null> {
+  for (let i = 0; i < attempts; i++) {
+    const cur = await store.get<T>(key)
+    const doc = cur ? cur.value : create()
+    if (doc === null) return null
+    if (!fn(doc)) return doc
+    if (await store.cas(key, doc, cur?.rev ?? 0) !== null) return doc
+  }
+  throw new CloudError('CLOUD_ERR_VIEW_CONFLICT', `view document ${key}: ${attempts} compare-and-set conflicts in a row`)
 }
 
 /** Ids the cloud accepts in keys (the gateway's own rules: see gateway/config.ts and the registry). */

@@ -2,6 +2,8 @@
 // ViewStore, so any console replica answers the same; online/offline is derived at read time from
 // the last heartbeat and the offline timeout, so a silent gateway turns offline without a writer.
 import { accountingOf, HOUR_MS, MINUTE_MS, type Agg, type DeviceAccounting, type DeviceDoc, type Latest, type RollupDoc } from './apply.ts'
+import type { LagDoc } from './control-apply.ts'
+import { ControlViews } from './control-views.ts'
 import { viewKeys, type ViewStore } from './view-store.ts'
 
 /** The heartbeat as stored: the gateway's status plus when the cloud last heard it. */
@@ -25,15 +27,42 @@ export interface GatewayDoc {
     startedTsMs: number
     lastAckTsMs: number
     lastError: string
+    /** Version of the rule set the gateway runs ('' = none). Absent in documents written before it existed. */
+    ruleSetVersion?: string
+    /** Decision latency p99 (publish received -> command sent) over the gateway's recent decisions, ms. */
+    decisionP99Ms?: number
+    quarantinedTotal?: number
   }
 }
 
-export interface GatewayView extends Omit<GatewayDoc['status'], 'tsMs'> {
+export interface GatewayView extends Omit<GatewayDoc['status'], 'tsMs' | 'ruleSetVersion' | 'decisionP99Ms' | 'quarantinedTotal'> {
   gatewayId: string
   online: boolean
   lastSeenMs: number
   /** Gateway clock of the last heartbeat. */
   heartbeatTsMs: number
+  ruleSetVersion: string
+  decisionP99Ms: number
+  quarantinedTotal: number
+  /** Heartbeat time minus the last JetStream ack of a batch (both gateway clock); null = never acked. */
+  sinceLastAckMs: number | null
+  /** Ingest at the edge -> applied in the views, of the newest events applied (null = none measured). */
+  applyLagMs: number | null
+  applyLagAtMs: number | null
+  /** How far the views are behind the gateway: see replicationLag(). */
+  replicationLagMs: number
+}
+
+/**
+ * How far the cloud views are behind a gateway, in ms: the age of the oldest event the gateway has
+ * not had acknowledged (when it has a backlog), or else the ingest -> applied lag last measured by an
+ * aggregator (when measured within a minute of the heartbeat), or 0.
+ */
+export function replicationLag (doc: GatewayDoc, lag: LagDoc | null, nowMs: number): number {
+  const s = doc.status
+  const backlog = s.backlogEvents > 0 ? s.oldestUnsentAgeMs : 0
+  const applied = lag && nowMs - lag.atMs <= 60_000 ? lag.applyLagMs : 0
+  return Math.max(backlog, applied)
 }
 
 export interface DeviceView { gatewayId: string, deviceId: string, latest: Latest | null, accounting: DeviceAccounting, updatedMs: number }
@@ -46,24 +75,42 @@ export type Resolution = '1m' | '1h'
 export const MAX_HISTORY_HOURS = 24 * 93
 
 export class FleetViews {
-  constructor (private readonly store: ViewStore, private readonly opts: { offlineTimeoutMs: number, now?: () => number }) {}
+  /** Decisions, alerts, commands, per-device control references and link health. */
+  readonly control: ControlViews
+
+  constructor (readonly store: ViewStore, private readonly opts: { offlineTimeoutMs: number, now?: () => number }) {
+    this.control = new ControlViews(store, { now: () => this.now() })
+  }
 
   private now (): number { return this.opts.now?.() ?? Date.now() }
 
-  gatewayView (doc: GatewayDoc): GatewayView {
-    const { tsMs, ...status } = doc.status
-    return { gatewayId: doc.gatewayId, online: this.now() - doc.lastSeenMs <= this.opts.offlineTimeoutMs, lastSeenMs: doc.lastSeenMs, heartbeatTsMs: tsMs, ...status }
+  gatewayView (doc: GatewayDoc, lag: LagDoc | null = null): GatewayView {
+    const { tsMs, ruleSetVersion, decisionP99Ms, quarantinedTotal, ...status } = doc.status
+    return {
+      gatewayId: doc.gatewayId,
+      online: this.now() - doc.lastSeenMs <= this.opts.offlineTimeoutMs,
+      lastSeenMs: doc.lastSeenMs,
+      heartbeatTsMs: tsMs,
+      ...status,
+      ruleSetVersion: ruleSetVersion ?? '',
+      decisionP99Ms: decisionP99Ms ?? 0,
+      quarantinedTotal: quarantinedTotal ?? 0,
+      sinceLastAckMs: status.lastAckTsMs > 0 ? Math.max(0, tsMs - status.lastAckTsMs) : null,
+      applyLagMs: lag?.applyLagMs ?? null,
+      applyLagAtMs: lag?.atMs ?? null,
+      replicationLagMs: replicationLag(doc, lag, this.now()),
+    }
   }
 
   async gateways (): Promise<GatewayView[]> {
     const keys = await this.store.keys(['gw'])
-    const docs = await Promise.all(keys.map((k) => this.store.get<GatewayDoc>(k)))
-    return docs.filter((d) => d !== null).map((d) => this.gatewayView(d!.value))
+    const views = await Promise.all(keys.map((k) => this.gateway(k.slice('gw.'.length))))
+    return views.filter((v) => v !== null)
   }
 
   async gateway (gatewayId: string): Promise<GatewayView | null> {
-    const d = await this.store.get<GatewayDoc>(viewKeys.gateway(gatewayId))
-    return d ? this.gatewayView(d.value) : null
+    const [d, lag] = await Promise.all([this.store.get<GatewayDoc>(viewKeys.gateway(gatewayId)), this.store.get<LagDoc>(viewKeys.lag(gatewayId))])
+    return d ? this.gatewayView(d.value, lag?.value ?? null) : null
   }
 
   async device (gatewayId: string, deviceId: string): Promise<DeviceView | null> {
@@ -83,9 +130,15 @@ export class FleetViews {
     return out
   }
 
-  /** Per-device accounting plus fleet totals. */
-  async accounting (gatewayId?: string): Promise<{ totals: Omit<DeviceAccounting, 'highestSeq'> & { devices: number }, devices: Array<{ gatewayId: string, deviceId: string } & DeviceAccounting> }> {
+  /**
+   * Per-device accounting plus fleet totals; `control` is the same accounting per gateway for its
+   * control events (decisions, alerts, command outcomes: device "$control"), not in the totals.
+   */
+  async accounting (gatewayId?: string): Promise<{ totals: Omit<DeviceAccounting, 'highestSeq'> & { devices: number }, devices: Array<{ gatewayId: string, deviceId: string } & DeviceAccounting>, control: Array<{ gatewayId: string } & DeviceAccounting> }> {
     const devices = (await this.devices(gatewayId)).map((d) => ({ gatewayId: d.gatewayId, deviceId: d.deviceId, ...d.accounting }))
+    const controlKeys = gatewayId ? [viewKeys.control(gatewayId)] : await this.store.keys(['ctl'])
+    const controlDocs = await Promise.all(controlKeys.map((k) => this.store.get<DeviceDoc>(k)))
+    const control = controlDocs.filter((d) => d !== null).map((d) => ({ gatewayId: d!.value.gatewayId, ...accountingOf(d!.value) }))
     const totals = { devices: devices.length, received: 0, duplicates: 0, gapsOpen: 0, gapRangesOpen: 0, gapsExplained: 0, gapsClosed: 0, gapsAbandoned: 0, gapRecords: 0, gapRecordDuplicates: 0 }
     for (const d of devices) {
       totals.received += d.received
@@ -98,7 +151,7 @@ export class FleetViews {
       totals.gapRecords += d.gapRecords
       totals.gapRecordDuplicates += d.gapRecordDuplicates
     }
-    return { totals, devices }
+    return { totals, devices, control }
   }
 
   /** Rollup buckets by event time in [fromMs, toMs), oldest first; empty buckets are left out. */

@@ -118,6 +118,8 @@ export class Gateway {
       uplinkEventsPerSec: uplinkPerSec,
       connectedDevices: this.broker.aedes.connectedClients,
       shedEventsTotal: s.shedEvents,
+      rejectedTotal: this.metrics.totals.rejected,
+      quarantinedTotal: this.metrics.totals.quarantined,
       startedTsMs: this.startedTs,
       lastAckTsMs: this.replicator.lastAckTs,
       lastError: this.link.lastError,

@@ -8,11 +8,16 @@ export function createMetrics (opts: { defaultMetrics?: boolean, oldestAgeSecond
   const registry = new Registry()
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'gateway_process_' })
   const r = [registry]
+  // Plain running totals for the heartbeat (prom-client reads are async; the heartbeat is not).
+  const totals = { rejected: 0, quarantined: 0 }
+  const rejected = new Counter({ name: 'gateway_rejected_total', help: 'Input refused or quarantined, by reason', labelNames: ['reason'], registers: r })
+  const quarantined = new Counter({ name: 'gateway_dead_letters_total', help: 'Payloads quarantined in the dead-letter table, by reason', labelNames: ['reason'], registers: r })
   return {
+    totals,
+    rejected: { inc: (labels: { reason: string }, n = 1) => { totals.rejected += n; rejected.inc(labels, n) }, get: () => rejected.get() },
+    quarantined: { inc: (labels: { reason: string }, n = 1) => { totals.quarantined += n; quarantined.inc(labels, n) }, get: () => quarantined.get() },
     registry,
     ingested: new Counter({ name: 'gateway_ingest_events_total', help: 'Events committed to the outbox', registers: r }),
-    rejected: new Counter({ name: 'gateway_rejected_total', help: 'Input refused or quarantined, by reason', labelNames: ['reason'], registers: r }),
-    quarantined: new Counter({ name: 'gateway_dead_letters_total', help: 'Payloads quarantined in the dead-letter table, by reason', labelNames: ['reason'], registers: r }),
     throttled: new Counter({ name: 'gateway_throttled_publishes_total', help: 'Publishes delayed by the per-device rate limit', registers: r }),
     commitGroupEvents: new Histogram({ name: 'gateway_commit_group_events', help: 'Items per outbox commit group', buckets: [1, 4, 16, 64, 256, 1024, 4096], registers: r }),
     commitSeconds: new Histogram({ name: 'gateway_commit_duration_seconds', help: 'Duration of one outbox commit (transaction incl. fsync)', buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5], registers: r }),

@@ -131,6 +131,9 @@ export class UplinkLink {
     const opts: NodeConnectionOptions = {
       servers: c.servers,
       name: `gateway-${this.gatewayId}`,
+      // Replies (publish acks, pulls, KV watches) come on this gateway's own inboxes, so NATS
+      // permissions need not let it subscribe to anyone else's (deploy/nats/accounts.conf).
+      inboxPrefix: `_INBOX_${this.gatewayId}`,
       user: c.user,
       pass: c.pass,
       token: c.token,

@@ -1,0 +1,120 @@
+// Device page: latest readings (updated live), history charts from the rollups with a time-range
+// picker, delivery accounting, and the device's alerts, decisions and commands.
+import { api, attempt, listOf } from '../api.js'
+import { lineChart } from '../charts.js'
+import { chip, fill, fmtAgo, fmtNum, fmtTime, h, NA, table, tile } from '../dom.js'
+
+const RANGES = [
+  { id: '15m', label: '15 min', ms: 15 * 60_000, res: '1m' },
+  { id: '1h', label: '1 h', ms: 3600_000, res: '1m' },
+  { id: '6h', label: '6 h', ms: 6 * 3600_000, res: '1m' },
+  { id: '24h', label: '24 h', ms: 24 * 3600_000, res: '1h' },
+  { id: '7d', label: '7 days', ms: 7 * 24 * 3600_000, res: '1h' },
+]
+// Long ranges change slowly: their history is re-read at most this often.
+const SLOW_HISTORY_MS = 60_000
+
+export function mount (root, [gw, dev]) {
+  let range = RANGES[1]
+  let historyReadMs = 0
+  const charts = new Map()
+  const updated = h('span', { class: 'muted' })
+  const readings = h('div', { class: 'readings', id: 'readings' }, h('p', { class: 'muted' }, 'Loading…'))
+  const accounting = h('div', { class: 'tiles', id: 'accounting' })
+  const picker = h('div', { class: 'segmented', id: 'range' })
+  const chartsEl = h('div', { class: 'grid', id: 'history' })
+  const lists = { alerts: h('div'), decisions: h('div'), commands: h('div') }
+  const drawPicker = () => fill(picker, RANGES.map((r) => h('button', { type: 'button', class: r === range ? 'active' : '', dataset: { range: r.id }, onclick: () => { range = r; historyReadMs = 0; drawPicker(); void loadHistory() } }, r.label)))
+  drawPicker()
+  root.append(
+    h('div', { class: 'page-head' },
+      h('span', { class: 'crumbs' }, h('a', { href: '#/fleet' }, 'Fleet'), ' › ', h('a', { href: `#/gateways/${encodeURIComponent(gw)}` }, gw), ' ›'),
+      h('h1', {}, dev), updated,
+      h('a', { href: `#/commands/${encodeURIComponent(gw)}/${encodeURIComponent(dev)}` }, 'Send a command…')),
+    h('div', { class: 'card' }, h('h2', {}, 'Latest readings'), readings),
+    h('div', { class: 'card' }, h('h2', {}, 'Delivery accounting'), accounting),
+    h('div', { class: 'card' }, h('div', { class: 'page-head' }, h('h2', {}, 'History'), picker, h('span', { class: 'muted' }, 'avg per bucket, with min and max')), chartsEl),
+    h('div', { class: 'grid' },
+      h('div', { class: 'card' }, h('h2', {}, 'Alerts'), lists.alerts),
+      h('div', { class: 'card' }, h('h2', {}, 'Decisions'), lists.decisions),
+      h('div', { class: 'card' }, h('h2', {}, 'Commands'), lists.commands)),
+  )
+
+  async function loadHistory () {
+    const to = Date.now()
+    const r = await attempt(() => api.history(gw, dev, { from: to - range.ms, to, res: range.res }))
+    historyReadMs = Date.now()
+    if (!r.ok) { fill(chartsEl, r.unavailable ? NA() : h('p', { class: 'error' }, r.error.message)); return }
+    const buckets = r.data.buckets
+    const names = [...new Set(buckets.flatMap((b) => Object.keys(b.readings)))].sort()
+    if (names.length === 0) { for (const c of charts.values()) c.chart.destroy(); charts.clear(); fill(chartsEl, h('p', { class: 'muted' }, 'No readings in this range.')); return }
+    for (const [name, c] of charts) if (!names.includes(name)) { c.chart.destroy(); c.el.remove(); charts.delete(name) }
+    if (chartsEl.querySelector('p')) fill(chartsEl)
+    for (const name of names) {
+      let c = charts.get(name)
+      if (!c) {
+        const plot = h('div', { class: 'chart' })
+        const el = h('div', { dataset: { chart: name } }, h('div', { class: 'chart-title' }, name), plot)
+        chartsEl.append(el)
+        const fmt = (v) => fmtNum(v, 2)
+        c = { el, chart: lineChart(plot, { series: [{ label: 'avg', value: fmt }, { label: 'min', color: '#93a3c4', width: 1, dash: [4, 4], value: fmt }, { label: 'max', color: '#93a3c4', width: 1, dash: [4, 4], value: fmt }] }) }
+        charts.set(name, c)
+      }
+      const pick = (f) => buckets.map((b) => b.readings[name]?.[f] ?? null)
+      c.chart.setData(buckets.map((b) => b.start), pick('avg'), pick('min'), pick('max'))
+      c.chart.setRange(to - range.ms, to)
+    }
+  }
+
+  const listInto = (el, r, key, row, headers, empty) => {
+    if (r.unavailable) return fill(el, NA())
+    if (!r.ok) return fill(el, h('p', { class: 'error' }, r.error.message))
+    const items = listOf(r.data, key)
+    fill(el, items.length ? table(headers, items.slice(0, 20).map(row)) : h('p', { class: 'muted' }, empty))
+  }
+
+  return {
+    unmount () { for (const c of charts.values()) c.chart.destroy() },
+    async refresh () {
+      const [dr, control] = await Promise.all([
+        attempt(() => api.device(gw, dev)),
+        attempt(() => api.deviceControl(gw, dev)),
+      ])
+      // One answer holds the device's references to its alerts, decisions and commands.
+      const part = (key) => control.ok ? { ok: true, data: control.data[key] ?? [] } : control
+      const [ar, der, cr] = [part('alerts'), part('decisions'), part('commands')]
+      if (!dr.ok) {
+        fill(readings, h('p', { class: 'error' }, dr.error?.status === 404 ? `No data from ${gw}/${dev} yet.` : `Cannot read the device: ${dr.error?.message}`))
+      } else {
+        const d = dr.data
+        fill(updated, d.latest ? `last event ${fmtAgo(d.latest.eventTsMs)} · seq ${d.latest.seq}` : 'no event yet')
+        const entries = Object.entries(d.latest?.readings ?? {}).sort(([a], [b]) => a.localeCompare(b))
+        const before = new Map([...readings.querySelectorAll('[data-reading]')].map((el) => [el.dataset.reading, el.dataset.value]))
+        fill(readings, entries.length ? entries.map(([name, r]) => {
+          const el = tile(name, fmtNum(r.value, 3), `${fmtTime(r.eventTsMs)} · seq ${r.seq}`, '', { dataset: { reading: name, value: String(r.value) } })
+          el.classList.add('reading')
+          if (before.has(name) && before.get(name) !== String(r.value)) el.classList.add('changed')
+          return el
+        }) : h('p', { class: 'muted' }, 'No readings yet.'))
+        const a = d.accounting
+        fill(accounting,
+          tile('Received', fmtNum(a.received), 'distinct events applied', '', { dataset: { acct: 'received' } }),
+          tile('Duplicates dropped', fmtNum(a.duplicates), 'redelivered, applied once', '', { dataset: { acct: 'duplicates' } }),
+          tile('Open gaps', fmtNum(a.gapsOpen), `${fmtNum(a.gapRangesOpen)} holes, may still arrive`, a.gapsOpen > 0 ? 'warn' : '', { dataset: { acct: 'gaps' } }),
+          tile('Explained gaps', fmtNum(a.gapsExplained), 'shed at the gateway', a.gapsExplained > 0 ? 'warn' : ''),
+          tile('Filled late', fmtNum(a.gapsClosed), 'arrived out of order'),
+          tile('Highest seq', fmtNum(a.highestSeq), a.received + a.gapsExplained === a.highestSeq ? 'all accounted for' : 'some still missing'),
+        )
+      }
+      if (Date.now() - historyReadMs > (range.ms > 6 * 3600_000 ? SLOW_HISTORY_MS : 0)) await loadHistory()
+      listInto(lists.alerts, ar, 'alerts', (x) => h('tr', { dataset: { alert: x.alertId } }, h('td', {}, fmtTime(x.tsMs)), h('td', { class: 'mono' }, x.alertId), h('td', {}, chip(x.change, x.change === 'raised' ? 'bad' : 'ok')), h('td', { style: 'white-space: normal' }, x.message)), ['When', 'Alert', 'Change', 'Message'], 'No alerts.')
+      listInto(lists.decisions, der, 'decisions', (x) => h('tr', { dataset: { decision: x.ruleId } }, h('td', {}, fmtTime(x.tsMs)), h('td', { class: 'mono' }, x.ruleId), h('td', {}, x.kind), h('td', { class: 'num' }, `${fmtNum(x.durationMs, 2)} ms`)), ['When', 'Rule', 'Kind', 'Took'], 'No decisions.')
+      listInto(lists.commands, cr, 'commands', (x) => h('tr', { dataset: { command: x.commandId } }, h('td', {}, fmtTime(x.statusTsMs)), h('td', {}, x.name), h('td', {}, statusChip(x.status))), ['When', 'Command', 'Status'], 'No commands.')
+    },
+  }
+}
+
+export function statusChip (status) {
+  const kind = { acknowledged: 'ok', delivered: 'info', sent: 'info', queued: '', timed_out: 'bad', expired: 'bad', rejected: 'bad' }[status] ?? ''
+  return chip(status ?? '?', kind)
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what this project needs on a fresh Debian machine (as root): nats-server (JetStream for the
+# demo and the tests), openssl (TLS tests), chromium (console browser tests), then `npm ci`, which
+# also generates the protobuf code. Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+[ -x /usr/bin/chromium ] || [ "${SKIP_BROWSER:-}" = 1 ] || need_apt+=(chromium)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  if [ "$(id -u)" -ne 0 ]; then echo "setup: need root for apt-get (or install: ${need_apt[*]})" >&2; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}"
+fi
+npm ci --no-audit --no-fund
