@@ -7,7 +7,6 @@ import { join } from 'node:path'
 import { test } from 'node:test'
 import { jetstream } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
-import type { MqttClient } from 'mqtt'
 import { subjects, v1, type ControlEventProps } from '../proto/index.ts'
 import { Cloud } from '../cloud/cloud.ts'
 import { parseCloudConfig, type CloudConfigInput } from '../cloud/config.ts'
@@ -15,6 +14,7 @@ import { applyAlerts, applyCommands, applyDecisions, applyDeviceControl, newAler
 import { createLogger } from '../cloud/log.ts'
 import { checkRuleSetText } from '../cloud/rules-text.ts'
 import { connectDevice, startGateway, tempDir } from './harness/gateway.ts'
+import { actuator, coolerRules } from './harness/actuator.ts'
 import { startNats, type NatsServer } from './harness/nats-server.ts'
 import { waitFor } from './harness/poll.ts'
 
@@ -88,32 +88,7 @@ async function sse (url: string): Promise<{ events: SseEvent[], close: () => voi
   return { events, close: () => ac.abort() }
 }
 
-const coolerRules = (version: string, above: number): string => `
-version: ${version}
-rules:
-  - id: cold-room-warm
-    devices: [room-1]
-    when: { reading: temperature, above: ${above}, hysteresis: 1 }
-    then:
-      - command: { device: cooler-1, name: cooler, args: { on: true } }
-      - raiseAlert: { id: cold-room-warm, severity: critical, message: "cold room above ${above} C" }
-    else:
-      - command: { device: cooler-1, name: cooler, args: { on: false } }
-      - clearAlert: { id: cold-room-warm }
-`
 
-/** An actuator on a real MQTT connection (persistent session: the gateway sees its PUBACKs) that acknowledges every command. */
-async function actuator (port: number, id: string): Promise<{ client: MqttClient, received: Array<{ id: string, name: string, args: Record<string, unknown> }> }> {
-  const client = await connectDevice(port, { clientId: id, clean: false })
-  const received: Array<{ id: string, name: string, args: Record<string, unknown> }> = []
-  client.on('message', (_topic, payload) => {
-    const cmd = JSON.parse(payload.toString()) as { id: string, name: string, args: Record<string, unknown> }
-    received.push(cmd)
-    setTimeout(() => client.publish(`devices/${id}/commands/ack`, JSON.stringify({ id: cmd.id, status: 'ok' }), { qos: 1 }), 20)
-  })
-  await client.subscribeAsync(`devices/${id}/commands`, { qos: 1 })
-  return { client, received }
-}
 
 test('cloud control: decisions, alerts (raise, ack, clear), command timelines, cloud commands, rule push and live events through the API', { timeout: 120000 }, async (t) => {
   const defer = deferrer(t)

@@ -5,8 +5,8 @@ import { test } from 'node:test'
 import { jetstream } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
 import { connect } from '@nats-io/transport-node'
-import type { MqttClient } from 'mqtt'
 import { connectDevice, startGateway, tempDir, type TestGateway } from './harness/gateway.ts'
+import { actuator, coolerRules } from './harness/actuator.ts'
 import { loadDevice } from './harness/load.ts'
 import { startNats } from './harness/nats-server.ts'
 import { readOutbox } from './harness/outbox-reader.ts'
@@ -15,35 +15,7 @@ import { provision } from './harness/stream-reader.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 
-const coolerRules = (version: string, above: number): string => `
-version: ${version}
-rules:
-  - id: cold-room-warm
-    devices: [room-1]
-    when: { reading: temperature, above: ${above}, hysteresis: 1 }
-    then:
-      - command: { device: cooler-1, name: cooler, args: { on: true } }
-      - raiseAlert: { id: cold-room-warm, severity: critical, message: "cold room above ${above} C" }
-    else:
-      - command: { device: cooler-1, name: cooler, args: { on: false } }
-      - clearAlert: { id: cold-room-warm }
-`
 
-/** An actuator on a real MQTT connection: records commands and acknowledges them unless told not to. */
-async function actuator (port: number, id: string, opts: { ack?: boolean } = {}): Promise<{ client: MqttClient, received: Array<{ id: string, name: string, args: Record<string, unknown> }> }> {
-  // A persistent session (clean: false), as actuators should use: the gateway then also sees the
-  // PUBACK of each command and records it as delivered.
-  const client = await connectDevice(port, { clientId: id, clean: false })
-  const received: Array<{ id: string, name: string, args: Record<string, unknown> }> = []
-  client.on('message', (_topic, payload) => {
-    const cmd = JSON.parse(payload.toString()) as { id: string, name: string, args: Record<string, unknown> }
-    received.push(cmd)
-    // Acting takes a moment, so the broker-level PUBACK goes out before the acknowledgement.
-    if (opts.ack !== false) setTimeout(() => client.publish(`devices/${id}/commands/ack`, JSON.stringify({ id: cmd.id, status: 'ok' }), { qos: 1 }), 20)
-  })
-  await client.subscribeAsync(`devices/${id}/commands`, { qos: 1 })
-  return { client, received }
-}
 
 const controlEvents = (gw: TestGateway): Array<{ kind: string, status: string, alertId: string, ruleId: string, commandId: string }> =>
   readOutbox(gw.dataDir).filter((e) => e.control).map((e) => ({ kind: e.control!.kind, status: e.control!.commandStatus, alertId: e.control!.alertId, ruleId: e.control!.ruleId, commandId: e.control!.commandId }))
