@@ -1,8 +1,9 @@
 // The one-command demo: a nats-server (JetStream), the cloud's streams, two gateways (child
 // processes, real credentials from the device registry) and simulated devices; a live status
 // table from the gateways' heartbeats, and a summary at the end. Ctrl-C stops everything.
-//   npm run demo [-- --duration 60 --devices 5 --interval-ms 500 --outage-at 20 --outage-for 10]
+//   npm run demo [-- --duration 60 --devices 5 --interval-ms 500 --outage-at 20 --outage-for 10 --console-port 8080]
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -27,7 +28,7 @@ interface RunningGateway { id: string, child: ChildProcess, mqtt: number, http: 
 async function main (): Promise<number> {
   const { values } = parseArgs({ options: {
     duration: { type: 'string' }, devices: { type: 'string', default: '5' }, 'interval-ms': { type: 'string', default: '500' },
-    'outage-at': { type: 'string' }, 'outage-for': { type: 'string', default: '10' },
+    'outage-at': { type: 'string' }, 'outage-for': { type: 'string', default: '10' }, 'console-port': { type: 'string', default: '8080' },
   } })
   const missing = natsServerMissing()
   if (missing) { console.error(`demo: ${missing}`); return 2 }
@@ -69,9 +70,13 @@ async function main (): Promise<number> {
   } })
 
   // The cloud tier: aggregator (fleet views in NATS KV) and its JSON API.
-  cloud = new Cloud(parseCloudConfig({ logLevel: 'warn', nats: { servers: [nats.url] }, http: { host: '127.0.0.1', port: 0 }, offlineTimeoutMs: 6000 }), createCloudLogger('warn'), { defaultMetrics: false })
+  // The console requires a login: a one-time password for this demo run, printed below.
+  const password = randomBytes(9).toString('base64url')
+  cloud = new Cloud(parseCloudConfig({ logLevel: 'warn', nats: { servers: [nats.url] }, http: { host: '127.0.0.1', port: Number(values['console-port']) }, offlineTimeoutMs: 6000, console: { user: 'operator', password } }), createCloudLogger('warn'), { defaultMetrics: false })
   const cloudPorts = await cloud.start()
   const api = `http://127.0.0.1:${cloudPorts.http}`
+  const login = await fetch(`${api}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'operator', password }) })
+  const cookie = (login.headers.get('set-cookie') ?? '').split(';')[0]
   const perGateway = Number(values.devices)
   const intervalMs = Number(values['interval-ms'])
   try {
@@ -83,8 +88,9 @@ async function main (): Promise<number> {
   }
   console.log(`demo: nats ${nats.url} (JetStream, monitoring ${nats.monitorUrl})`)
   for (const g of gateways) console.log(`demo: gateway ${g.id}: mqtt://127.0.0.1:${g.mqtt}  metrics http://127.0.0.1:${g.http}/metrics  ${g.devices.length} devices`)
-  console.log(`demo: cloud API ${api}/api/fleet  (also /api/accounting, /api/devices/<gateway>/<device>, /metrics)`)
-  console.log('demo: the web console comes with issue #6; the table below is read from the gateways\' heartbeats. Ctrl-C stops.')
+  console.log(`demo: console ${api}/console/  login: operator / ${password}`)
+  console.log(`demo: cloud JSON API ${api}/api/fleet (same login), metrics ${api}/metrics`)
+  console.log('demo: the table below is read from the gateways\' heartbeats. Ctrl-C stops everything.')
 
   const started = Date.now()
   const outageAt = values['outage-at'] ? Number(values['outage-at']) * 1000 : null
@@ -93,7 +99,7 @@ async function main (): Promise<number> {
   let applied: { received: number, duplicates: number, gapsOpen: number } | null = null
   const readAccounting = async (): Promise<void> => {
     try {
-      const r = await (await fetch(`${api}/api/accounting`)).json() as { totals: { received: number, duplicates: number, gapsOpen: number } }
+      const r = await (await fetch(`${api}/api/accounting`, { headers: { cookie } })).json() as { totals: { received: number, duplicates: number, gapsOpen: number } }
       applied = r.totals
     } catch { /* the API is gone: keep the last reading */ }
   }

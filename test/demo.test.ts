@@ -7,7 +7,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
 test('demo: runs nats-server, two gateways and devices, then stops cleanly with a summary that adds up', { timeout: 90000 }, async (t) => {
   // Its own process group: if the demo misbehaves, everything it started is killed with it.
-  const child = spawn(process.execPath, ['--import', 'tsx', 'simulators/demo.ts', '--duration', '8', '--devices', '2', '--interval-ms', '200'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  const child = spawn(process.execPath, ['--import', 'tsx', 'simulators/demo.ts', '--duration', '8', '--devices', '2', '--interval-ms', '200', '--console-port', '0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   t.after(() => { try { process.kill(-child.pid!, 'SIGKILL') } catch { /* already gone */ } })
   let out = ''
   child.stdout.on('data', (d: Buffer) => { out += d.toString() })
@@ -16,6 +16,7 @@ test('demo: runs nats-server, two gateways and devices, then stops cleanly with 
   assert.equal(code, 0, out)
   assert.match(out, /gateway site-a: mqtt:\/\/127\.0\.0\.1:\d+/)
   assert.match(out, /site-b\s+up/)
+  assert.match(out, /console http:\/\/127\.0\.0\.1:\d+\/console\/ {2}login: operator \/ \S+/)
   const m = /summary: devices sent (\d+), gateways acknowledged (\d+), cloud received (\d+) unique events/.exec(out)
   assert.ok(m, `no summary in:\n${out}`)
   const [sent, acked, cloud] = [Number(m[1]), Number(m[2]), Number(m[3])]
