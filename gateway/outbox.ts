@@ -79,6 +79,7 @@ export class Outbox {
   private state = { events: 0, bytes: 0, shedEvents: 0 }
   /** Random id of this database, part of every replication batch id. */
   epoch = ''
+  private fullSync = true
   private stmts!: {
     insertEvent: Statement
     upsertSeq: Statement
@@ -110,6 +111,7 @@ export class Outbox {
   /** Loads sequence counters and running totals; fast even with millions of buffered events. */
   start (): void {
     const db = this.db
+    this.fullSync = (db.pragma('synchronous', { simple: true }) as number) >= 2
     this.stmts = {
       insertEvent: db.prepare('INSERT INTO events (lane, body) VALUES (?, ?)'),
       upsertSeq: db.prepare('INSERT INTO device_seq (device_id, last_seq) VALUES (?, ?) ON CONFLICT(device_id) DO UPDATE SET last_seq = excluded.last_seq'),
@@ -164,8 +166,10 @@ export class Outbox {
     this.queue.push(p)
     if (!this.flushScheduled) {
       this.flushScheduled = true
-      // Everything that arrives in this turn of the event loop joins the same group.
-      setImmediate(() => this.flush())
+      // Everything that arrives in this turn of the event loop joins the same group. The second
+      // turn lets a command decided on this publish reach its actuator's socket (aedes writes on
+      // setImmediate) before the commit and its fsync block the loop: control never waits for disk.
+      setImmediate(() => setImmediate(() => this.flush()))
     }
   }
 
@@ -355,9 +359,22 @@ export class Outbox {
 
   /** Persists batches before they are published, so a restart re-sends them with the same ids. */
   recordInflight (batches: InflightBatch[]): void {
-    this.db.transaction(() => {
+    this.relaxed(() => this.db.transaction(() => {
       for (const b of batches) this.stmts.insertInflight.run(b.batchId, b.lane, b.firstId, b.lastId, b.gapFirst, b.gapLast)
-    })()
+    })())
+  }
+
+  // Uplink bookkeeping commits without its own fsync (the next ingest commit syncs the WAL). A power
+  // cut can lose it, which costs only a re-send: JetStream or the cloud's idempotent apply drops the
+  // copy. Only process-level durability is needed here; events themselves stay fsync'd.
+  private relaxed<T> (fn: () => T): T {
+    if (!this.fullSync) return fn()
+    this.db.pragma('synchronous = NORMAL')
+    try {
+      return fn()
+    } finally {
+      this.db.pragma('synchronous = FULL')
+    }
   }
 
   /** Batches published before the last stop and never acknowledged, oldest first. */
@@ -369,7 +386,7 @@ export class Outbox {
   /** The cloud has the batch: delete its rows, gaps and in-flight record in one transaction. */
   ackBatch (b: InflightBatch): { events: number, bytes: number } {
     let freed = { events: 0, bytes: 0 }
-    this.db.transaction(() => {
+    this.relaxed(() => this.db.transaction(() => {
       if (b.lastId >= b.firstId) {
         // Count what is really there: shedding may have removed rows of the range meanwhile.
         const c = this.stmts.rangeSize.get(b.lane, b.firstId, b.lastId) as { n: number, bytes: number | null }
@@ -381,7 +398,7 @@ export class Outbox {
       }
       if (b.gapLast >= b.gapFirst) this.stmts.deleteGaps.run(b.gapFirst, b.gapLast)
       this.stmts.deleteInflight.run(b.batchId)
-    })()
+    })())
     this.updateGauges()
     return freed
   }

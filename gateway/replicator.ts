@@ -117,7 +117,11 @@ export class Replicator {
       this.inFlight.set(b.batchId, b)
       toSend.push(b)
     }
+    // At most two new batches per turn: reading and encoding them is synchronous SQLite work, and
+    // ingest and decisions must get the loop between turns while a backlog drains.
+    let more = false
     for (;;) {
+      if (fresh.length >= 2) { more = true; break }
       let b: Batch | null = null
       if (this.count('priority') < LANE_LIMIT.priority) b = this.nextPriority()
       if (!b && this.count('live') < LANE_LIMIT.live) b = this.nextLive()
@@ -133,6 +137,7 @@ export class Replicator {
     if (fresh.length > 0) this.outbox.recordInflight(fresh)
     this.metrics.uplinkInFlight.set(this.inFlight.size)
     for (const b of toSend) this.publish(conn.js, b)
+    if (more) this.schedule()
   }
 
   private publish (js: NonNullable<ReturnType<UplinkLink['current']>>['js'], b: Batch): void {

@@ -16,7 +16,11 @@ export async function actuator (port: number, id: string, opts: { ack?: boolean 
   client.on('message', (_topic, payload) => {
     const cmd = JSON.parse(payload.toString()) as ReceivedCommand
     received.push(cmd)
-    if (opts.ack !== false) setTimeout(() => client.publish(`devices/${id}/commands/ack`, JSON.stringify({ id: cmd.id, status: 'ok' }), { qos: 1 }), 20)
+    if (opts.ack === false) return
+    setTimeout(() => {
+      // The test may have ended the client meanwhile; mqtt.js throws on a publish after end().
+      if (client.connected && !client.disconnecting) client.publish(`devices/${id}/commands/ack`, JSON.stringify({ id: cmd.id, status: 'ok' }), { qos: 1 })
+    }, 20)
   })
   await client.subscribeAsync(`devices/${id}/commands`, { qos: 1 })
   return { client, received }
