@@ -117,11 +117,11 @@ export class Replicator {
       this.inFlight.set(b.batchId, b)
       toSend.push(b)
     }
-    // At most two new batches per turn: reading and encoding them is synchronous SQLite work, and
+    // At most one new batch per turn: reading and encoding them is synchronous SQLite work, and
     // ingest and decisions must get the loop between turns while a backlog drains.
     let more = false
     for (;;) {
-      if (fresh.length >= 2) { more = true; break }
+      if (fresh.length >= 1) { more = true; break }
       let b: Batch | null = null
       if (this.count('priority') < LANE_LIMIT.priority) b = this.nextPriority()
       if (!b && this.count('live') < LANE_LIMIT.live) b = this.nextLive()
