@@ -11,6 +11,7 @@ import { drain } from './drain.ts'
 import { ingest } from './ingest.ts'
 import { aggregate } from './aggregate.ts'
 import { footprint } from './footprint.ts'
+import { memory } from './memory.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const RESULTS_DIR = join(ROOT, 'bench-results')
@@ -35,7 +36,7 @@ export interface BenchReport {
 export type Bench = (opts: BenchOptions) => Promise<BenchReport>
 
 /** Every known benchmark, by the name given on the command line. */
-const BENCHES: Record<string, Bench> = { ingest, drain, aggregate, footprint, decide }
+const BENCHES: Record<string, Bench> = { ingest, drain, aggregate, footprint, decide, memory }
 
 const LIBRARIES = ['aedes', 'mqtt', 'better-sqlite3', '@nats-io/transport-node', '@nats-io/jetstream']
 

@@ -1,0 +1,68 @@
+// One aggregator replica as its own process, for bench/aggregate.ts: its own NATS connection, KV
+// view store and metrics, sharing the durable consumers ('aggregator-telemetry') with every other
+// replica on the same nats-server, as separate cloud processes would. Driven by lines on stdin:
+//   start      - start the aggregator (the clock of the parent starts here); stats lines follow
+//   lat-begin  - from now on keep every observation of the end-to-end latency histogram
+//   lat-end    - print the observations kept since lat-begin (seconds) and stop keeping them
+//   stop       - close the aggregator (finishes and acks its group), print final stats, exit
+// and answers with JSON lines on stdout: {type:'ready'}, {type:'stats',…}, {type:'lat',…}, {type:'done',…}.
+// Usage: node --import tsx bench/aggregate-replica.ts <nats-url>
+import { createInterface } from 'node:readline'
+import { connect } from '@nats-io/transport-node'
+import { Aggregator } from '../cloud/aggregator.ts'
+import { KvViewStore } from '../cloud/kv-view-store.ts'
+import { createLogger } from '../cloud/log.ts'
+import { createCloudMetrics } from '../cloud/metrics.ts'
+
+const STATS_EVERY_MS = 20
+
+const url = process.argv[2]
+if (!url) {
+  console.error('usage: aggregate-replica.ts <nats-url>')
+  process.exit(2)
+}
+const send = (msg: Record<string, unknown>): void => { process.stdout.write(JSON.stringify(msg) + '\n') }
+
+const nc = await connect({ servers: url, name: 'bench-aggregate-replica' })
+const store = await KvViewStore.open(nc, 'VIEWS')
+const metrics = createCloudMetrics({ defaultMetrics: false })
+// The aggregator's own end-to-end histogram (ingest at the edge of the newest event of a batch ->
+// applied), observed here value by value so that quantiles are exact rather than bucket bounds.
+let latency: number[] | null = null
+const observe = metrics.latencySeconds.observe.bind(metrics.latencySeconds)
+metrics.latencySeconds.observe = ((...args: Parameters<typeof observe>) => {
+  if (latency !== null && typeof args[0] === 'number') latency.push(args[0])
+  return observe(...args)
+}) as typeof metrics.latencySeconds.observe
+// Wall-clock time of the last group that applied something (comparable across the replica processes).
+let lastAppliedWallMs = 0
+const inc = metrics.applied.inc.bind(metrics.applied)
+metrics.applied.inc = ((...args: Parameters<typeof inc>) => {
+  lastAppliedWallMs = Date.now()
+  return inc(...args)
+}) as typeof metrics.applied.inc
+const agg = new Aggregator(nc, store, metrics, createLogger('warn'), { streams: ['telemetry'] })
+let timer: NodeJS.Timeout | null = null
+const stats = (): Record<string, unknown> => ({ ...agg.stats(), lastAppliedWallMs })
+
+send({ type: 'ready', pid: process.pid })
+for await (const line of createInterface({ input: process.stdin })) {
+  const cmd = line.trim()
+  if (cmd === 'start') {
+    await agg.start()
+    timer = setInterval(() => send({ type: 'stats', ...stats() }), STATS_EVERY_MS)
+  } else if (cmd === 'lat-begin') {
+    latency = []
+  } else if (cmd === 'lat-end') {
+    send({ type: 'lat', seconds: latency ?? [] })
+    latency = null
+  } else if (cmd === 'stop') {
+    if (timer) clearInterval(timer)
+    await agg.close()
+    await store.close()
+    await nc.drain().catch(() => nc.close())
+    send({ type: 'done', ...stats() })
+    break
+  }
+}
+process.exit(0)
