@@ -16,11 +16,13 @@ test('uplink: replays the backlog after a NATS outage under load, every event ex
   t.after(() => gw.close())
   const acked = new Map<string, Set<number>>()
   const loads = []
+  const clients: Array<import('mqtt').MqttClient> = []
   for (let d = 0; d < 3; d++) {
     const id = `dev-${d}`
     acked.set(id, new Set())
     const c = await connectDevice(gw.ports.mqtt, { clientId: id })
     t.after(() => c.end(true))
+    clients.push(c)
     loads.push(loadDevice(c, id, { n: 0 }, acked.get(id)!, { window: 10, intervalMs: 2 }))
   }
   await waitFor(() => gw.gateway.replicator.stats().ackedEvents > 200, 'events to flow to the cloud')
@@ -31,7 +33,9 @@ test('uplink: replays the backlog after a NATS outage under load, every event ex
   await nats.restart()
   await waitFor(() => gw.gateway.link.state === 'up', 'the uplink to reconnect', 20000)
   for (const l of loads) l.stop()
-  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.replicator.stats().inFlight === 0, 'the backlog to drain', 30000)
+  // end() waits for the publishes still in flight: after it, every acknowledged event is committed.
+  await Promise.all(clients.map((c) => c.endAsync()))
+  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.outbox.stats().pending === 0 && gw.gateway.replicator.stats().inFlight === 0, 'the backlog to drain', 30000)
   const acc = await readStream(nats.url, 'TELEMETRY')
   assertExactlyOnce(acc, 'gw-test', acked)
   const total = [...acked.values()].reduce((s, a) => s + a.size, 0)
