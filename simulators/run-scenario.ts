@@ -1,0 +1,315 @@
+// Runs a scenario file against the real system: a nats-server (JetStream), the cloud aggregator
+// (in process), one gateway child (SIGKILL-able, restarted on the same data dir) and the scenario's
+// devices with credentials from the gateway's device registry. A one-line progress every second,
+// a summary at the end; exit 0 when the summary adds up, 1 when it does not, 2 on a usage error.
+//   npm run simulate -- simulators/scenarios/outage.yaml [--quick]
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { Cloud } from '../cloud/cloud.ts'
+import { parseCloudConfig } from '../cloud/config.ts'
+import { natsServerMissing, startNats, type NatsServer } from '../cloud/embedded-nats.ts'
+import { createLogger as createCloudLogger } from '../cloud/log.ts'
+import { openDb } from '../gateway/db.ts'
+import { DeviceRegistry } from '../gateway/device-registry.ts'
+import { loadScenario, quickScenario, ScenarioError, type Scenario, type ScenarioStep } from './scenario.ts'
+import { ScenarioDevice } from './scenario-device.ts'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const GATEWAY_ID = 'scenario-gw'
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+interface Totals { received: number, duplicates: number, gapsOpen: number }
+
+/** The gateway as a child process; kill() is a power cut, start() brings it back on the same data dir and ports. */
+class GatewayChild {
+  child: ChildProcess | null = null
+  mqtt = 0
+  http = 0
+  private tail = ''
+  private exited: Promise<void> = Promise.resolve()
+  /** gateway_rejected_total of the lives before the current one (a power cut resets the counter). */
+  rejectedBefore = 0
+  rejectedNow = 0
+
+  constructor (private readonly dataDir: string, private readonly natsUrl: string) {}
+
+  output (): string { return this.tail }
+
+  async start (): Promise<void> {
+    const deadline = Date.now() + 20000
+    for (let attempt = 0; ; attempt++) {
+      try { return await this.spawnOnce(attempt) } catch (err) {
+        // After a power cut the old ports may be held for a moment: retry that case only.
+        if (!/EADDRINUSE/.test((err as Error).message) || Date.now() > deadline) throw err
+        await sleep(200)
+      }
+    }
+  }
+
+  private async spawnOnce (attempt: number): Promise<void> {
+    const portsFile = join(this.dataDir, `ports-${Date.now()}-${attempt}.json`)
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway/main.ts'),
+      '--set', `gatewayId=${GATEWAY_ID}`, '--set', `dataDir=${this.dataDir}`, '--set', 'mqtt.host=127.0.0.1', '--set', `mqtt.port=${this.mqtt}`,
+      '--set', 'mqtt.wsPort=null', '--set', 'http.host=127.0.0.1', '--set', `http.port=${this.http}`, '--set', `portsFile=${portsFile}`,
+      '--set', `uplink.servers=${this.natsUrl}`, '--set', 'uplink.heartbeatMs=1000', '--set', 'logLevel=warn'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+    const keep = (d: Buffer): void => { this.tail = (this.tail + d.toString()).slice(-20000) }
+    child.stdout!.on('data', keep)
+    child.stderr!.on('data', keep)
+    this.exited = new Promise((resolve) => child.once('exit', () => resolve()))
+    this.child = child
+    const deadline = Date.now() + 20000
+    while (!existsSync(portsFile)) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`gateway exited (${child.exitCode ?? child.signalCode}): ${this.tail.slice(-2000)}`)
+      if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error(`gateway did not start within 20 s: ${this.tail.slice(-2000)}`) }
+      await sleep(50)
+    }
+    const ports = JSON.parse(readFileSync(portsFile, 'utf8')) as { mqtt: number, http: number }
+    this.mqtt = ports.mqtt
+    this.http = ports.http
+    this.rejectedNow = 0
+  }
+
+  /** Sum of gateway_rejected_total over all label sets; null while the gateway is down. */
+  async scrapeRejected (): Promise<number | null> {
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return null
+    const v = await scrape(this.http, 'gateway_rejected_total')
+    if (v !== null) this.rejectedNow = v
+    return v
+  }
+
+  /** Events still buffered in the outbox (committed or pending); null while down. */
+  async backlog (): Promise<number | null> {
+    const a = await scrape(this.http, 'gateway_outbox_events')
+    const b = await scrape(this.http, 'gateway_outbox_pending')
+    return a === null || b === null ? null : a + b
+  }
+
+  async kill (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const c = this.child
+    if (!c || c.exitCode !== null || c.signalCode !== null) return
+    if (signal === 'SIGKILL') await this.scrapeRejected()
+    this.rejectedBefore += this.rejectedNow
+    this.rejectedNow = 0
+    c.kill(signal)
+    const timer = setTimeout(() => c.kill('SIGKILL'), 10000)
+    await this.exited
+    clearTimeout(timer)
+  }
+
+  get rejectedTotal (): number { return this.rejectedBefore + this.rejectedNow }
+}
+
+async function scrape (port: number, name: string): Promise<number | null> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) })
+    const text = await res.text()
+    let sum = 0
+    for (const line of text.split('\n')) {
+      if (line.startsWith(name + ' ') || line.startsWith(name + '{')) sum += Number(line.slice(line.lastIndexOf(' ') + 1))
+    }
+    return sum
+  } catch { return null }
+}
+
+function percentile (sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]
+}
+
+const fmtS = (ms: number): string => `${(ms / 1000).toFixed(ms % 1000 === 0 ? 0 : 1)}s`
+
+function describe (st: ScenarioStep): string {
+  switch (st.do) {
+    case 'burst': return `burst every ${st.interval}ms for ${fmtS(st.for)}`
+    case 'outage': return `uplink outage (nats-server stopped) for ${fmtS(st.for)}`
+    case 'power-cut': return `gateway power cut (SIGKILL), back after ${fmtS(st.for)}`
+    case 'reconnect-storm': return `reconnect storm: every device drops its link, all reconnect after ${st.after}ms`
+  }
+}
+
+export async function runScenario (scenario: Scenario, log: (line: string) => void = console.log): Promise<number> {
+  const missing = natsServerMissing()
+  if (missing) { log(`simulate: ${missing}`); return 2 }
+  const tmp = mkdtempSync(join(tmpdir(), 'scenario-'))
+  const gwDir = join(tmp, 'gateway')
+  let nats: NatsServer | null = null
+  let cloud: Cloud | null = null
+  let gateway: GatewayChild | null = null
+  const devices: ScenarioDevice[] = []
+  try {
+    nats = await startNats()
+    cloud = new Cloud(parseCloudConfig({ logLevel: 'silent', nats: { servers: [nats.url] }, http: { host: '127.0.0.1', port: 0 } }), createCloudLogger('silent'), { defaultMetrics: false })
+    const api = `http://127.0.0.1:${(await cloud.start()).http}`
+
+    // Real credentials from the gateway's device registry (the code behind `npm run devices -- add`).
+    const good = Array.from({ length: scenario.devices.count }, (_, i) => `dev-${i + 1}`)
+    const bad = Array.from({ length: scenario.badDevices?.count ?? 0 }, (_, i) => `bad-${i + 1}`)
+    const secrets = new Map<string, string>()
+    const db = openDb(gwDir)
+    try {
+      const registry = new DeviceRegistry(db)
+      for (const id of [...good, ...bad]) secrets.set(id, registry.add(id))
+    } finally { db.close() }
+
+    gateway = new GatewayChild(gwDir, nats.url)
+    await gateway.start()
+    const url = `mqtt://127.0.0.1:${gateway.mqtt}`
+    for (const id of good) devices.push(new ScenarioDevice({ url, deviceId: id, secret: secrets.get(id)!, sensors: scenario.devices.sensors, intervalMs: scenario.devices.interval }))
+    for (const id of bad) devices.push(new ScenarioDevice({ url, deviceId: id, secret: secrets.get(id)!, sensors: ['temperature'], intervalMs: scenario.badDevices!.interval, bad: scenario.badDevices!.kinds }))
+    for (let i = 0; i < devices.length; i += 100) await Promise.all(devices.slice(i, i + 100).map((d) => d.start()))
+    const goodDevices = devices.filter((d) => !d.isBad)
+    const badDevices = devices.filter((d) => d.isBad)
+    log(`scenario ${scenario.name}: ${good.length} devices (${scenario.devices.sensors.join(', ')} every ${scenario.devices.interval}ms)${bad.length ? ` + ${bad.length} bad-payload clients every ${scenario.badDevices!.interval}ms` : ''} for ${fmtS(scenario.duration)}; nats ${nats.url}, gateway mqtt ${url}, cloud ${api}`)
+    for (const st of scenario.timeline) log(`  at ${fmtS(st.at)}: ${describe(st)}`)
+
+    let cloudTotals: Totals = { received: 0, duplicates: 0, gapsOpen: 0 }
+    const readCloud = async (): Promise<Totals | null> => {
+      try {
+        const r = await fetch(`${api}/api/accounting?gateway=${GATEWAY_ID}`, { signal: AbortSignal.timeout(3000) })
+        if (!r.ok) return null
+        cloudTotals = ((await r.json()) as { totals: Totals }).totals
+        return cloudTotals
+      } catch { return null }
+    }
+    const sum = (ds: ScenarioDevice[], k: keyof ScenarioDevice['counters']): number => ds.reduce((a, d) => a + d.counters[k], 0)
+
+    // The timeline: each step runs at its time; `active` is shown in the progress line.
+    const started = Date.now()
+    const active = new Set<string>()
+    let faults = 0
+    const runStep = async (st: ScenarioStep): Promise<void> => {
+      const label = describe(st)
+      active.add(label)
+      log(`[${fmtS(Date.now() - started).padStart(5)}] step: ${label}`)
+      try {
+        switch (st.do) {
+          case 'burst':
+            for (const d of goodDevices) d.setInterval(st.interval)
+            await sleep(st.for)
+            for (const d of goodDevices) d.setInterval(scenario.devices.interval)
+            break
+          case 'outage':
+            faults++
+            await nats!.stop()
+            await sleep(st.for)
+            await nats!.restart()
+            break
+          case 'power-cut':
+            faults++
+            // What is unacknowledged now may already be committed: the device will resend it.
+            for (const d of devices) d.markCut()
+            await gateway!.kill('SIGKILL')
+            await sleep(st.for)
+            await gateway!.start()
+            break
+          case 'reconnect-storm':
+            faults++
+            for (const d of devices) d.drop(st.after)
+            await sleep(st.after)
+            break
+        }
+      } finally { active.delete(label) }
+    }
+    const steps = scenario.timeline.map((st) => sleep(st.at).then(() => runStep(st)))
+    const stepErrors: Error[] = []
+    const stepsDone = Promise.allSettled(steps).then((rs) => { for (const r of rs) if (r.status === 'rejected') stepErrors.push(r.reason as Error) })
+
+    const progress = async (): Promise<void> => {
+      const rejected = await gateway!.scrapeRejected()
+      void readCloud()
+      const t = Date.now() - started
+      const connected = devices.filter((d) => d.connected).length
+      log(`[${fmtS(Math.floor(t / 1000) * 1000).padStart(5)}] connected ${connected}/${devices.length}  sent ${sum(devices, 'sent')}  acked ${sum(devices, 'acked')}  in-flight ${devices.reduce((a, d) => a + d.inFlight, 0)}  refused ${rejected ?? gateway!.rejectedTotal}${rejected === null ? ' (gateway down)' : ''}  cloud received ${cloudTotals.received}${active.size ? `  | ${[...active].join('; ')}` : ''}`)
+    }
+    const ticker = setInterval(() => { void progress() }, 1000)
+    await sleep(scenario.duration)
+    await stepsDone
+    clearInterval(ticker)
+
+    // Stop publishing; every publish sent gets its PUBACK (or is counted as failed).
+    await Promise.all(devices.map((d) => d.stopPublishing(15000)))
+    await Promise.all(devices.map((d) => d.close()))
+    const goodSent = sum(goodDevices, 'sent')
+    const goodAcked = sum(goodDevices, 'acked')
+    const goodFailed = sum(goodDevices, 'failed')
+    const badSent = sum(badDevices, 'sent')
+    const badAcked = sum(badDevices, 'acked')
+    const resendAllowance = sum(goodDevices, 'unackedAtCut')
+
+    // Let the backlog drain: the outbox empty, then the cloud's count steady for a second.
+    const drainStart = Date.now()
+    let last = -1
+    let steadySince = Date.now()
+    for (;;) {
+      const backlog = await gateway.backlog()
+      const totals = await readCloud()
+      if (totals && totals.received !== last) { last = totals.received; steadySince = Date.now() }
+      if (backlog === 0 && totals && totals.received >= goodAcked && totals.gapsOpen === 0 && Date.now() - steadySince >= 1000) break
+      if (Date.now() - drainStart > scenario.drainTimeout) { log(`drain: gave up after ${fmtS(scenario.drainTimeout)} (gateway backlog ${backlog ?? 'unknown'}, cloud received ${totals?.received ?? 'unknown'})`); break }
+      await sleep(200)
+    }
+    const drainMs = Date.now() - drainStart
+    await gateway.scrapeRejected()
+    const refused = gateway.rejectedTotal
+    const lat = goodDevices.flatMap((d) => d.latencies).sort((a, b) => a - b)
+    const c = cloudTotals
+
+    // The checks.
+    const checks: Array<{ ok: boolean, text: string }> = []
+    checks.push({ ok: goodFailed === 0 && goodAcked === goodSent, text: `good traffic: every publish acknowledged (sent ${goodSent}, acked ${goodAcked}, failed ${goodFailed})` })
+    if (badDevices.length) {
+      const powerCut = scenario.timeline.some((s) => s.do === 'power-cut')
+      checks.push({ ok: badAcked === badSent && (powerCut ? refused <= badAcked : refused === badAcked), text: `bad payloads: every one quarantined and acknowledged, none applied (sent ${badSent}, acked ${badAcked}, gateway_rejected_total ${refused})` })
+    } else {
+      checks.push({ ok: refused === 0, text: `nothing refused (gateway_rejected_total ${refused})` })
+    }
+    if (resendAllowance === 0) {
+      checks.push({ ok: c.received === goodAcked, text: `cloud received == acknowledged good events (${c.received} == ${goodAcked})` })
+    } else {
+      checks.push({ ok: c.received >= goodAcked && c.received <= goodAcked + resendAllowance, text: `acknowledged <= cloud received <= acknowledged + resent-after-cut (${goodAcked} <= ${c.received} <= ${goodAcked + resendAllowance})` })
+    }
+    checks.push({ ok: c.gapsOpen === 0, text: `no open gaps (${c.gapsOpen})` })
+    checks.push({ ok: faults > 0 || c.duplicates === 0, text: `cloud duplicates dropped: ${c.duplicates}${faults > 0 ? ' (allowed: redelivered batches after a fault are dropped by seq, never counted as received)' : ' (none expected without a fault)'}` })
+    checks.push({ ok: stepErrors.length === 0, text: `timeline ran${stepErrors.length ? `: ${stepErrors.map((e) => e.message).join('; ')}` : ''}` })
+    const ok = checks.every((x) => x.ok)
+
+    const edgeDup = c.received - goodAcked
+    log('')
+    log(`summary (${scenario.name}): sent ${goodSent + badSent} (good ${goodSent}, bad ${badSent}), acknowledged ${goodAcked + badAcked} (good ${goodAcked}, bad ${badAcked}), refused ${refused} (quarantined), skipped while disconnected ${sum(devices, 'skipped')}, reconnects ${sum(devices, 'connects') - devices.length}`)
+    log(`  PUBACK latency (good): p50 ${percentile(lat, 50).toFixed(1)} ms, p99 ${percentile(lat, 99).toFixed(1)} ms, max ${(lat.at(-1) ?? NaN).toFixed(1)} ms over ${lat.length} publishes`)
+    log(`  cloud accounted for: received ${c.received}, duplicates ${c.duplicates}, open gaps ${c.gapsOpen} (backlog drained in ${fmtS(drainMs)})`)
+    log(`  how it is counted: a device's publish counts as sent once, acknowledged when its PUBACK arrives (the event is committed at the edge). A publish unacknowledged when its link or gateway was cut (${resendAllowance} here) is resent by the client after reconnecting; if the gateway had already committed the first copy, it stores the resend as a new event with a new seq, so the cloud may receive up to that many more events than were acknowledged (${Math.max(0, edgeDup)} here). Cloud duplicates are redeliveries of the same seq, dropped and not counted as received.`)
+    for (const x of checks) log(`  ${x.ok ? 'ok  ' : 'FAIL'} ${x.text}`)
+    log(ok ? 'result: the summary adds up' : 'result: the summary does NOT add up')
+    if (!ok && gateway.output()) log(`gateway log tail:\n${gateway.output().slice(-3000)}`)
+    return ok ? 0 : 1
+  } finally {
+    await Promise.all(devices.map((d) => d.close().catch(() => {})))
+    await gateway?.kill('SIGTERM').catch(() => {})
+    await cloud?.close().catch(() => {})
+    await nats?.cleanup().catch(() => {})
+    rmSync(tmp, { recursive: true, force: true })
+  }
+}
+
+async function main (): Promise<number> {
+  const { values, positionals } = parseArgs({ allowPositionals: true, options: { quick: { type: 'boolean', default: false } } })
+  if (positionals.length !== 1) { console.error('usage: run-scenario <scenario.yaml> [--quick]'); return 2 }
+  let scenario: Scenario
+  try {
+    scenario = loadScenario(positionals[0])
+  } catch (err) {
+    if (err instanceof ScenarioError) { console.error(err.message); return 2 }
+    throw err
+  }
+  if (values.quick) scenario = quickScenario(scenario)
+  return runScenario(scenario)
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  main().then((code) => process.exit(code), (err) => { console.error('simulate failed:', err); process.exit(1) })
+}
