@@ -12,6 +12,7 @@ import { ingest } from './ingest.ts'
 import { aggregate } from './aggregate.ts'
 import { footprint } from './footprint.ts'
 import { memory } from './memory.ts'
+import { writeReport } from './report.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const RESULTS_DIR = join(ROOT, 'bench-results')
@@ -68,6 +69,7 @@ async function main (): Promise<void> {
   }
   mkdirSync(RESULTS_DIR, { recursive: true })
   const env = { machine: machine(), versions: versions() }
+  const tables: Record<string, BenchReport['table']> = {}
   for (const name of names) {
     const t0 = performance.now()
     const report = await BENCHES[name]({ quick: values.quick })
@@ -79,9 +81,12 @@ async function main (): Promise<void> {
     if (report.failures.length > 0) process.exitCode = 1
     const file = join(RESULTS_DIR, `${name}.json`)
     const { table: _table, ...data } = report
+    tables[name] = report.table
     writeFileSync(file, JSON.stringify({ bench: name, date: new Date().toISOString(), elapsedS, ...env, ...data }, null, 2) + '\n')
     console.log(`  results: bench-results/${name}.json`)
   }
+  writeReport(RESULTS_DIR, tables)
+  console.log('\nreport: bench-results/report.md (chart: bench-results/report.svg)')
 }
 
 await main()
