@@ -4,8 +4,8 @@
 // threshold at a fixed pace, so every trigger is exactly one decision and one command; commands are
 // matched to triggers by order (the gateway handles one device's publishes in order and sends one
 // actuator's commands in order), checked by the command's name (on for high, off for low).
+import { latencyHistogram } from './child-kit.ts'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { build } from 'hdr-histogram-js'
 import mqtt, { type MqttClient } from 'mqtt'
 
 export interface ProbeOptions {
@@ -195,7 +195,7 @@ export class DecisionProbe {
 
 /** Percentiles (µs) of raw microsecond values, through an HDR histogram (3 significant digits). */
 export function latencyUs (values: number[]): LatencyUs {
-  const h = build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })
+  const h = latencyHistogram()
   for (const v of values) h.recordValue(v)
   const s = { count: h.totalCount, p50: h.getValueAtPercentile(50), p99: h.getValueAtPercentile(99), p999: h.getValueAtPercentile(99.9), max: h.maxValue, mean: h.mean }
   h.destroy()

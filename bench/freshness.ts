@@ -6,9 +6,10 @@
 //   delivered the way a cloud consumer gets them);
 // - the gateway's own histogram gateway_uplink_freshness_seconds (newest event of each live batch,
 //   ingest -> JetStream ack), bucket-derived quantiles over the measured interval.
+import { latencyHistogram } from './child-kit.ts'
 import { DeliverPolicy, jetstream, type ConsumerMessages } from '@nats-io/jetstream'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
-import { build, type Histogram } from 'hdr-histogram-js'
+import type { Histogram } from 'hdr-histogram-js'
 import { provisionStreams } from '../cloud/provision.ts'
 import { subjects, v1 } from '../proto/index.ts'
 import { startNats } from '../test/harness/nats-server.ts'
@@ -149,7 +150,7 @@ export async function runFreshness (load: Omit<PacedLoadOptions, 'port'>, gatewa
 
 // Microseconds, 3 significant digits. Timestamps are whole ms on both sides, so resolution is 1 ms.
 function hist (): Histogram {
-  return build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })
+  return latencyHistogram()
 }
 
 function record (h: Histogram, ms: number): void {

@@ -2,11 +2,11 @@
 // replicating one ~100-byte event per message with a window of publishes awaiting their ack, each
 // with a message id (as exactly-once replication would need). Runs as a child process (runJsPublish
 // forks this file) so that, like the gateway child, it has an event loop to itself.
+import { latencyHistogram, serveChild, sleep } from './child-kit.ts'
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { jetstream } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
-import { build } from 'hdr-histogram-js'
 import { v1 } from '../proto/index.ts'
 import { cpuMeter } from './proc-cpu.ts'
 
@@ -74,7 +74,7 @@ function events (count: number): Uint8Array[] {
 async function publish (opts: JsPublishOptions): Promise<JsPublishResult> {
   const nc = await connect({ servers: opts.url })
   const js = jetstream(nc, { timeout: 10000 })
-  const hist = build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })
+  const hist = latencyHistogram()
   const bodies = events(100)
   const errors: string[] = []
   let phase: 'warmup' | 'measure' | 'drain' = 'warmup'
@@ -125,17 +125,5 @@ async function publish (opts: JsPublishOptions): Promise<JsPublishResult> {
   return result
 }
 
-async function sleep (ms: number): Promise<void> {
-  await new Promise((resolve) => setTimeout(resolve, ms))
-}
 
-if (process.argv[1] === SELF) {
-  // The parent going away (crash, Ctrl-C) ends the run: the process must never outlive the bench.
-  process.once('disconnect', () => process.exit(1))
-  process.once('message', (opts) => {
-    publish(opts as JsPublishOptions).then(
-      (r) => process.send!(r, () => process.exit(0)),
-      (err: Error) => { console.error(`JetStream publish peer: ${err.message}`); process.exit(1) },
-    )
-  })
-}
+if (process.argv[1] === SELF) serveChild('JetStream publish peer', publish)

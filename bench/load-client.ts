@@ -3,11 +3,11 @@
 // subscriber, because the gateway has none on telemetry and the peers must do the same work.
 // Each run is a child process (runLoad forks this file) so the client never shares an event loop
 // with the broker it measures; the result comes back over IPC.
+import { connectMqtt, latencyHistogram, serveChild, sleep } from './child-kit.ts'
 import { machineBusyMs, procCpuMs } from './proc-cpu.ts'
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { build } from 'hdr-histogram-js'
-import mqtt, { type MqttClient } from 'mqtt'
+import type { MqttClient } from 'mqtt'
 
 const SELF = fileURLToPath(import.meta.url)
 
@@ -69,21 +69,10 @@ function payload (n: number): string {
   return JSON.stringify({ ts: Date.now(), temperature: 21.5 + (n % 100) / 100, humidity: 45.25, pressure: 1013.25, battery: 3.71, counter: n })
 }
 
-async function connect (port: number, clientId: string): Promise<MqttClient> {
-  const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, { clientId, clean: true, reconnectPeriod: 0, connectTimeout: 10000, protocolVersion: 4 })
-  await new Promise<void>((resolve, reject) => {
-    client.once('connect', () => resolve())
-    client.once('error', (err) => { client.end(true); reject(err) })
-    client.once('close', () => reject(new Error(`${clientId}: closed before CONNACK`)))
-  })
-  return client
-}
 
 async function generate (opts: LoadOptions): Promise<LoadResult> {
-  const clients = await Promise.all(Array.from({ length: opts.publishers }, async (_, i) => await connect(opts.port, `${opts.clientIdPrefix}-${i}`)))
-  // Microseconds, 3 significant digits; sized for a minute and auto-resizing (the default) beyond,
-  // so a stall is recorded rather than clipped.
-  const hist = build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })
+  const clients = await Promise.all(Array.from({ length: opts.publishers }, async (_, i) => await connectMqtt(opts.port, `${opts.clientIdPrefix}-${i}`)))
+  const hist = latencyHistogram()
   const errors: string[] = []
   let phase: 'warmup' | 'measure' | 'drain' = 'warmup'
   let running = true
@@ -171,17 +160,5 @@ async function generate (opts: LoadOptions): Promise<LoadResult> {
   return result
 }
 
-async function sleep (ms: number): Promise<void> {
-  await new Promise((resolve) => setTimeout(resolve, ms))
-}
 
-if (process.argv[1] === SELF) {
-  // The parent going away (crash, Ctrl-C) ends the run: the process must never outlive the bench.
-  process.once('disconnect', () => process.exit(1))
-  process.once('message', (opts) => {
-    generate(opts as LoadOptions).then(
-      (r) => process.send!(r, () => process.exit(0)),
-      (err: Error) => { console.error(`load client: ${err.message}`); process.exit(1) },
-    )
-  })
-}
+if (process.argv[1] === SELF) serveChild('load client', generate)

@@ -3,10 +3,10 @@
 // the device's `ts`, so a cloud-side reader can measure device publish -> visible too. Runs as a
 // child process (runPacedLoad forks this file); it reports the start of the measured interval and
 // its end over IPC, so the parent can bracket its own measurements with them.
+import { connectMqtt, latencyHistogram, serveChild, sleep } from './child-kit.ts'
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { build } from 'hdr-histogram-js'
-import mqtt, { type MqttClient } from 'mqtt'
+import type { MqttClient } from 'mqtt'
 
 const SELF = fileURLToPath(import.meta.url)
 
@@ -68,19 +68,10 @@ function payload (n: number): string {
   return JSON.stringify({ ts: Date.now(), temperature: 21.5 + (n % 100) / 100, humidity: 45.25 + (n % 13) / 10, battery: 3.71, counter: n })
 }
 
-async function connect (port: number, clientId: string): Promise<MqttClient> {
-  const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, { clientId, clean: true, reconnectPeriod: 0, connectTimeout: 10000, protocolVersion: 4 })
-  await new Promise<void>((resolve, reject) => {
-    client.once('connect', () => resolve())
-    client.once('error', (err) => { client.end(true); reject(err) })
-    client.once('close', () => reject(new Error(`${clientId}: closed before CONNACK`)))
-  })
-  return client
-}
 
 async function generate (opts: PacedLoadOptions): Promise<PacedLoadResult> {
-  const clients = await Promise.all(Array.from({ length: opts.publishers }, async (_, i) => await connect(opts.port, `${opts.clientIdPrefix}-${i}`)))
-  const hist = build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })
+  const clients = await Promise.all(Array.from({ length: opts.publishers }, async (_, i) => await connectMqtt(opts.port, `${opts.clientIdPrefix}-${i}`)))
+  const hist = latencyHistogram()
   const inflight = new Array<number>(clients.length).fill(0)
   const errors: string[] = []
   let phase: 'warmup' | 'measure' | 'drain' = 'warmup'
@@ -154,17 +145,5 @@ async function generate (opts: PacedLoadOptions): Promise<PacedLoadResult> {
   return result
 }
 
-async function sleep (ms: number): Promise<void> {
-  await new Promise((resolve) => setTimeout(resolve, ms))
-}
 
-if (process.argv[1] === SELF) {
-  // The parent going away (crash, Ctrl-C) ends the run: the process must never outlive the bench.
-  process.once('disconnect', () => process.exit(1))
-  process.once('message', (opts) => {
-    generate(opts as PacedLoadOptions).then(
-      (r) => process.send!({ type: 'result', result: r } satisfies PacedLoadEvent, () => process.exit(0)),
-      (err: Error) => { console.error(`paced load: ${err.message}`); process.exit(1) },
-    )
-  })
-}
+if (process.argv[1] === SELF) serveChild('paced load', generate, (r) => ({ type: 'result', result: r } satisfies PacedLoadEvent))
