@@ -6,8 +6,6 @@ import { connect, type NatsConnection } from '@nats-io/transport-node'
 import { subjects, v1 } from '../proto/index.ts'
 import { Aggregator } from '../cloud/aggregator.ts'
 import { accountingOf, applyToDevice, newDeviceDoc, type ApplyEvent } from '../cloud/apply.ts'
-import { Cloud } from '../cloud/cloud.ts'
-import { parseCloudConfig, type CloudConfigInput } from '../cloud/config.ts'
 import { KvViewStore } from '../cloud/kv-view-store.ts'
 import { createLogger } from '../cloud/log.ts'
 import { createCloudMetrics } from '../cloud/metrics.ts'
@@ -18,15 +16,10 @@ import { FleetViews } from '../cloud/views.ts'
 import { connectDevice, startGateway } from './harness/gateway.ts'
 import { loadDevice } from './harness/load.ts'
 import { startNats, type NatsServer } from './harness/nats-server.ts'
+import { deferrer, startCloud, rng, shuffle } from './harness/cloud.ts'
 import { waitFor } from './harness/poll.ts'
 import { startProxy } from './harness/tcp-proxy.ts'
 
-/** Cleanups run last-registered first (node:test runs after hooks first-registered first): NATS outlives its clients. */
-function deferrer (t: { after: (fn: () => Promise<void>) => void }): (fn: () => unknown) => void {
-  const stack: Array<() => unknown> = []
-  t.after(async () => { for (const fn of stack.reverse()) await fn() })
-  return (fn) => { stack.push(fn) }
-}
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 const silent = createLogger(process.env.TEST_LOG ?? 'silent')
@@ -47,11 +40,6 @@ async function startRig (nats: NatsServer, opts: { memory?: boolean, durablePref
   }
 }
 
-async function startCloud (nats: NatsServer, overrides: CloudConfigInput = {}): Promise<{ cloud: Cloud, api: string }> {
-  const cloud = new Cloud(parseCloudConfig({ logLevel: 'silent', nats: { servers: [nats.url] }, http: { host: '127.0.0.1', port: 0 }, ...overrides }), silent, { defaultMetrics: false })
-  const ports = await cloud.start()
-  return { cloud, api: `http://127.0.0.1:${ports.http}` }
-}
 
 const getJson = async <T = any>(url: string): Promise<T> => {
   const r = await fetch(url)
@@ -73,20 +61,7 @@ function encodeBatch (gatewayId: string, batchId: string, events: ApplyEvent[], 
   }).finish()
 }
 
-/** Deterministic pseudo-random numbers (the test must be reproducible). */
-function rng (seed: number): () => number {
-  let s = seed >>> 0
-  return () => { s = (s * 1664525 + 1013904223) >>> 0; return s / 2 ** 32 }
-}
 
-function shuffle<T> (xs: T[], rand: () => number): T[] {
-  const a = [...xs]
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [a[i], a[j]] = [a[j], a[i]]
-  }
-  return a
-}
 
 /** Everything a reader can see of the views, with `duplicates` and volatile fields left out. */
 async function snapshot (views: FleetViews, gatewayId: string, devices: string[], from: number, to: number): Promise<unknown> {

@@ -13,13 +13,8 @@ import { loadDevice } from './harness/load.ts'
 import { startNatsCluster } from './harness/nats-cluster.ts'
 import { waitFor } from './harness/poll.ts'
 import { assertExactlyOnce, readStream } from './harness/stream-reader.ts'
+import { deferrer } from './harness/cloud.ts'
 
-/** Cleanups run last-registered first (node:test runs after hooks first-registered first): NATS outlives its clients. */
-function deferrer (t: { after: (fn: () => Promise<void>) => void }): (fn: () => unknown) => void {
-  const stack: Array<() => unknown> = []
-  t.after(async () => { for (const fn of stack.reverse()) await fn() })
-  return (fn) => { stack.push(fn) }
-}
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 const GW = 'gw-cluster'

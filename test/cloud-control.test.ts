@@ -8,31 +8,17 @@ import { test } from 'node:test'
 import { jetstream } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { subjects, v1, type ControlEventProps } from '../proto/index.ts'
-import { Cloud } from '../cloud/cloud.ts'
-import { parseCloudConfig, type CloudConfigInput } from '../cloud/config.ts'
 import { applyAlerts, applyCommands, applyDecisions, applyDeviceControl, newAlertsDoc, newCommandsDoc, newDecisionsDoc, newDeviceControlDoc, parseDetail, recordQueued, type ControlEv } from '../cloud/control-apply.ts'
-import { createLogger } from '../cloud/log.ts'
 import { checkRuleSetText } from '../cloud/rules-text.ts'
 import { connectDevice, startGateway, tempDir } from './harness/gateway.ts'
 import { actuator, coolerRules } from './harness/actuator.ts'
 import { startNats, type NatsServer } from './harness/nats-server.ts'
 import { waitFor } from './harness/poll.ts'
+import { deferrer, startCloud, rng, shuffle } from './harness/cloud.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
-const silent = createLogger(process.env.TEST_LOG ?? 'silent')
 
-/** Cleanups run last-registered first: NATS outlives its clients. */
-function deferrer (t: { after: (fn: () => Promise<void>) => void }): (fn: () => unknown) => void {
-  const stack: Array<() => unknown> = []
-  t.after(async () => { for (const fn of stack.reverse()) await fn() })
-  return (fn) => { stack.push(fn) }
-}
 
-async function startCloud (nats: NatsServer, overrides: CloudConfigInput = {}): Promise<{ cloud: Cloud, api: string }> {
-  const cloud = new Cloud(parseCloudConfig({ logLevel: 'silent', nats: { servers: [nats.url] }, http: { host: '127.0.0.1', port: 0 }, ...overrides }), silent, { defaultMetrics: false })
-  const ports = await cloud.start()
-  return { cloud, api: `http://127.0.0.1:${ports.http}` }
-}
 
 async function http<T = any> (method: string, url: string, body?: unknown, contentType?: string): Promise<{ status: number, body: T }> {
   const headers: Record<string, string> = {}
@@ -243,20 +229,7 @@ test('cloud control: decisions, alerts (raise, ack, clear), command timelines, c
 
 // --- replay and replicas -------------------------------------------------------------------------
 
-/** Deterministic pseudo-random numbers (the test must be reproducible). */
-function rng (seed: number): () => number {
-  let s = seed >>> 0
-  return () => { s = (s * 1664525 + 1013904223) >>> 0; return s / 2 ** 32 }
-}
 
-function shuffle<T> (xs: T[], rand: () => number): T[] {
-  const a = [...xs]
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [a[i], a[j]] = [a[j], a[i]]
-  }
-  return a
-}
 
 const BASE = Date.UTC(2026, 10, 3, 8, 0)
 

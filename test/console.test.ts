@@ -17,6 +17,7 @@ import { loadDevice } from './harness/load.ts'
 import { startNats } from './harness/nats-server.ts'
 import { waitFor } from './harness/poll.ts'
 import { startProxy } from './harness/tcp-proxy.ts'
+import { deferrer } from './harness/cloud.ts'
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/console/', import.meta.url))
@@ -27,12 +28,6 @@ const PASSWORD = 'correct horse battery staple'
 const UI_TIMEOUT = 20000
 const silent = createLogger(process.env.TEST_LOG ?? 'silent')
 
-/** Cleanups run last-registered first: NATS outlives its clients, the browser goes first. */
-function deferrer (t: { after: (fn: () => Promise<void>) => void }): (fn: () => unknown) => void {
-  const stack: Array<() => unknown> = []
-  t.after(async () => { for (const fn of stack.reverse()) await fn() })
-  return (fn) => { stack.push(fn) }
-}
 
 async function shot (page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true })

@@ -15,6 +15,7 @@ import { connectDevice, scrapeMetric, startGateway, tempDir } from './harness/ga
 import { startNats, type NatsServer } from './harness/nats-server.ts'
 import { waitFor } from './harness/poll.ts'
 import { readStream } from './harness/stream-reader.ts'
+import { deferrer } from './harness/cloud.ts'
 
 const DEPLOY = new URL('../deploy/nats/', import.meta.url)
 const read = (name: string): string => readFileSync(new URL(name, DEPLOY), 'utf8')
@@ -53,12 +54,6 @@ function strictAccounts (): string {
   return ACCOUNTS
 }
 
-/** Cleanups run last-registered first (node:test runs after hooks first-registered first): NATS outlives its clients. */
-function deferrer (t: { after: (fn: () => Promise<void>) => void }): (fn: () => unknown) => void {
-  const stack: Array<() => unknown> = []
-  t.after(async () => { for (const fn of stack.reverse()) await fn() })
-  return (fn) => { stack.push(fn) }
-}
 
 async function startSecuredNats (defer: (fn: () => unknown) => void, accounts?: string): Promise<{ nats: NatsServer, cloud: NatsConnection }> {
   const nats = await startNats({ config: singleNodeConfig(accounts) })

@@ -1,0 +1,35 @@
+// Shared pieces of the cloud tests: ordered cleanup, an in-process cloud on a test nats-server, and
+// reproducible shuffling.
+import { Cloud } from '../../cloud/cloud.ts'
+import { parseCloudConfig, type CloudConfigInput } from '../../cloud/config.ts'
+import { createLogger } from '../../cloud/log.ts'
+import type { NatsServer } from './nats-server.ts'
+
+/** Cleanups run last-registered first (node:test runs after hooks first-registered first): NATS outlives its clients. */
+export function deferrer (t: { after: (fn: () => Promise<void>) => void }): (fn: () => unknown) => void {
+  const stack: Array<() => unknown> = []
+  t.after(async () => { for (const fn of stack.reverse()) await fn() })
+  return (fn) => { stack.push(fn) }
+}
+
+/** A cloud process (aggregator + API) in this process, on loopback, logging nothing. */
+export async function startCloud (nats: NatsServer, overrides: CloudConfigInput = {}): Promise<{ cloud: Cloud, api: string }> {
+  const cloud = new Cloud(parseCloudConfig({ logLevel: 'silent', nats: { servers: [nats.url] }, http: { host: '127.0.0.1', port: 0 }, ...overrides }), createLogger(process.env.TEST_LOG ?? 'silent'), { defaultMetrics: false })
+  const ports = await cloud.start()
+  return { cloud, api: `http://127.0.0.1:${ports.http}` }
+}
+
+/** Deterministic pseudo-random numbers (the tests must be reproducible). */
+export function rng (seed: number): () => number {
+  let s = seed >>> 0
+  return () => { s = (s * 1664525 + 1013904223) >>> 0; return s / 2 ** 32 }
+}
+
+export function shuffle<T> (xs: T[], rand: () => number): T[] {
+  const a = [...xs]
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [a[i], a[j]] = [a[j], a[i]]
+  }
+  return a
+}
