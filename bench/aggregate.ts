@@ -87,7 +87,7 @@ interface Result {
 }
 
 function settingsFor (quick: boolean): Settings {
-  const batches = quick ? 100 : 500
+  const batches = quick ? 50 : 500
   const eventsPerBatch = 2000
   return {
     mode: quick ? 'quick' : 'full',
@@ -98,7 +98,7 @@ function settingsFor (quick: boolean): Settings {
     devicesPerGateway: 100,
     readingsPerEvent: 2,
     replicaCounts: [1, 2],
-    live: { ratePerSec: 5000, tickMs: 20, gateways: 10, devicesPerGateway: 100, warmupMs: quick ? 1000 : 2000, durationMs: quick ? 5000 : 20000 },
+    live: { ratePerSec: 5000, tickMs: 20, gateways: 10, devicesPerGateway: 100, warmupMs: quick ? 500 : 2000, durationMs: quick ? 2000 : 20000 },
     drainTimeoutMs: quick ? 30_000 : 120_000,
   }
 }

@@ -59,14 +59,14 @@ function settingsFor (quick: boolean): DecideSettings {
     triggerIntervalMs: 10,
     triggerQos: 1,
     commandQos: 1,
-    warmupMs: quick ? 1500 : 3000,
-    durationMs: quick ? 4000 : 20000,
+    warmupMs: quick ? 500 : 3000,
+    durationMs: quick ? 2000 : 20000,
     backlogEvents: quick ? 200_000 : 1_000_000,
     backlogDevices: 100,
     /** Drain runs (each a fresh copy of the backlog, nats-server and gateway), merged: one drain is only a few seconds of triggers. */
-    drainRuns: quick ? 2 : 3,
+    drainRuns: quick ? 1 : 3,
     /** Longest a drain run measures (the background load runs this long). */
-    drainCapMs: quick ? 5000 : 12000,
+    drainCapMs: quick ? 3000 : 12000,
     drainedBelowEvents: DRAINED_BELOW,
     pollMs: 100,
     settleMs: 3000,
@@ -82,7 +82,8 @@ export async function decide (opts: BenchOptions): Promise<BenchReport> {
   const fillDir = tempDir('bench-decide-fill-')
   let fill: FillResult | null = null
   try {
-    for (const scenario of SCENARIOS) {
+    // Quick: load-normal (a variant that asks whether the disk matters) is left out.
+    for (const scenario of SCENARIOS.filter((sc) => !opts.quick || sc.key !== 'load-normal')) {
       if (scenario.backlog && fill === null) {
         process.stderr.write(`decide: filling an outbox with ${settings.backlogEvents.toLocaleString('en-US')} events...\n`)
         fill = await fillOutbox(fillDir.dir, { events: settings.backlogEvents, devices: settings.backlogDevices, burst: 50_000 })

@@ -1,6 +1,6 @@
 // Gateway memory with many connected devices: the gateway child's RSS (from /proc, what the kernel
 // charges the process) started empty, then with N devices connected and subscribed to their command
-// topics (full 10k, quick 2k), from a separate client process. DESIGN target: <= 200 MB RSS with 10k
+// topics (full 10k, quick 1k), from a separate client process. DESIGN target: <= 200 MB RSS with 10k
 // connected devices. Both children are started through bash with a raised open-file limit
 // (`ulimit -n` is per process: 10k sockets need more than the usual 1024), and under `timeout` so
 // neither can outlive the bench.
@@ -76,13 +76,13 @@ async function startGatewayChild (dataDir: string, lifetimeMs: number): Promise<
 }
 
 export async function memory (opts: BenchOptions): Promise<BenchReport> {
-  const devices = opts.quick ? 2000 : TARGET_DEVICES
+  const devices = opts.quick ? 1000 : TARGET_DEVICES
   const settings = {
     mode: opts.quick ? 'quick' : 'full',
     devices,
     wave: 500,
     keepaliveS: 3600,
-    settleMs: opts.quick ? 1500 : 3000,
+    settleMs: opts.quick ? 1000 : 3000,
     client: 'mqtt.js, MQTT 3.1.1, clean session, one SUBSCRIBE (QoS 1) to devices/<id>/commands per device, all in one client process',
     gatewaySets: ['mqtt.allowAnonymous=true', 'logLevel=warn', 'uplink: none (outbox empty)'],
     rss: '/proc/<gateway pid>/status VmRSS; peak = VmHWM',

@@ -177,7 +177,7 @@ function keyFigures (data: Map<string, Json>): { bars: Bar[], skipped: string[] 
   }
 
   add('footprint', 'footprint: outbox for 10M events (≤ 1 GB)', (d) => {
-    const r = arr(d.results).filter(isObj)[0]
+    const r = arr(d.results).filter(isObj).at(-1)
     const bytes = num(r?.projected10MBytes)
     if (bytes === undefined || bytes <= 0) return undefined
     const measured = num(r?.events)
