@@ -306,7 +306,7 @@ export function report (settings: DecideSettings, fill: FillResult | null, runs:
     `window: ${fmtWindow(settings)}; /metrics is scraped only at the window's edges (a scrape blocks the gateway's loop ~2 ms), /readyz polled every ${settings.pollMs} ms in between.`,
     'gw metric = the gateway\'s gateway_decision_seconds (publish handed to ingest -> command handed to aedes), bucket-derived over the window; PUBACK = the trigger\'s own PUBACK (its commit, fsync with durability=full).',
     'gw loop delay = prom-client\'s event-loop delay over the gateway\'s window (monitorEventLoopDelay with a 10 ms timer, reset by the opening scrape), minus the 10 ms, ms; several runs: the worst.',
-    'cpu = % of one core over the window: gateway / nats-server / background load client (its own measured interval) / everything else except the bench process (the probe).',
+    'cpu = % of one core over the window: gateway / nats-server / background load client (its own measured interval) / everything else except the bench process and the probe process.',
     `durability: full (the default: fsync per commit group) except load-normal; uplink live to a fresh nats-server in every scenario${fill ? `; backlog ${int(fill.events)} telemetry events over ${fill.devices} devices filled in-process (${int(fill.eventsPerSec)} ev/s), a copy per drain run, the cloud stopped until the probe and the load run` : ''}.`,
   )
   return {

@@ -1,5 +1,5 @@
 // Decision latency benchmark: sensor publish -> actuator receives the command, measured outside the
-// gateway (decide-probe.ts: both clients in this process, one clock). The gateway is a child process
+// gateway (decide-probe.ts: both clients in one probe process of their own, one clock; decide-probe-child.ts). The gateway is a child process
 // with one rule (`trip`: sensor-x reading v above 50 commands act-x "on", else "off"); the probe
 // alternates v between 100 and 0 every few ms, so each trigger is one decision and one command.
 // Scenarios, each on a fresh gateway (and nats-server where the uplink is live):
@@ -17,7 +17,8 @@ import { startNats, type NatsServer } from '../test/harness/nats-server.ts'
 import { spawnGateway, tempDir, type ChildGateway } from '../test/harness/gateway.ts'
 import { waitFor } from '../test/harness/poll.ts'
 import { killOnExit, stopGateway } from './children.ts'
-import { DecisionProbe, type ProbeCounts } from './decide-probe.ts'
+import type { ProbeCounts } from './decide-probe.ts'
+import { ProbeChild } from './decide-probe-child.ts'
 import { report, type DecideSettings, type Mark, type Poll, type ScenarioRun } from './decide-report.ts'
 import { scrapeAll } from './metrics-scrape.ts'
 import { fillOutbox, type FillResult } from './outbox-fill.ts'
@@ -107,12 +108,14 @@ async function poll (http: number): Promise<Poll> {
   return { t: (a + performance.now()) / 2, outboxEvents: r.outboxEvents ?? NaN, ackedEvents: r.uplink?.ackedEvents ?? NaN, linkUp: r.uplink?.link === 'up' }
 }
 
+const sumCpu = (a: number | null, b: number | null): number | null => a === null || b === null ? null : a + b
+
 // A window edge: one /metrics scrape (prom-client resets its event-loop histogram on it) and CPU counters.
-async function mark (gw: ChildGateway, nats: NatsServer): Promise<Mark> {
+async function mark (gw: ChildGateway, nats: NatsServer, probePid: number): Promise<Mark> {
   const a = performance.now()
   const scrape = await scrapeAll(gw.ports.http!)
   const b = performance.now()
-  return { t: (a + b) / 2, scrapeMs: b - a, scrape, cpuMs: { gateway: procCpuMs(gw.child.pid), nats: procCpuMs(nats.pid), bench: procCpuMs(process.pid), machine: machineBusyMs() } }
+  return { t: (a + b) / 2, scrapeMs: b - a, scrape, cpuMs: { gateway: procCpuMs(gw.child.pid), nats: procCpuMs(nats.pid), bench: sumCpu(procCpuMs(process.pid), procCpuMs(probePid)), machine: machineBusyMs() } }
 }
 
 /** Polls /readyz every everyMs until `done` says so or end() is called. */
@@ -147,10 +150,10 @@ class Poller {
 interface Measured { start: Mark, end: Mark, polls: Poll[], probeTo: number, drainedAtMs: number | null }
 
 // Opens the window with a scrape, polls until done/end, closes it with a scrape.
-async function measureWindow (gw: ChildGateway, nats: NatsServer, poller: Poller, done: (p: Poll, start: Mark) => boolean): Promise<Measured> {
-  const start = await mark(gw, nats)
+async function measureWindow (gw: ChildGateway, nats: NatsServer, probePid: number, poller: Poller, done: (p: Poll, start: Mark) => boolean): Promise<Measured> {
+  const start = await mark(gw, nats, probePid)
   const polls = await poller.run((p) => done(p, start))
-  const end = await mark(gw, nats)
+  const end = await mark(gw, nats, probePid)
   return { start, end, polls, probeTo: end.t, drainedAtMs: null }
 }
 
@@ -158,10 +161,10 @@ async function measureWindow (gw: ChildGateway, nats: NatsServer, poller: Poller
 // while the backlog is there. The probe's window ends at the last poll that still saw the backlog,
 // so every trigger in it was published while the drain ran; the scrape that closes the gateway's
 // window follows the first poll that found it gone (up to one poll interval later).
-async function measureDrain (gw: ChildGateway, nats: NatsServer, poller: Poller): Promise<Measured> {
+async function measureDrain (gw: ChildGateway, nats: NatsServer, probePid: number, poller: Poller): Promise<Measured> {
   await nats.restart()
   await waitFor(async () => (await poll(gw.ports.http!)).linkUp, 'gateway uplink to reconnect', 15000, 5)
-  const m = await measureWindow(gw, nats, poller, (p) => p.outboxEvents < DRAINED_BELOW)
+  const m = await measureWindow(gw, nats, probePid, poller, (p) => p.outboxEvents < DRAINED_BELOW)
   const drained = m.polls.findIndex((p) => p.outboxEvents < DRAINED_BELOW)
   if (drained > 0) {
     m.probeTo = m.polls[drained - 1].t
@@ -190,7 +193,7 @@ async function runScenario (settings: DecideSettings, scenario: Scenario, run: n
     try {
       const http = gw.ports.http!
       if (!backlogDb) await waitFor(async () => (await poll(http)).linkUp, 'gateway uplink to connect', 15000, 50)
-      const probe = await DecisionProbe.start({ port: gw.ports.mqtt, sensorId: SENSOR, actuatorId: ACTUATOR, intervalMs: settings.triggerIntervalMs, reading: 'v', high: 100, low: 0 })
+      const probe = await ProbeChild.start({ port: gw.ports.mqtt, sensorId: SENSOR, actuatorId: ACTUATOR, intervalMs: settings.triggerIntervalMs, reading: 'v', high: 100, low: 0 })
       const poller = new Poller(http, settings.pollMs)
       let measured: Measured
       let load: PacedLoadResult | null = null
@@ -198,7 +201,7 @@ async function runScenario (settings: DecideSettings, scenario: Scenario, run: n
       try {
         if (!scenario.background) {
           await new Promise((resolve) => setTimeout(resolve, settings.warmupMs))
-          measured = await measureWindow(gw, nats, poller, (p, start) => p.t - start.t >= settings.durationMs)
+          measured = await measureWindow(gw, nats, probe.pid, poller, (p, start) => p.t - start.t >= settings.durationMs)
         } else {
           const measuring: { m: Promise<Measured> | null } = { m: null }
           const bg = settings.background
@@ -213,14 +216,18 @@ async function runScenario (settings: DecideSettings, scenario: Scenario, run: n
             maxInflightPerPublisher: bg.maxInflightPerPublisher,
           }, (phase) => {
             if (phase === 'drain') poller.end()
-            else measuring.m = scenario.backlog ? measureDrain(gw, nats, poller) : measureWindow(gw, nats, poller, () => false)
+            else measuring.m = scenario.backlog ? measureDrain(gw, nats, probe.pid, poller) : measureWindow(gw, nats, probe.pid, poller, () => false)
           })
           if (measuring.m === null) throw new Error('the background load never reached its measured phase')
           measured = await measuring.m
         }
-      } finally {
         probeCounts = await probe.stop(settings.settleMs)
+      } catch (err) {
+        probe.close()
+        throw err
       }
+      const window = await probe.window(measured.start.t, measured.probeTo)
+      probe.close()
       // After the settle: every trigger so far must have been one decision.
       const final = await scrapeAll(http)
       return {
@@ -232,7 +239,7 @@ async function runScenario (settings: DecideSettings, scenario: Scenario, run: n
         polls: measured.polls,
         probeWindowMs: measured.probeTo - measured.start.t,
         drainedAtMs: measured.drainedAtMs,
-        window: probe.window(measured.start.t, measured.probeTo),
+        window,
         counts: probeCounts,
         final: { decisions: final.values.get('gateway_decisions_total') ?? 0, commands: statusCounts(final.series) },
         load,
