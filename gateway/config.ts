@@ -55,6 +55,10 @@ export const configSchema = z.object({
     overflow: z.enum(['shed-oldest', 'reject-new']).default('shed-oldest'),
     /** Most events in one commit group. */
     maxGroupEvents: z.number().int().positive().default(4000),
+    /** WAL checkpoints run in a worker thread this often (ms), off the broker's event loop. */
+    checkpointIntervalMs: z.number().int().positive().default(200),
+    /** WAL size beyond which the ingest connection checkpoints by itself (the worker fell behind). */
+    maxWalBytes: z.number().int().positive().default(64 * 1024 * 1024),
     /** Bound of the in-memory queue waiting for a commit; beyond it publishes are refused. */
     maxPendingEvents: z.number().int().positive().default(100000),
     /** Dead-letter rows kept (oldest dropped first) and bytes of payload copied into each. */

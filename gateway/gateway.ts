@@ -11,6 +11,7 @@ import type { Logger } from './log.ts'
 import { createMetrics, type GatewayMetrics } from './metrics.ts'
 import { OpsServer } from './http-server.ts'
 import { Outbox } from './outbox.ts'
+import { Checkpointer } from './checkpointer.ts'
 import { Heartbeat } from './heartbeat.ts'
 import { Replicator } from './replicator.ts'
 import { UplinkLink } from './uplink-link.ts'
@@ -28,6 +29,7 @@ export class Gateway {
   readonly metrics: GatewayMetrics
   db!: Db
   outbox!: Outbox
+  private checkpointer!: Checkpointer
   registry!: DeviceRegistry
   ingest!: Ingest
   broker!: Broker
@@ -61,6 +63,9 @@ export class Gateway {
     this.db = openDb(cfg.dataDir, cfg.outbox.durability)
     this.outbox = new Outbox(this.db, cfg.outbox, this.log.child({ component: 'outbox' }), this.metrics)
     this.outbox.start()
+    this.checkpointer = new Checkpointer(this.db, { file: this.db.name, intervalMs: cfg.outbox.checkpointIntervalMs, maxWalBytes: cfg.outbox.maxWalBytes, durability: cfg.outbox.durability }, this.log.child({ component: 'checkpointer' }), this.metrics)
+    this.checkpointer.start()
+    this.outbox.onCommit(() => this.checkpointer.afterCommit())
     this.link = new UplinkLink(cfg.uplink, cfg.gatewayId, this.log.child({ component: 'uplink' }), this.metrics)
     this.replicator = new Replicator(this.outbox, this.link, cfg.uplink, cfg.gatewayId, this.log.child({ component: 'replicator' }), this.metrics)
     this.replicator.start()
@@ -147,6 +152,7 @@ export class Gateway {
       await this.replicator?.close()
       await this.link?.close()
       await this.ops?.close()
+      await this.checkpointer?.close()
       this.db?.close()
       this.state = 'closed'
       this.log.info('gateway closed')
@@ -165,6 +171,7 @@ export class Gateway {
     void this.link?.close()
     void this.broker?.close()
     void this.ops?.close()
+    this.checkpointer?.destroy()
     if (this.db?.open) this.db.close()
   }
 }

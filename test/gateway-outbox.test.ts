@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import Database from 'better-sqlite3'
+import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { LANE_PRIORITY } from '../gateway/index.ts'
-import { connectDevice, startGateway, tempDir } from './harness/gateway.ts'
+import { connectDevice, scrapeMetric, startGateway, tempDir } from './harness/gateway.ts'
+import { loadDevice } from './harness/load.ts'
 import { queryOutbox, readOutbox } from './harness/outbox-reader.ts'
 import { waitFor } from './harness/poll.ts'
 
@@ -117,4 +119,37 @@ test('outbox: over budget, reject-new refuses new telemetry and keeps what it ha
   assert.ok(acked > 0 && acked < 200)
   assert.equal(gw.gateway.outbox.stats().shedEvents, 0)
   assert.deepEqual(events.map((e) => e.seq), Array.from({ length: acked }, (_, i) => i + 1))
+})
+
+test('outbox: WAL checkpoints run in the checkpoint worker and the WAL stays bounded under continuous ingest', async (t) => {
+  const maxWalBytes = 256 * 1024
+  const gw = await startGateway({ ...ANON, outbox: { checkpointIntervalMs: 50, maxWalBytes } })
+  t.after(() => gw.close())
+  // The ingest connection never checkpoints by itself (SQLite's automatic checkpoint is off).
+  assert.equal(gw.gateway.db.pragma('wal_autocheckpoint', { simple: true }), 0)
+  const wal = join(gw.dataDir, 'gateway.db-wal')
+  let maxWal = 0
+  const sampler = setInterval(() => { try { maxWal = Math.max(maxWal, statSync(wal).size) } catch { /* not created yet */ } }, 10)
+  t.after(() => clearInterval(sampler))
+  const devices = ['dev-w1', 'dev-w2']
+  const perDevice = 15000
+  await Promise.all(devices.map(async (id) => {
+    const client = await connectDevice(gw.ports.mqtt, { clientId: id })
+    try {
+      const next = { n: 0 }
+      const acked = new Set<number>()
+      const load = loadDevice(client, id, next, acked, { window: 200 })
+      await waitFor(() => acked.size >= perDevice, `${perDevice} acks from ${id}`, 120_000)
+      load.stop()
+    } finally {
+      await client.endAsync()
+    }
+  }))
+  clearInterval(sampler)
+  const checkpoints = await scrapeMetric(gw.ports.http!, 'gateway_outbox_checkpoint_seconds_count')
+  assert.ok(checkpoints > 0, 'the checkpoint worker reported no checkpoint')
+  // 30k events write well over 8 MB of WAL frames: without checkpoints the WAL would hold them all.
+  // The worker (and, past maxWalBytes, one catch-up checkpoint on the ingest connection) keep it near the limit.
+  assert.ok(maxWal < 4 * 1024 * 1024, `the WAL grew to ${maxWal} bytes (limit ${maxWalBytes})`)
+  assert.equal(await scrapeMetric(gw.ports.http!, 'gateway_outbox_checkpoint_failures_total'), 0)
 })
