@@ -94,6 +94,9 @@ export class Checkpointer {
     this.closed = worker === null
       ? Promise.resolve()
       : new Promise<void>((resolve) => {
+        // The worker is unref'd so that it never keeps a process alive; while we wait for its last
+        // checkpoint it must, or the process could exit with this promise still pending.
+        worker.ref()
         worker.on('exit', () => resolve())
         worker.on('message', (m: CheckpointWorkerMessage) => { if (m.kind === 'closed') void worker.terminate() })
         worker.postMessage({ cmd: 'close' })

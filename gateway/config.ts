@@ -61,6 +61,13 @@ export const configSchema = z.object({
     maxWalBytes: z.number().int().positive().default(64 * 1024 * 1024),
     /** Bound of the in-memory queue waiting for a commit; beyond it publishes are refused. */
     maxPendingEvents: z.number().int().positive().default(100000),
+    /**
+     * Resend de-duplication: per device, the identities (device ts + payload hash) of the last this
+     * many committed readings are remembered (8 bytes each, in memory and in the database). A
+     * resend of one of them is acknowledged but not stored again. It must cover the most publishes
+     * a device keeps in flight; 0 turns de-duplication off.
+     */
+    resendWindow: z.number().int().min(0).max(4096).default(64),
     /** Dead-letter rows kept (oldest dropped first) and bytes of payload copied into each. */
     deadLetterRows: z.number().int().positive().default(10000),
     deadLetterPayloadBytes: z.number().int().min(0).default(256),

@@ -6,7 +6,8 @@ import { join } from 'node:path'
 
 export type Db = Database.Database
 
-export const SCHEMA_VERSION = 1
+/** 1: the first schema. 2: device_seq.recent (the resend window, gateway/resend-window.ts). */
+export const SCHEMA_VERSION = 2
 
 /** Opens (creating if needed) gateway.db under dataDir. durability 'full' fsyncs every commit. */
 export function openDb (dataDir: string, durability: 'full' | 'normal' = 'full'): Db {
@@ -20,9 +21,28 @@ export function openDb (dataDir: string, durability: 'full' | 'normal' = 'full')
   return db
 }
 
+// Each step brings the schema from one version to the next, in one transaction with its version
+// bump; a fresh database takes every step. Steps only add, so that a database from any earlier
+// version opens.
 function migrate (db: Db): void {
-  const version = db.pragma('user_version', { simple: true }) as number
-  if (version >= SCHEMA_VERSION) return
+  const userVersion = (): number => db.pragma('user_version', { simple: true }) as number
+  if (userVersion() >= SCHEMA_VERSION) return
+  db.transaction(() => {
+    // Read again under the write lock: another process (the devices CLI) may have migrated meanwhile.
+    const version = userVersion()
+    if (version >= SCHEMA_VERSION) return
+    if (version < 1) createV1(db)
+    if (version < 2) {
+      // The identities of a device's last committed readings (resend-window.ts: a header, then
+      // ENTRY_BYTES per identity, oldest first), written with last_seq in the commit of its events.
+      // NULL: none yet. Adding a nullable column rewrites nothing: instant on a full outbox.
+      db.exec('ALTER TABLE device_seq ADD COLUMN recent BLOB')
+    }
+    db.pragma(`user_version = ${SCHEMA_VERSION}`)
+  }).immediate()
+}
+
+function createV1 (db: Db): void {
   db.exec(`
     -- Every accepted event, in ingest order (id). lane 0 = priority (alerts, decisions, command
     -- results), lane 1 = routine telemetry. body = iot.v1.TelemetryEvent without gateway_id.
@@ -91,5 +111,4 @@ function migrate (db: Db): void {
       rotated_ts INTEGER NOT NULL
     ) WITHOUT ROWID;
   `)
-  db.pragma(`user_version = ${SCHEMA_VERSION}`)
 }

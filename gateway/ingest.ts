@@ -1,12 +1,13 @@
-// The ingest path of one telemetry publish: decode and validate, then commit to the outbox (an
-// event, or a quarantined payload with its reason). The callback runs after the commit, which is
-// what lets the broker send PUBACK only for durable input.
+// The ingest path of one telemetry publish: decode and validate, recognise a resend, then commit to
+// the outbox (an event, or a quarantined payload with its reason). The callback runs after the
+// commit, which is what lets the broker send PUBACK only for durable input.
 import type { PublishPacket } from 'aedes'
 import type { Control } from './control.ts'
 import type { GatewayError } from './errors.ts'
 import type { GatewayMetrics } from './metrics.ts'
 import { LANE_TELEMETRY, type IncomingEvent, type Outbox } from './outbox.ts'
 import { decodePayload, eventTime } from './payload.ts'
+import { payloadHash } from './resend-window.ts'
 
 /** Called with every committed event, in ingest order (the rules engine hooks in here). */
 export type EventListener = (ev: IncomingEvent, seq: number) => void
@@ -38,6 +39,11 @@ export class Ingest {
       this.outbox.appendDeadLetter({ deviceId, topic: packet.topic, reason: decoded.reason, detail: decoded.detail, payload }, (err) => cb(err))
       return
     }
+    // A reading the device stamped with its own ts has an identity: a resend of it (its PUBACK was
+    // lost) is acknowledged once the first copy is durable, and neither stored nor evaluated again.
+    const deviceTs = this.outbox.recognisesResends ? decoded.value.tsMs : null
+    const hash = deviceTs === null ? 0 : payloadHash(payload)
+    if (deviceTs !== null && this.outbox.acceptResend(deviceId, deviceTs, hash, cb)) return
     const ingestTsMs = Date.now()
     const t = eventTime(decoded.value.tsMs, ingestTsMs)
     const ev: IncomingEvent = {
@@ -54,6 +60,6 @@ export class Ingest {
       if (err) return cb(err)
       for (const l of this.listeners) l(ev, seq!)
       cb(null)
-    })
+    }, deviceTs, hash)
   }
 }

@@ -18,6 +18,7 @@ export function createMetrics (opts: { defaultMetrics?: boolean, oldestAgeSecond
     quarantined: { inc: (labels: { reason: string }, n = 1) => { totals.quarantined += n; quarantined.inc(labels, n) }, get: () => quarantined.get() },
     registry,
     ingested: new Counter({ name: 'gateway_ingest_events_total', help: 'Events committed to the outbox', registers: r }),
+    resendsDropped: new Counter({ name: 'gateway_resends_dropped_total', help: 'Device resends of readings already committed (same device ts and payload): acknowledged, not stored again', registers: r }),
     throttled: new Counter({ name: 'gateway_throttled_publishes_total', help: 'Publishes delayed by the per-device rate limit', registers: r }),
     commitGroupEvents: new Histogram({ name: 'gateway_commit_group_events', help: 'Items per outbox commit group', buckets: [1, 4, 16, 64, 256, 1024, 4096], registers: r }),
     commitSeconds: new Histogram({ name: 'gateway_commit_duration_seconds', help: 'Duration of one outbox commit (transaction incl. fsync)', buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5], registers: r }),

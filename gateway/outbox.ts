@@ -1,12 +1,14 @@
 // The store-and-forward outbox: every accepted event is committed here, in groups, before it is
 // acknowledged. Sequence numbers are assigned inside the commit, so a number is never reused after
-// a crash. A disk budget with an explicit overflow policy bounds it; shedding records a gap.
+// a crash; so is each device's resend window (resend-window.ts), so a resend is recognised after a
+// crash too. A disk budget with an explicit overflow policy bounds it; shedding records a gap.
 import type { Statement } from 'better-sqlite3'
 import { CONTROL_DEVICE_ID, v1, type ControlEventProps } from '../proto/index.ts'
 import type { Db } from './db.ts'
 import { GatewayError } from './errors.ts'
 import type { Logger } from './log.ts'
 import type { GatewayMetrics } from './metrics.ts'
+import { COMMITTED_READING, NEW_READING, ResendWindows } from './resend-window.ts'
 
 export const LANE_PRIORITY = 0
 export const LANE_TELEMETRY = 1
@@ -42,13 +44,15 @@ export interface OutboxOptions {
   maxPendingEvents: number
   deadLetterRows: number
   deadLetterPayloadBytes: number
+  /** Committed reading identities remembered per device for resend de-duplication (0 = off). */
+  resendWindow: number
 }
 
 /** A control-path event (decision, alert, command outcome) for the priority lane; seq is assigned at commit. */
 export type IncomingControl = Omit<ControlEventProps, 'seq' | 'deviceId' | 'gatewayId'> & { ingestTsMs: number, eventTsMs: number }
 
 type Pending =
-  | { kind: 'event', ev: IncomingEvent, cb: CommitCallback, at: number }
+  | { kind: 'event', ev: IncomingEvent, cb: CommitCallback, at: number, ticket: number }
   | { kind: 'control', ev: IncomingControl, cb: CommitCallback, at: number }
   | { kind: 'dead', dl: DeadLetter, cb: CommitCallback, at: number }
 
@@ -75,6 +79,7 @@ export class Outbox {
   private flushScheduled = false
   private closed = false
   private readonly lastSeq = new Map<string, number>()
+  private readonly resends: ResendWindows
   private readonly commitListeners: Array<() => void> = []
   private state = { events: 0, bytes: 0, shedEvents: 0 }
   /** Random id of this database, part of every replication batch id. */
@@ -83,6 +88,8 @@ export class Outbox {
   private stmts!: {
     insertEvent: Statement
     upsertSeq: Statement
+    upsertSeqRecent: Statement
+    readRecent: Statement
     saveState: Statement
     insertDead: Statement
     trimDead: Statement
@@ -106,15 +113,18 @@ export class Outbox {
     this.opts = opts
     this.log = log
     this.metrics = metrics
+    this.resends = new ResendWindows(opts.resendWindow)
   }
 
-  /** Loads sequence counters and running totals; fast even with millions of buffered events. */
+  /** Loads sequence counters, resend windows and running totals; fast even with millions of buffered events. */
   start (): void {
     const db = this.db
     this.fullSync = (db.pragma('synchronous', { simple: true }) as number) >= 2
     this.stmts = {
       insertEvent: db.prepare('INSERT INTO events (lane, body) VALUES (?, ?)'),
       upsertSeq: db.prepare('INSERT INTO device_seq (device_id, last_seq) VALUES (?, ?) ON CONFLICT(device_id) DO UPDATE SET last_seq = excluded.last_seq'),
+      upsertSeqRecent: db.prepare('INSERT INTO device_seq (device_id, last_seq, recent) VALUES (?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET last_seq = excluded.last_seq, recent = excluded.recent'),
+      readRecent: db.prepare('SELECT recent FROM device_seq WHERE device_id = ?').pluck(),
       saveState: db.prepare('UPDATE outbox_state SET events = ?, bytes = ?, shed_events = ? WHERE id = 1'),
       insertDead: db.prepare('INSERT INTO dead_letters (ts, device_id, topic, reason, detail, payload_bytes, payload) VALUES (?, ?, ?, ?, ?, ?, ?)'),
       trimDead: db.prepare('DELETE FROM dead_letters WHERE id <= ?'),
@@ -132,8 +142,9 @@ export class Outbox {
       deleteRange: db.prepare('DELETE FROM events WHERE lane = ? AND id BETWEEN ? AND ?'),
       deleteGaps: db.prepare('DELETE FROM gaps WHERE id BETWEEN ? AND ?'),
     }
-    for (const row of db.prepare('SELECT device_id, last_seq FROM device_seq').iterate() as Iterable<{ device_id: string, last_seq: number }>) {
+    for (const row of db.prepare('SELECT device_id, last_seq, recent FROM device_seq').iterate() as Iterable<{ device_id: string, last_seq: number, recent: Buffer | null }>) {
       this.lastSeq.set(row.device_id, row.last_seq)
+      if (row.recent !== null) this.resends.load(row.device_id, row.recent)
     }
     const s = db.prepare('SELECT events, bytes, shed_events, epoch FROM outbox_state WHERE id = 1').get() as { events: number, bytes: number, shed_events: number, epoch: string }
     this.state = { events: s.events, bytes: s.bytes, shedEvents: s.shed_events }
@@ -142,9 +153,38 @@ export class Outbox {
     this.updateGauges()
   }
 
-  /** Queues an event for the next commit group; cb runs after the commit with its sequence number. */
-  appendEvent (ev: IncomingEvent, cb: CommitCallback): void {
-    this.enqueue({ kind: 'event', ev, cb, at: performance.now() })
+  /**
+   * Queues an event for the next commit group; cb runs after the commit with its sequence number.
+   * With the device's ts and the payload's hash (a reading the device stamped), a resend of it is
+   * recognised from now on.
+   */
+  appendEvent (ev: IncomingEvent, cb: CommitCallback, deviceTsMs: number | null = null, payloadHash = 0): void {
+    const p: Pending = { kind: 'event', ev, cb, at: performance.now(), ticket: -1 }
+    if (this.enqueue(p) && deviceTsMs !== null && this.resends.enabled) p.ticket = this.resends.queue(ev.deviceId, deviceTsMs, payloadHash)
+  }
+
+  /** Whether resends are recognised at all (outbox.resendWindow > 0). */
+  get recognisesResends (): boolean { return this.resends.enabled }
+
+  /**
+   * A device resending a reading it sent before (its PUBACK was lost): when the first copy is
+   * committed, or queued for commit, returns true and runs cb once that copy is durable (with the
+   * first copy's error if it is refused). Nothing is stored for the resend. False: a new reading.
+   */
+  acceptResend (deviceId: string, deviceTsMs: number, payloadHash: number, cb: (err: GatewayError | null) => void): boolean {
+    const first = this.resends.find(deviceId, deviceTsMs, payloadHash)
+    if (first === NEW_READING) return false
+    const queued = first !== COMMITTED_READING
+    const done = (err: GatewayError | null): void => {
+      if (err === null) {
+        this.metrics.resendsDropped.inc()
+        this.log.debug({ deviceId, tsMs: deviceTsMs, hash: payloadHash, queued }, 'resend of a committed reading acknowledged, not stored again')
+      }
+      cb(err)
+    }
+    if (queued) this.resends.wait(deviceId, first, done)
+    else done(null)
+    return true
   }
 
   /** Queues a control event (priority lane); cb runs after the commit with its control sequence number. */
@@ -157,11 +197,16 @@ export class Outbox {
     this.enqueue({ kind: 'dead', dl, cb, at: performance.now() })
   }
 
-  private enqueue (p: Pending): void {
-    if (this.closed) return p.cb(new GatewayError('GW_ERR_OUTBOX_CLOSED', 'outbox is closed'))
+  /** False when p was refused at once (its callback has run). */
+  private enqueue (p: Pending): boolean {
+    if (this.closed) {
+      p.cb(new GatewayError('GW_ERR_OUTBOX_CLOSED', 'outbox is closed'))
+      return false
+    }
     if (this.queue.length >= this.opts.maxPendingEvents) {
       this.metrics.rejected.inc({ reason: 'outbox_busy' })
-      return p.cb(new GatewayError('GW_ERR_OUTBOX_BUSY', `commit queue is full (${this.opts.maxPendingEvents} pending)`))
+      p.cb(new GatewayError('GW_ERR_OUTBOX_BUSY', `commit queue is full (${this.opts.maxPendingEvents} pending)`))
+      return false
     }
     this.queue.push(p)
     if (!this.flushScheduled) {
@@ -171,6 +216,7 @@ export class Outbox {
       // setImmediate) before the commit and its fsync block the loop: control never waits for disk.
       setImmediate(() => setImmediate(() => this.flush()))
     }
+    return true
   }
 
   /** Commits one group of what is queued; schedules itself again while more is waiting. */
@@ -207,11 +253,12 @@ export class Outbox {
       for (const [deviceId, prev] of touched) {
         if (prev === 0) this.lastSeq.delete(deviceId)
         else this.lastSeq.set(deviceId, prev)
+        this.restoreWindow(deviceId)
       }
       this.metrics.commitFailures.inc()
       this.log.error({ err, items: group.length }, 'outbox commit failed; group refused')
       const e = new GatewayError('GW_ERR_OUTBOX_COMMIT', 'outbox commit failed', { cause: err })
-      for (const p of group) p.cb(e)
+      for (const p of group) this.refuse(p, e)
       return
     }
     const done = performance.now()
@@ -222,15 +269,32 @@ export class Outbox {
       const p = group[i]
       const r = results[i]
       this.metrics.commitWaitSeconds.observe((done - p.at) / 1000)
-      if (r instanceof GatewayError) p.cb(r)
+      if (r instanceof GatewayError) this.refuse(p, r)
       else {
         if (p.kind !== 'dead') committed++
         p.cb(null, r ?? undefined)
+        // Resends that arrived while this first copy waited for its commit are acknowledged after it.
+        if (p.kind === 'event' && p.ticket >= 0) this.resends.settle(p.ev.deviceId, p.ticket, null)
       }
     }
     this.metrics.ingested.inc(committed)
     this.updateGauges()
     for (const l of this.commitListeners) l()
+  }
+
+  private refuse (p: Pending, err: GatewayError): void {
+    p.cb(err)
+    if (p.kind === 'event' && p.ticket >= 0) this.resends.settle(p.ev.deviceId, p.ticket, err)
+  }
+
+  // After a failed commit: the window as the database has it (the transaction rolled back). If even
+  // that read fails, the window is forgotten: at worst a resend is stored twice, never one lost.
+  private restoreWindow (deviceId: string): void {
+    try {
+      this.resends.restore(deviceId, (this.stmts.readRecent.get(deviceId) as Buffer | null | undefined) ?? null)
+    } catch {
+      this.resends.restore(deviceId, null)
+    }
   }
 
   /** Runs after every successful commit (the uplink wakes up on it). */
@@ -275,11 +339,17 @@ export class Outbox {
       this.stmts.insertEvent.run(lane, body)
       if (!touched.has(deviceId)) touched.set(deviceId, prev)
       this.lastSeq.set(deviceId, seq)
+      if (p.kind === 'event' && p.ticket >= 0) this.resends.stored(deviceId, p.ticket)
       this.state.events++
       this.state.bytes += size
       results[i] = seq
     }
-    for (const deviceId of touched.keys()) this.stmts.upsertSeq.run(deviceId, this.lastSeq.get(deviceId))
+    // Once per device per group: the counter, and the resend window when this group changed it.
+    for (const deviceId of touched.keys()) {
+      const recent = this.resends.takeDirty(deviceId)
+      if (recent === null) this.stmts.upsertSeq.run(deviceId, this.lastSeq.get(deviceId))
+      else this.stmts.upsertSeqRecent.run(deviceId, this.lastSeq.get(deviceId), recent)
+    }
     this.stmts.saveState.run(this.state.events, this.state.bytes, this.state.shedEvents)
     if (deadLetters > 0) {
       const last = this.db.prepare('SELECT max(id) AS id FROM dead_letters').get() as { id: number }
@@ -438,6 +508,6 @@ export class Outbox {
     const e = new GatewayError('GW_ERR_OUTBOX_CLOSED', 'outbox destroyed', { cause: err })
     const q = this.queue
     this.queue = []
-    for (const p of q) p.cb(e)
+    for (const p of q) this.refuse(p, e)
   }
 }

@@ -25,8 +25,8 @@ export interface ScenarioDeviceCounters {
   failed: number
   /** Ticks skipped because the device was disconnected (not sent at all). */
   skipped: number
-  /** Publishes still waiting for their PUBACK when the link was cut under them: the client resends
-   * them after reconnecting, so the gateway may store one of them twice (a new seq each time). */
+  /** Publishes still waiting for their PUBACK when a connection closed under them: the client
+   * resends them after reconnecting. Those the gateway had committed it drops as resends. */
   unackedAtCut: number
   connects: number
 }
@@ -38,6 +38,8 @@ export class ScenarioDevice {
   private readonly random: () => number
   private badIndex = 0
   private intervalMs: number
+  /** Connected since the last close. */
+  private session = false
   readonly counters: ScenarioDeviceCounters = { sent: 0, acked: 0, failed: 0, skipped: 0, unackedAtCut: 0, connects: 0 }
   /** PUBACK latencies in ms. */
   readonly latencies: number[] = []
@@ -57,7 +59,13 @@ export class ScenarioDevice {
     const o = this.opts
     const client = mqtt.connect(o.url, { clientId: o.deviceId, username: o.deviceId, password: o.secret, reconnectPeriod: 250, connectTimeout: 5000 })
     this.client = client
-    client.on('connect', () => { this.counters.connects++ })
+    client.on('connect', () => { this.counters.connects++; this.session = true })
+    // Counted when it happens (not when a fault is announced): publishes sent up to the last moment
+    // of a connection can be resent too. Failed reconnect attempts close without a session.
+    client.on('close', () => {
+      if (this.session) this.counters.unackedAtCut += this.inFlight
+      this.session = false
+    })
     client.on('error', () => { /* reconnects by itself; a refused CONNACK shows as no progress */ })
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`${o.deviceId}: no CONNACK within 10 s`)), 10000)
@@ -113,14 +121,10 @@ export class ScenarioDevice {
     }
   }
 
-  /** Records what is unacknowledged now: the link (or the gateway) is about to be cut under it. */
-  markCut (): void { this.counters.unackedAtCut += this.inFlight }
-
   /** Drops the TCP connection without DISCONNECT; the client reconnects `afterMs` later by itself. */
   drop (afterMs: number): void {
     const c = this.client
     if (!c) return
-    this.markCut()
     c.options.reconnectPeriod = Math.max(1, afterMs)
     c.stream.destroy()
     setTimeout(() => { if (this.client) this.client.options.reconnectPeriod = 250 }, afterMs + 50).unref()
@@ -139,6 +143,7 @@ export class ScenarioDevice {
     this.timer = null
     const c = this.client
     this.client = null
+    this.session = false
     if (c) await c.endAsync(true).catch(() => {})
   }
 }

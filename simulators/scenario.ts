@@ -54,6 +54,11 @@ export const scenarioSchema = z.object({
     kinds: z.array(z.enum(BAD_KINDS)).min(1).default([...BAD_KINDS]),
   }).strict().optional(),
   duration: positiveDuration,
+  /**
+   * One-way delay on every device's link to the gateway (a TCP proxy in between; 0 = direct). A
+   * power cut drops what the link holds, the gateway's last PUBACKs included, as a real one does.
+   */
+  linkLatency: duration.default(0),
   /** Longest wait, after the devices stop, for the gateway's backlog to reach the cloud. */
   drainTimeout: positiveDuration.default(30_000),
   timeline: z.array(step).default([]),

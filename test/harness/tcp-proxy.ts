@@ -1,8 +1,11 @@
 // A TCP fault-injection proxy for tests: sits on an ephemeral 127.0.0.1 port in front of a target
-// and can cut the link, add latency and limit bandwidth, in both directions.
+// and can cut the link, add latency (in both directions or in one) and limit bandwidth.
 import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net'
 
 export interface ProxyTarget { host: string, port: number }
+
+/** up: client to target; down: target to client. */
+export type ProxyDirection = 'both' | 'up' | 'down'
 
 export interface Proxy {
   /** The proxy's listening port on 127.0.0.1. */
@@ -11,8 +14,8 @@ export interface Proxy {
   cut: () => void
   /** Lets connections through again. */
   restore: () => void
-  /** Delays every chunk by ms in each direction (applies to data arriving from now on). */
-  setLatency: (ms: number) => void
+  /** Delays every chunk by ms in the given direction(s), default both (applies to data arriving from now on). */
+  setLatency: (ms: number, direction?: ProxyDirection) => void
   /** Limits each direction of each connection to bytesPerSec; null removes the limit. */
   setBandwidth: (bytesPerSec: number | null) => void
   /** Destroys all connections and stops listening. Idempotent. */
@@ -102,7 +105,8 @@ class Pipe {
 
 /** Starts a proxy on an ephemeral 127.0.0.1 port forwarding to target. */
 export async function startProxy (target: ProxyTarget): Promise<Proxy> {
-  const link: Link = { latencyMs: 0, bytesPerSec: null }
+  const up: Link = { latencyMs: 0, bytesPerSec: null }
+  const down: Link = { latencyMs: 0, bytesPerSec: null }
   const sockets = new Set<Socket>()
   const pipes = new Set<Pipe>()
   let isCut = false
@@ -120,8 +124,8 @@ export async function startProxy (target: ProxyTarget): Promise<Proxy> {
       return
     }
     const upstream = tcpConnect({ host: target.host, port: target.port, allowHalfOpen: true })
-    const toUpstream = new Pipe(client, upstream, link)
-    const toClient = new Pipe(upstream, client, link)
+    const toUpstream = new Pipe(client, upstream, up)
+    const toClient = new Pipe(upstream, client, down)
     const side = (s: Socket, other: Socket, into: Pipe): void => {
       sockets.add(s)
       pipes.add(into)
@@ -153,13 +157,15 @@ export async function startProxy (target: ProxyTarget): Promise<Proxy> {
       destroyAll()
     },
     restore: () => { isCut = false },
-    setLatency: (ms: number) => {
+    setLatency: (ms: number, direction: ProxyDirection = 'both') => {
       if (!(ms >= 0)) throw new RangeError(`latency must be >= 0 ms, got ${ms}`)
-      link.latencyMs = ms
+      if (direction !== 'down') up.latencyMs = ms
+      if (direction !== 'up') down.latencyMs = ms
     },
     setBandwidth: (bytesPerSec: number | null) => {
       if (bytesPerSec !== null && !(bytesPerSec > 0)) throw new RangeError(`bandwidth must be > 0 bytes/s or null, got ${bytesPerSec}`)
-      link.bytesPerSec = bytesPerSec
+      up.bytesPerSec = bytesPerSec
+      down.bytesPerSec = bytesPerSec
       for (const p of pipes) p.kick()
     },
     close: () => {
