@@ -9,6 +9,7 @@ import { GatewayError } from './errors.ts'
 import type { Logger } from './log.ts'
 import type { GatewayMetrics } from './metrics.ts'
 import { COMMITTED_READING, NEW_READING, ResendWindows } from './resend-window.ts'
+import { WalSync } from './wal-sync.ts'
 
 export const LANE_PRIORITY = 0
 export const LANE_TELEMETRY = 1
@@ -84,7 +85,12 @@ export class Outbox {
   private state = { events: 0, bytes: 0, shedEvents: 0 }
   /** Random id of this database, part of every replication batch id. */
   epoch = ''
-  private fullSync = true
+  /** durability=full: the WAL is fsynced by walSync after each commit, off the event loop. */
+  private walSync: WalSync | null = null
+  /** Highest events rowid and gaps id that are on disk (synced): the uplink never reads past them. */
+  private durable = { eventId: 0, gapId: 0 }
+  /** Highest ids written by the commit in progress. */
+  private written = { eventId: 0, gapId: 0 }
   private stmts!: {
     insertEvent: Statement
     upsertSeq: Statement
@@ -119,7 +125,12 @@ export class Outbox {
   /** Loads sequence counters, resend windows and running totals; fast even with millions of buffered events. */
   start (): void {
     const db = this.db
-    this.fullSync = (db.pragma('synchronous', { simple: true }) as number) >= 2
+    if ((db.pragma('synchronous', { simple: true }) as number) >= 2) {
+      // Durability full, without an fsync inside each commit on this thread: commits write the WAL
+      // (synchronous=NORMAL) and walSync fsyncs it on the thread pool before anything is acknowledged.
+      db.pragma('synchronous = NORMAL')
+      this.walSync = new WalSync(`${db.name}-wal`, (ms) => this.metrics.walSyncSeconds.observe(ms / 1000))
+    }
     this.stmts = {
       insertEvent: db.prepare('INSERT INTO events (lane, body) VALUES (?, ?)'),
       upsertSeq: db.prepare('INSERT INTO device_seq (device_id, last_seq) VALUES (?, ?) ON CONFLICT(device_id) DO UPDATE SET last_seq = excluded.last_seq'),
@@ -146,6 +157,11 @@ export class Outbox {
       this.lastSeq.set(row.device_id, row.last_seq)
       if (row.recent !== null) this.resends.load(row.device_id, row.recent)
     }
+    this.durable = {
+      eventId: (db.prepare('SELECT max(id) AS id FROM events').get() as { id: number | null }).id ?? 0,
+      gapId: (db.prepare('SELECT max(id) AS id FROM gaps').get() as { id: number | null }).id ?? 0,
+    }
+    this.written = { ...this.durable }
     const s = db.prepare('SELECT events, bytes, shed_events, epoch FROM outbox_state WHERE id = 1').get() as { events: number, bytes: number, shed_events: number, epoch: string }
     this.state = { events: s.events, bytes: s.bytes, shedEvents: s.shed_events }
     this.epoch = s.epoch
@@ -244,12 +260,14 @@ export class Outbox {
     const started = performance.now()
     const results: Array<GatewayError | number | null> = new Array(group.length).fill(null)
     const before = { ...this.state }
+    const writtenBefore = { ...this.written }
     const touched = new Map<string, number>()
     try {
       this.db.transaction(() => this.writeGroup(group, results, touched))()
     } catch (err) {
       // Nothing of the group is durable: restore counters and refuse every item of it.
       this.state = before
+      this.written = writtenBefore
       for (const [deviceId, prev] of touched) {
         if (prev === 0) this.lastSeq.delete(deviceId)
         else this.lastSeq.set(deviceId, prev)
@@ -261,9 +279,25 @@ export class Outbox {
       for (const p of group) this.refuse(p, e)
       return
     }
-    const done = performance.now()
-    this.metrics.commitSeconds.observe((done - started) / 1000)
+    this.metrics.commitSeconds.observe((performance.now() - started) / 1000)
     this.metrics.commitGroupEvents.observe(group.length)
+    const written = { ...this.written }
+    if (this.walSync) this.walSync.after((err) => this.acknowledge(group, results, written, err))
+    else this.acknowledge(group, results, written, null)
+  }
+
+  // Once the group is on disk: answers every item, lets the uplink read it, wakes the listeners.
+  // A failed sync refuses the group: nothing unsynced is acknowledged (devices resend it).
+  private acknowledge (group: Pending[], results: Array<GatewayError | number | null>, written: { eventId: number, gapId: number }, syncErr: Error | null): void {
+    const done = performance.now()
+    if (syncErr) {
+      this.metrics.commitFailures.inc()
+      this.log.error({ err: syncErr, items: group.length }, 'outbox WAL sync failed; group refused')
+      const e = new GatewayError('GW_ERR_OUTBOX_COMMIT', 'outbox commit could not be synced to disk', { cause: syncErr })
+      for (const p of group) this.refuse(p, e)
+      return
+    }
+    this.durable = { eventId: Math.max(this.durable.eventId, written.eventId), gapId: Math.max(this.durable.gapId, written.gapId) }
     let committed = 0
     for (let i = 0; i < group.length; i++) {
       const p = group[i]
@@ -336,7 +370,7 @@ export class Outbox {
         results[i] = new GatewayError('GW_ERR_OUTBOX_FULL', `outbox is at its budget of ${this.opts.budgetBytes} bytes`)
         continue
       }
-      this.stmts.insertEvent.run(lane, body)
+      this.written.eventId = Math.max(this.written.eventId, Number(this.stmts.insertEvent.run(lane, body).lastInsertRowid))
       if (!touched.has(deviceId)) touched.set(deviceId, prev)
       this.lastSeq.set(deviceId, seq)
       if (p.kind === 'event' && p.ticket >= 0) this.resends.stored(deviceId, p.ticket)
@@ -393,7 +427,7 @@ export class Outbox {
     }
     if (count === 0) return 0
     const now = Date.now()
-    for (const [deviceId, r] of ranges) this.stmts.insertGap.run(deviceId, r.from, r.to, r.count, 'shed', now)
+    for (const [deviceId, r] of ranges) this.written.gapId = Math.max(this.written.gapId, Number(this.stmts.insertGap.run(deviceId, r.from, r.to, r.count, 'shed', now).lastInsertRowid))
     this.state.events -= count
     this.state.bytes -= freed
     this.state.shedEvents += count
@@ -408,7 +442,9 @@ export class Outbox {
   readLane (lane: Lane, afterId: number, uptoId: number, limit: number, maxBytes: number): UplinkRow[] {
     const rows: UplinkRow[] = []
     let bytes = 0
-    for (const row of this.stmts.readLane.iterate(lane, afterId, uptoId, limit) as Iterable<UplinkRow>) {
+    // Only what is on disk leaves: a row sent before its sync could reach the cloud and then be lost
+    // here in a power cut, and its seq handed out again to another event.
+    for (const row of this.stmts.readLane.iterate(lane, afterId, Math.min(uptoId, this.durable.eventId), limit) as Iterable<UplinkRow>) {
       rows.push(row)
       bytes += row.body.length
       if (bytes >= maxBytes) break
@@ -418,33 +454,22 @@ export class Outbox {
 
   /** Highest row id of a lane (0 when empty). */
   maxId (lane: Lane): number {
-    return (this.stmts.maxId.get(lane) as { id: number | null }).id ?? 0
+    return Math.min((this.stmts.maxId.get(lane) as { id: number | null }).id ?? 0, this.durable.eventId)
   }
 
   /** Gap records not yet acknowledged by the cloud, after a gap rowid. */
   readGaps (afterId: number, uptoId: number, limit: number): Array<{ id: number, deviceId: string, fromSeq: number, toSeq: number, count: number, reason: string, tsMs: number }> {
-    return (this.stmts.readGaps.all(afterId, uptoId, limit) as Array<{ id: number, device_id: string, from_seq: number, to_seq: number, count: number, reason: string, ts: number }>)
+    return (this.stmts.readGaps.all(afterId, Math.min(uptoId, this.durable.gapId), limit) as Array<{ id: number, device_id: string, from_seq: number, to_seq: number, count: number, reason: string, ts: number }>)
       .map((g) => ({ id: g.id, deviceId: g.device_id, fromSeq: g.from_seq, toSeq: g.to_seq, count: g.count, reason: g.reason, tsMs: g.ts }))
   }
 
   /** Persists batches before they are published, so a restart re-sends them with the same ids. */
   recordInflight (batches: InflightBatch[]): void {
-    this.relaxed(() => this.db.transaction(() => {
+    // Not synced by itself (the next ingest commit's sync covers it): a power cut can lose it, which
+    // costs only a re-send that JetStream or the cloud's idempotent apply drops.
+    this.db.transaction(() => {
       for (const b of batches) this.stmts.insertInflight.run(b.batchId, b.lane, b.firstId, b.lastId, b.gapFirst, b.gapLast)
-    })())
-  }
-
-  // Uplink bookkeeping commits without its own fsync (the next ingest commit syncs the WAL). A power
-  // cut can lose it, which costs only a re-send: JetStream or the cloud's idempotent apply drops the
-  // copy. Only process-level durability is needed here; events themselves stay fsync'd.
-  private relaxed<T> (fn: () => T): T {
-    if (!this.fullSync) return fn()
-    this.db.pragma('synchronous = NORMAL')
-    try {
-      return fn()
-    } finally {
-      this.db.pragma('synchronous = FULL')
-    }
+    })()
   }
 
   /** Batches published before the last stop and never acknowledged, oldest first. */
@@ -456,7 +481,9 @@ export class Outbox {
   /** The cloud has the batch: delete its rows, gaps and in-flight record in one transaction. */
   ackBatch (b: InflightBatch): { events: number, bytes: number } {
     let freed = { events: 0, bytes: 0 }
-    this.relaxed(() => this.db.transaction(() => {
+    // Not synced by itself (the next ingest commit's sync covers it): a power cut can lose it, which
+    // costs only a re-send that JetStream or the cloud's idempotent apply drops.
+    this.db.transaction(() => {
       if (b.lastId >= b.firstId) {
         // Count what is really there: shedding may have removed rows of the range meanwhile.
         const c = this.stmts.rangeSize.get(b.lane, b.firstId, b.lastId) as { n: number, bytes: number | null }
@@ -468,7 +495,7 @@ export class Outbox {
       }
       if (b.gapLast >= b.gapFirst) this.stmts.deleteGaps.run(b.gapFirst, b.gapLast)
       this.stmts.deleteInflight.run(b.batchId)
-    })())
+    })()
     this.updateGauges()
     return freed
   }
@@ -499,6 +526,8 @@ export class Outbox {
   close (): void {
     if (this.closed) return
     while (this.queue.length > 0) this.commitGroup(this.takeGroup())
+    // The last groups' sync, on this thread: their callbacks run before close returns.
+    this.walSync?.close()
     this.closed = true
   }
 
@@ -509,5 +538,7 @@ export class Outbox {
     const q = this.queue
     this.queue = []
     for (const p of q) this.refuse(p, e)
+    // Committed groups still waiting for their sync get it now (their devices may be gone already).
+    this.walSync?.close()
   }
 }

@@ -116,10 +116,14 @@ test('resend: the same stamped reading sent twice back to back is stored once, a
   assert.equal(await scrapeMetric(gw.ports.http!, RESENDS), 1)
 })
 
-/** An outbox in this process, for driving commits by hand; its database is closed after the test. */
+/**
+ * An outbox in this process, for driving commits by hand; its database is closed after the test.
+ * Durability normal: flush() then acknowledges synchronously (with full, after the WAL's fsync on
+ * the thread pool), which lets the test check the order of callbacks step by step.
+ */
 function localOutbox (t: { after: (fn: () => void) => void }, dir: string, resendWindow = 64): Outbox {
-  const cfg = parseConfig({ dataDir: dir, logLevel: 'silent', outbox: { resendWindow } })
-  const db = openDb(dir)
+  const cfg = parseConfig({ dataDir: dir, logLevel: 'silent', outbox: { resendWindow, durability: 'normal' } })
+  const db = openDb(dir, cfg.outbox.durability)
   t.after(() => { if (db.open) db.close() })
   const outbox = new Outbox(db, cfg.outbox, createLogger('silent', 'test'), createMetrics({ defaultMetrics: false }))
   outbox.start()
