@@ -83,6 +83,8 @@ interface GatewaySide {
   /** Event-loop delay beyond the 10 ms sampling timer over the window (prom-client resets it at each scrape), ms; several runs: the worst. */
   loopDelayMs: { p50: number, p99: number, max: number, mean: number, minRaw: number }
   commit: { commits: number, perSec: number, meanGroupEvents: number, p50Ms: number | null, p99Ms: number | null, totalMs: number }
+  /** fsyncs of the WAL (durability=full), on the thread pool: what a trigger's PUBACK waits for beyond its commit. */
+  walSync: { syncs: number, p50Ms: number | null, p99Ms: number | null }
   /** Replication batches acknowledged per second: each costs the loop two more transactions (recordInflight before, ackBatch after). */
   uplinkBatchesPerSec: number
   gc: { count: number, totalMs: number, over1ms: number }
@@ -95,6 +97,7 @@ function gatewaySide (runs: ScenarioRun[]): GatewaySide {
   let windowMs = 0
   let decision: Buckets = []
   let commitBuckets: Buckets = []
+  let syncBuckets: Buckets = []
   let commits = 0; let commitSum = 0; let groupSum = 0; let groupCount = 0; let batches = 0
   let gcCount = 0; let gcSum = 0; let gcOver1 = 0
   const loop = { p50: -Infinity, p99: -Infinity, max: -Infinity, mean: -Infinity, minRaw: Infinity }
@@ -107,6 +110,7 @@ function gatewaySide (runs: ScenarioRun[]): GatewaySide {
     windowMs += b.t - a.t
     decision = addBuckets(decision, bucketDelta(a.scrape, b.scrape, 'gateway_decision_seconds'))
     commitBuckets = addBuckets(commitBuckets, bucketDelta(a.scrape, b.scrape, 'gateway_commit_duration_seconds'))
+    syncBuckets = addBuckets(syncBuckets, bucketDelta(a.scrape, b.scrape, 'gateway_outbox_wal_sync_seconds'))
     commits += val(b, 'gateway_commit_duration_seconds_count') - val(a, 'gateway_commit_duration_seconds_count')
     commitSum += val(b, 'gateway_commit_duration_seconds_sum') - val(a, 'gateway_commit_duration_seconds_sum')
     groupSum += val(b, 'gateway_commit_group_events_sum') - val(a, 'gateway_commit_group_events_sum')
@@ -133,6 +137,7 @@ function gatewaySide (runs: ScenarioRun[]): GatewaySide {
     decision: { count: decision.length > 0 ? decision[decision.length - 1].count : 0, p50Ms: q(decision, 0.5), p99Ms: q(decision, 0.99), p999Ms: q(decision, 0.999) },
     loopDelayMs: loop,
     commit: { commits, perSec: commits / Math.max(1e-3, windowMs / 1000), meanGroupEvents: groupSum / Math.max(1, groupCount), p50Ms: q(commitBuckets, 0.5), p99Ms: q(commitBuckets, 0.99), totalMs: commitSum * 1000 },
+    walSync: { syncs: syncBuckets.length > 0 ? syncBuckets[syncBuckets.length - 1].count : 0, p50Ms: q(syncBuckets, 0.5), p99Ms: q(syncBuckets, 0.99) },
     uplinkBatchesPerSec: batches / Math.max(1e-3, windowMs / 1000),
     gc: { count: gcCount, totalMs: gcSum * 1000, over1ms: gcOver1 },
     cpuPct: Object.fromEntries(Object.keys(cpu).map((k) => [k, cpuKnown[k] ? cpu[k] / windowMs * 100 : null])),
@@ -265,7 +270,7 @@ export function report (settings: DecideSettings, fill: FillResult | null, runs:
       [g.cpuPct.gateway, g.cpuPct.nats, loadCpu, other].map(cpuCell).join(' / '),
     ])
     const c = g.commit
-    notes.push(`${r.scenario}: trigger PUBACK (commit incl.) p50 ${fix(ms(r.triggerPubackUs.p50), 2)} ms; command before its trigger's PUBACK for ${int(r.commandBeforePuback)} of ${int(d.count)} decisions (median command - PUBACK ${r.commandMinusPubackP50Us === null ? '?' : fix(ms(r.commandMinusPubackP50Us), 2)} ms); gateway commits ${fix(c.perSec, 0)}/s, ${fix(c.meanGroupEvents, 1)} items each, p50/p99 ${fix(c.p50Ms, 2)}/${fix(c.p99Ms, 2)} ms (bucket-derived), ${fix(c.totalMs / Math.max(1, g.windowMs) * 100, 1)}% of the window inside commits; ${fix(g.uplinkBatchesPerSec, 0)} uplink batches/s (each two more transactions on the loop); GC ${g.gc.count} pauses (${g.gc.over1ms} over 1 ms, ${fix(g.gc.totalMs, 1)} ms in all); gateway loop delay p50 ${fix(g.loopDelayMs.p50, 2)} ms, mean ${fix(g.loopDelayMs.mean, 2)} ms; probe (measuring process) loop delay p99/max ${fix(Math.max(...r.counts.map((x) => x.probeLoopDelayMs.p99)), 1)}/${fix(Math.max(...r.counts.map((x) => x.probeLoopDelayMs.max)), 1)} ms; closing /metrics scrape took ${fix(g.scrapeMs, 1)} ms`)
+    notes.push(`${r.scenario}: trigger PUBACK (commit incl.) p50 ${fix(ms(r.triggerPubackUs.p50), 2)} ms; command before its trigger's PUBACK for ${int(r.commandBeforePuback)} of ${int(d.count)} decisions (median command - PUBACK ${r.commandMinusPubackP50Us === null ? '?' : fix(ms(r.commandMinusPubackP50Us), 2)} ms); gateway commits ${fix(c.perSec, 0)}/s, ${fix(c.meanGroupEvents, 1)} items each, p50/p99 ${fix(c.p50Ms, 2)}/${fix(c.p99Ms, 2)} ms (bucket-derived), ${fix(c.totalMs / Math.max(1, g.windowMs) * 100, 1)}% of the window inside commits; WAL syncs ${fix(g.walSync.syncs / Math.max(1e-3, g.windowMs / 1000), 0)}/s, p50/p99 ${fix(g.walSync.p50Ms, 2)}/${fix(g.walSync.p99Ms, 2)} ms (bucket-derived); ${fix(g.uplinkBatchesPerSec, 0)} uplink batches/s (each two more transactions on the loop); GC ${g.gc.count} pauses (${g.gc.over1ms} over 1 ms, ${fix(g.gc.totalMs, 1)} ms in all); gateway loop delay p50 ${fix(g.loopDelayMs.p50, 2)} ms, mean ${fix(g.loopDelayMs.mean, 2)} ms; probe (measuring process) loop delay p99/max ${fix(Math.max(...r.counts.map((x) => x.probeLoopDelayMs.p99)), 1)}/${fix(Math.max(...r.counts.map((x) => x.probeLoopDelayMs.max)), 1)} ms; closing /metrics scrape took ${fix(g.scrapeMs, 1)} ms`)
     if (d.count < FEW_FOR_P999) notes.push(`${r.scenario}: only ${d.count} decisions measured: p99.9 is about the maximum`)
     for (const p of r.drain ?? []) {
       notes.push(`drain run ${p.run}: backlog ${int(p.outboxEventsAtStart)} events in the outbox when the window opened (link up) -> ${int(p.outboxEventsAtEnd)} at the probe window's end ${fix(p.probeWindowMs / 1000, 2)} s later; ${int(p.backlogAcked)} backlog events acked by JetStream inside the gateway's window (${int(p.backlogEventsPerSec)} ev/s); ${p.drainedAtMs === null ? 'still draining when the run ended' : `drained (< ${int(settings.drainedBelowEvents)} left) ${fix(p.drainedAtMs / 1000, 2)} s after link-up`}; outbox every ${settings.pollMs} ms: ${p.outboxSeries.map(int).join(', ')}`)
