@@ -82,7 +82,7 @@ export async function footprint (opts: BenchOptions): Promise<BenchReport> {
         columns: ['buffered events', 'file size', 'bytes/event', '10M projected', 'start (in-process)', 'RSS empty', 'RSS full'],
         rows: measured.map((r) => [r.events.toLocaleString('en-US'), mb(r.fileBytes), r.bytesPerEvent.toFixed(1), `${(r.projected10MBytes / 1e9).toFixed(2)} GB (target ≤ 1 GB)`, `${r.restartMs.toFixed(0)} ms (target ≤ 2000)`, mb(rssEmpty), mb(r.rssFullBytes)]),
       },
-      notes: ['bytes include the WAL; events carry 3 readings, a device id of 11 characters and two timestamps',
+      notes: ['bytes include the WAL; events carry 3 readings, a device id of 11 characters (stored once per device: rows name it by number) and two timestamps',
         'start = Gateway.start() on the full outbox: opening SQLite, loading counters and totals, listeners; Node and tsx start-up come on top',
         'RSS = the gateway child (started as in production) 1.5 s after start, empty outbox versus the filled one: memory must stay flat as the backlog grows'],
       failures: measured.filter((r) => r.filled !== r.events).map((r) => `filled ${r.filled} of ${r.events}`),

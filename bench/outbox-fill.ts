@@ -22,7 +22,7 @@ export interface FillResult {
   eventsPerSec: number
   /** Bytes counted against the outbox budget (bodies + per-row overhead). */
   outboxBytes: number
-  /** Mean encoded TelemetryEvent size as stored. */
+  /** Mean stored body size: the encoded TelemetryEvent without its device_id (the row names the device by number). */
   meanEventBytes: number
 }
 

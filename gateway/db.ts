@@ -6,8 +6,11 @@ import { join } from 'node:path'
 
 export type Db = Database.Database
 
-/** 1: the first schema. 2: device_seq.recent (the resend window, gateway/resend-window.ts). */
-export const SCHEMA_VERSION = 2
+/**
+ * 1: the first schema. 2: device_seq.recent (the resend window, gateway/resend-window.ts).
+ * 3: device numbers (device_seq.num, events.dev): a row names its device by number (stored-event.ts).
+/** Opens (creating if needed) gateway.db under dataDir. durability 'full' starts with synchronous=FULL; the outbox then commits with NORMAL and fsyncs the WAL itself (wal-sync.ts). */
+export const SCHEMA_VERSION = 3
 
 /** Opens (creating if needed) gateway.db under dataDir. durability 'full' fsyncs every commit. */
 export function openDb (dataDir: string, durability: 'full' | 'normal' = 'full'): Db {
@@ -38,6 +41,19 @@ function migrate (db: Db): void {
       // NULL: none yet. Adding a nullable column rewrites nothing: instant on a full outbox.
       db.exec('ALTER TABLE device_seq ADD COLUMN recent BLOB')
     }
+    if (version < 3) {
+      // A small number per device, given in the commit of its first event from version 3 on, and
+      // never reused; events.dev names the device of a row by it, and the row's body no longer
+      // carries the device id (stored-event.ts). Rows written before keep dev NULL and the id in
+      // their body. Nullable columns rewrite nothing; the index is over device_seq (one row per
+      // device), not events: the step stays instant on a full outbox. Unique: two devices sharing
+      // a number would mix up their events, so the commit that tried it fails instead.
+      db.exec(`
+        ALTER TABLE device_seq ADD COLUMN num INTEGER;
+        ALTER TABLE events ADD COLUMN dev INTEGER;
+        CREATE UNIQUE INDEX IF NOT EXISTS device_seq_num ON device_seq (num);
+      `)
+    }
     db.pragma(`user_version = ${SCHEMA_VERSION}`)
   }).immediate()
 }
@@ -45,7 +61,8 @@ function migrate (db: Db): void {
 function createV1 (db: Db): void {
   db.exec(`
     -- Every accepted event, in ingest order (id). lane 0 = priority (alerts, decisions, command
-    -- results), lane 1 = routine telemetry. body = iot.v1.TelemetryEvent without gateway_id.
+    -- results), lane 1 = routine telemetry. body = iot.v1.TelemetryEvent without gateway_id
+    -- (lane 0: ControlEvent). Version 3 adds dev and drops device_id from new bodies (see there).
     -- AUTOINCREMENT: a rowid is never reused, even after the table empties, so replication batch
     -- ids (built from rowid ranges) never repeat.
     CREATE TABLE IF NOT EXISTS events (

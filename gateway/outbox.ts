@@ -9,13 +9,17 @@ import { GatewayError } from './errors.ts'
 import type { Logger } from './log.ts'
 import type { GatewayMetrics } from './metrics.ts'
 import { COMMITTED_READING, NEW_READING, ResendWindows } from './resend-window.ts'
+import { deviceIdField, type StoredRow } from './stored-event.ts'
 import { WalSync } from './wal-sync.ts'
 
 export const LANE_PRIORITY = 0
 export const LANE_TELEMETRY = 1
 export type Lane = typeof LANE_PRIORITY | typeof LANE_TELEMETRY
 
-/** Per-row cost counted against the budget on top of the body (rowid, lane, record header). */
+/**
+ * Per-row cost counted against the budget on top of the body (rowid, lane, dev, record header).
+ * Nominal, and fixed: rows are counted in at insert and out at delete with this same figure.
+ */
 export const ROW_OVERHEAD_BYTES = 12
 
 export interface IncomingEvent {
@@ -57,14 +61,18 @@ type Pending =
   | { kind: 'control', ev: IncomingControl, cb: CommitCallback, at: number }
   | { kind: 'dead', dl: DeadLetter, cb: CommitCallback, at: number }
 
-export interface UplinkRow { id: number, body: Buffer }
+/** A stored event for the uplink; dev null: a row from before schema version 3, device id in its body. */
+export interface UplinkRow extends StoredRow { id: number }
 
 /** A replication batch: inclusive rowid ranges of one lane and of the gaps table (empty when last < first). */
 export interface InflightBatch { batchId: string, lane: Lane, firstId: number, lastId: number, gapFirst: number, gapLast: number }
 
 export interface OutboxStats { events: number, bytes: number, shedEvents: number, pending: number }
 
-/** Decodes a stored row: lane 0 holds ControlEvents, lane 1 TelemetryEvents (fields 1-5 agree). */
+/**
+ * Decodes a stored body: lane 0 holds ControlEvents, lane 1 TelemetryEvents (fields 1-5 agree).
+ * deviceId is '' for a row with a device number (stored-event.ts): Outbox.deviceIdOf names it.
+ */
 export function decodeStored (lane: Lane, body: Uint8Array): { deviceId: string, seq: number | Long, ingestTsMs: number | Long, eventTsMs: number | Long } {
   return lane === LANE_PRIORITY ? v1.ControlEvent.decode(body) : v1.TelemetryEvent.decode(body)
 }
@@ -80,6 +88,14 @@ export class Outbox {
   private flushScheduled = false
   private closed = false
   private readonly lastSeq = new Map<string, number>()
+  /** Device numbers (device_seq.num) by device id, and back: index = number. */
+  private readonly deviceNums = new Map<string, number>()
+  private readonly deviceIds: string[] = []
+  /** deviceIdField() of each numbered device, made when the uplink first needs it. */
+  private readonly deviceFields: Buffer[] = []
+  private nextDeviceNum = 1
+  /** Mean wire size of the rows readLane last returned, per lane (see there). */
+  private readonly rowBytes = [128, 128]
   private readonly resends: ResendWindows
   private readonly commitListeners: Array<() => void> = []
   private state = { events: 0, bytes: 0, shedEvents: 0 }
@@ -94,6 +110,7 @@ export class Outbox {
   private stmts!: {
     insertEvent: Statement
     upsertSeq: Statement
+    numberDevice: Statement
     upsertSeqRecent: Statement
     readRecent: Statement
     saveState: Statement
@@ -132,19 +149,21 @@ export class Outbox {
       this.walSync = new WalSync(`${db.name}-wal`, (ms) => this.metrics.walSyncSeconds.observe(ms / 1000))
     }
     this.stmts = {
-      insertEvent: db.prepare('INSERT INTO events (lane, body) VALUES (?, ?)'),
+      insertEvent: db.prepare('INSERT INTO events (lane, dev, body) VALUES (?, ?, ?)'),
       upsertSeq: db.prepare('INSERT INTO device_seq (device_id, last_seq) VALUES (?, ?) ON CONFLICT(device_id) DO UPDATE SET last_seq = excluded.last_seq'),
+      // last_seq 0 only until the upsert at the end of the same transaction sets the real one.
+      numberDevice: db.prepare('INSERT INTO device_seq (device_id, last_seq, num) VALUES (?, 0, ?) ON CONFLICT(device_id) DO UPDATE SET num = excluded.num'),
       upsertSeqRecent: db.prepare('INSERT INTO device_seq (device_id, last_seq, recent) VALUES (?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET last_seq = excluded.last_seq, recent = excluded.recent'),
       readRecent: db.prepare('SELECT recent FROM device_seq WHERE device_id = ?').pluck(),
       saveState: db.prepare('UPDATE outbox_state SET events = ?, bytes = ?, shed_events = ? WHERE id = 1'),
       insertDead: db.prepare('INSERT INTO dead_letters (ts, device_id, topic, reason, detail, payload_bytes, payload) VALUES (?, ?, ?, ?, ?, ?, ?)'),
       trimDead: db.prepare('DELETE FROM dead_letters WHERE id <= ?'),
-      oldestTelemetry: db.prepare(`SELECT id, lane, body FROM events WHERE lane = ${LANE_TELEMETRY} ORDER BY id LIMIT ?`),
-      oldestAny: db.prepare('SELECT id, lane, body FROM events ORDER BY id LIMIT ?'),
+      oldestTelemetry: db.prepare(`SELECT id, lane, dev, body FROM events WHERE lane = ${LANE_TELEMETRY} ORDER BY id LIMIT ?`),
+      oldestAny: db.prepare('SELECT id, lane, dev, body FROM events ORDER BY id LIMIT ?'),
       deleteUpTo: db.prepare('DELETE FROM events WHERE id <= ? AND (? OR lane = ' + LANE_TELEMETRY + ')'),
       insertGap: db.prepare('INSERT INTO gaps (device_id, from_seq, to_seq, count, reason, ts) VALUES (?, ?, ?, ?, ?, ?)'),
       firstBody: db.prepare('SELECT lane, body FROM events ORDER BY id LIMIT 1'),
-      readLane: db.prepare('SELECT id, body FROM events WHERE lane = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?'),
+      readLane: db.prepare('SELECT id, dev, body FROM events WHERE lane = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?'),
       maxId: db.prepare('SELECT max(id) AS id FROM events WHERE lane = ?'),
       readGaps: db.prepare('SELECT id, device_id, from_seq, to_seq, count, reason, ts FROM gaps WHERE id > ? AND id <= ? ORDER BY id LIMIT ?'),
       insertInflight: db.prepare('INSERT OR REPLACE INTO uplink_inflight (batch_id, lane, first_id, last_id, gap_first, gap_last) VALUES (?, ?, ?, ?, ?, ?)'),
@@ -153,9 +172,14 @@ export class Outbox {
       deleteRange: db.prepare('DELETE FROM events WHERE lane = ? AND id BETWEEN ? AND ?'),
       deleteGaps: db.prepare('DELETE FROM gaps WHERE id BETWEEN ? AND ?'),
     }
-    for (const row of db.prepare('SELECT device_id, last_seq, recent FROM device_seq').iterate() as Iterable<{ device_id: string, last_seq: number, recent: Buffer | null }>) {
+    for (const row of db.prepare('SELECT device_id, last_seq, recent, num FROM device_seq').iterate() as Iterable<{ device_id: string, last_seq: number, recent: Buffer | null, num: number | null }>) {
       this.lastSeq.set(row.device_id, row.last_seq)
       if (row.recent !== null) this.resends.load(row.device_id, row.recent)
+      if (row.num !== null) {
+        this.deviceNums.set(row.device_id, row.num)
+        this.deviceIds[row.num] = row.device_id
+        this.nextDeviceNum = Math.max(this.nextDeviceNum, row.num + 1)
+      }
     }
     this.durable = {
       eventId: (db.prepare('SELECT max(id) AS id FROM events').get() as { id: number | null }).id ?? 0,
@@ -262,8 +286,10 @@ export class Outbox {
     const before = { ...this.state }
     const writtenBefore = { ...this.written }
     const touched = new Map<string, number>()
+    const numbered: string[] = []
+    const nextDeviceNumBefore = this.nextDeviceNum
     try {
-      this.db.transaction(() => this.writeGroup(group, results, touched))()
+      this.db.transaction(() => this.writeGroup(group, results, touched, numbered))()
     } catch (err) {
       // Nothing of the group is durable: restore counters and refuse every item of it.
       this.state = before
@@ -273,6 +299,14 @@ export class Outbox {
         else this.lastSeq.set(deviceId, prev)
         this.restoreWindow(deviceId)
       }
+      // Numbers given in the group were rolled back with it: the next commit gives them again.
+      for (const deviceId of numbered) {
+        const num = this.deviceNums.get(deviceId)!
+        delete this.deviceIds[num]
+        delete this.deviceFields[num]
+        this.deviceNums.delete(deviceId)
+      }
+      this.nextDeviceNum = nextDeviceNumBefore
       this.metrics.commitFailures.inc()
       this.log.error({ err, items: group.length }, 'outbox commit failed; group refused')
       const e = new GatewayError('GW_ERR_OUTBOX_COMMIT', 'outbox commit failed', { cause: err })
@@ -337,7 +371,7 @@ export class Outbox {
   }
 
   // Runs inside the transaction: assigns sequence numbers, enforces the budget, writes everything.
-  private writeGroup (group: Pending[], results: Array<GatewayError | number | null>, touched: Map<string, number>): void {
+  private writeGroup (group: Pending[], results: Array<GatewayError | number | null>, touched: Map<string, number>, numbered: string[]): void {
     const now = Date.now()
     let deadLetters = 0
     for (let i = 0; i < group.length; i++) {
@@ -353,9 +387,9 @@ export class Outbox {
       const lane: Lane = p.kind === 'event' ? p.ev.lane : LANE_PRIORITY
       const prev = this.lastSeq.get(deviceId) ?? 0
       const seq = prev + 1
+      // Without device_id: the row's dev names the device (stored-event.ts).
       const body = p.kind === 'event'
         ? v1.TelemetryEvent.encode({
-          deviceId,
           seq,
           eventTsMs: p.ev.eventTsMs,
           ingestTsMs: p.ev.ingestTsMs,
@@ -363,14 +397,15 @@ export class Outbox {
           labels: p.ev.labels,
           eventTsFromGateway: p.ev.eventTsFromGateway,
         }).finish()
-        : v1.ControlEvent.encode({ ...p.ev, deviceId, seq }).finish()
+        : v1.ControlEvent.encode({ ...p.ev, deviceId: null, seq }).finish()
       const size = body.length + ROW_OVERHEAD_BYTES
       if (this.state.bytes + size > this.opts.budgetBytes && !this.makeRoom(size, lane)) {
         this.metrics.rejected.inc({ reason: 'outbox_full' })
         results[i] = new GatewayError('GW_ERR_OUTBOX_FULL', `outbox is at its budget of ${this.opts.budgetBytes} bytes`)
         continue
       }
-      this.written.eventId = Math.max(this.written.eventId, Number(this.stmts.insertEvent.run(lane, body).lastInsertRowid))
+      const dev = this.deviceNumber(deviceId, numbered)
+      this.written.eventId = Math.max(this.written.eventId, Number(this.stmts.insertEvent.run(lane, dev, body).lastInsertRowid))
       if (!touched.has(deviceId)) touched.set(deviceId, prev)
       this.lastSeq.set(deviceId, seq)
       if (p.kind === 'event' && p.ticket >= 0) this.resends.stored(deviceId, p.ticket)
@@ -389,6 +424,31 @@ export class Outbox {
       const last = this.db.prepare('SELECT max(id) AS id FROM dead_letters').get() as { id: number }
       this.stmts.trimDead.run(last.id - this.opts.deadLetterRows)
     }
+  }
+
+  // The device's number; a device without one gets the next, written in this transaction, so the
+  // number is on disk in the same commit as the first event that carries it.
+  private deviceNumber (deviceId: string, numbered: string[]): number {
+    const known = this.deviceNums.get(deviceId)
+    if (known !== undefined) return known
+    const num = this.nextDeviceNum++
+    this.stmts.numberDevice.run(deviceId, num)
+    this.deviceNums.set(deviceId, num)
+    this.deviceIds[num] = deviceId
+    numbered.push(deviceId)
+    return num
+  }
+
+  /** The id of the device with number `dev`. Throws if none has it: the outbox is not consistent. */
+  deviceIdOf (dev: number): string {
+    const id = this.deviceIds[dev]
+    if (id === undefined) throw new RangeError(`outbox: an event names device number ${dev}, which device_seq does not hold`)
+    return id
+  }
+
+  /** The encoded device_id field of the device with number `dev` (cached), for the uplink. */
+  deviceField (dev: number): Buffer {
+    return this.deviceFields[dev] ?? (this.deviceFields[dev] = deviceIdField(this.deviceIdOf(dev)))
   }
 
   // Frees room for `size` bytes by the overflow policy. Shedding goes a little past the need (2% of
@@ -410,14 +470,15 @@ export class Outbox {
     const ranges = new Map<string, { from: number, to: number, count: number }>()
     const stmt = includePriority ? this.stmts.oldestAny : this.stmts.oldestTelemetry
     while (freed < bytesWanted) {
-      const rows = stmt.all(512) as Array<{ id: number, lane: Lane, body: Buffer }>
+      const rows = stmt.all(512) as Array<{ id: number, lane: Lane, dev: number | null, body: Buffer }>
       const fresh = rows.filter((r) => r.id > lastId)
       if (fresh.length === 0) break
       for (const row of fresh) {
         const ev = decodeStored(row.lane, row.body)
+        const deviceId = row.dev === null ? ev.deviceId : this.deviceIdOf(row.dev)
         const seq = Number(ev.seq)
-        const r = ranges.get(ev.deviceId)
-        if (r) { r.from = Math.min(r.from, seq); r.to = Math.max(r.to, seq); r.count++ } else ranges.set(ev.deviceId, { from: seq, to: seq, count: 1 })
+        const r = ranges.get(deviceId)
+        if (r) { r.from = Math.min(r.from, seq); r.to = Math.max(r.to, seq); r.count++ } else ranges.set(deviceId, { from: seq, to: seq, count: 1 })
         freed += row.body.length + ROW_OVERHEAD_BYTES
         count++
         lastId = row.id
@@ -438,17 +499,22 @@ export class Outbox {
 
   // ---- For the uplink: read unsent rows by lane, remember batches in flight, delete what the cloud acknowledged.
 
-  /** Rows of a lane with afterId < id <= uptoId, in id order, at most `limit` rows or about `maxBytes`. */
+  /** Rows of a lane with afterId < id <= uptoId, in id order, at most `limit` rows or about `maxBytes` on the wire. */
   readLane (lane: Lane, afterId: number, uptoId: number, limit: number, maxBytes: number): UplinkRow[] {
-    const rows: UplinkRow[] = []
-    let bytes = 0
+    // all() reads rows markedly faster than iterate() but cannot stop at maxBytes: the LIMIT is cut
+    // to what maxBytes holds at the mean row size of the lane's last read, so that large rows are
+    // not read far past it (a misjudged size costs only a smaller batch or a few rows read twice).
+    const cap = Math.min(limit, Math.ceil(maxBytes / this.rowBytes[lane]) + 1)
     // Only what is on disk leaves: a row sent before its sync could reach the cloud and then be lost
     // here in a power cut, and its seq handed out again to another event.
-    for (const row of this.stmts.readLane.iterate(lane, afterId, Math.min(uptoId, this.durable.eventId), limit) as Iterable<UplinkRow>) {
-      rows.push(row)
-      bytes += row.body.length
-      if (bytes >= maxBytes) break
+    const rows = this.stmts.readLane.all(lane, afterId, Math.min(uptoId, this.durable.eventId), cap) as UplinkRow[]
+    let bytes = 0
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i]
+      bytes += row.body.length + (row.dev === null ? 0 : this.deviceField(row.dev).length)
+      if (bytes >= maxBytes) { rows.length = i + 1; break }
     }
+    if (rows.length > 0) this.rowBytes[lane] = Math.max(1, bytes / rows.length)
     return rows
   }
 

@@ -3,13 +3,13 @@
 // recorded before it is published, so after a crash it is re-sent with the same id and JetStream
 // drops the copy. Lanes: priority (alerts, decisions, gaps) first, then live telemetry, then the
 // backlog left by an outage, so fresh data is not stuck behind hours of history.
-import protobuf from 'protobufjs/minimal.js'
 import { subjects, v1 } from '../proto/index.ts'
 import type { GatewayConfig } from './config.ts'
 import type { Logger } from './log.ts'
 import type { GatewayMetrics } from './metrics.ts'
 import { LANE_PRIORITY, LANE_TELEMETRY, type InflightBatch, type Lane, type Outbox, type UplinkRow } from './outbox.ts'
 import { TokenBucket } from './rate-limiter.ts'
+import { encodeBatch } from './stored-event.ts'
 import { backoffMs, classify, type UplinkLink } from './uplink-link.ts'
 
 type Kind = 'priority' | 'live' | 'backlog'
@@ -17,7 +17,7 @@ type Kind = 'priority' | 'live' | 'backlog'
 interface Batch extends InflightBatch {
   kind: Kind
   events: number
-  payload: Uint8Array
+  payload: Buffer
   /** Ingest time of the newest event (live batches only), for the freshness metric. */
   newestIngestTs: number
   /** Which publish attempt is current: results of older attempts are ignored, except an ack. */
@@ -230,7 +230,7 @@ export class Replicator {
     const now = performance.now()
     if (backlog && now < this.throttledUntil) { this.wakeAfterThrottle(); return false }
     let bytes = 0
-    for (const r of rows) bytes += r.body.length
+    for (const r of rows) bytes += r.body.length + (r.dev === null ? 0 : this.outbox.deviceField(r.dev).length)
     let wait = this.bandwidth ? this.bandwidth.take(now, bytes) : 0
     if (backlog && this.drain) wait = Math.max(wait, this.drain.take(now, rows.length))
     if (wait > 0) {
@@ -249,21 +249,21 @@ export class Replicator {
   }
 
   // Encodes the batch header, then appends each stored event without decoding it (protobuf
-  // concatenation merges): telemetry as field 3, control events (priority lane) as field 6. The
-  // drain does no per-event protobuf work.
+  // concatenation merges): telemetry as field 3, control events (priority lane) as field 6, each
+  // with its device_id field put back in front of the stored body (stored-event.ts). The drain does
+  // no per-event protobuf work and allocates one buffer per batch.
   private build (kind: Kind, lane: Lane, rows: UplinkRow[], firstId: number, lastId: number, gapFirst: number, gapLast: number): Batch {
     const batchId = `${this.gatewayId}.${this.outbox.epoch}.${lane}.${firstId}-${lastId}.${gapFirst}-${gapLast}`
     const gaps = gapLast >= gapFirst ? this.outbox.readGaps(gapFirst - 1, gapLast, gapLast - gapFirst + 1) : []
-    const w = v1.ReplicationBatch.encode({
+    const header = v1.ReplicationBatch.encode({
       gatewayId: this.gatewayId,
       batchId,
       sentTsMs: Date.now(),
       gaps: gaps.map((g) => ({ gatewayId: this.gatewayId, deviceId: g.deviceId, fromSeq: g.fromSeq, toSeq: g.toSeq, count: g.count, reason: g.reason, recordedTsMs: g.tsMs })),
-    }) as protobuf.Writer
-    const tag = lane === LANE_PRIORITY ? (6 << 3) | 2 : (3 << 3) | 2
-    for (const r of rows) w.uint32(tag).bytes(r.body)
+    }).finish()
+    const payload = encodeBatch(header, lane === LANE_PRIORITY ? 6 : 3, rows, (dev) => this.outbox.deviceField(dev))
     const newestIngestTs = kind === 'live' && rows.length > 0 ? Number(v1.TelemetryEvent.decode(rows[rows.length - 1].body).ingestTsMs) : 0
-    return { batchId, lane, firstId, lastId, gapFirst, gapLast, kind, events: rows.length, payload: w.finish(), newestIngestTs, attempt: 0, done: false }
+    return { batchId, lane, firstId, lastId, gapFirst, gapLast, kind, events: rows.length, payload, newestIngestTs, attempt: 0, done: false }
   }
 
   // Re-creates a batch recorded by the last run from its row ranges (rows shed since are simply absent).

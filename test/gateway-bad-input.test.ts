@@ -39,9 +39,10 @@ interface StoredEvent { deviceId: string, seq: number, eventTsMs: number, ingest
 
 /** Every event of one device in the outbox, in ingest order, decoded. */
 function eventsOf (gw: TestGateway, deviceId: string): StoredEvent[] {
-  const rows = gw.gateway.db.prepare('SELECT body FROM events ORDER BY id').all() as Array<{ body: Buffer }>
-  return rows.map((r) => v1.TelemetryEvent.decode(r.body)).filter((e) => e.deviceId === deviceId).map((e) => ({
-    deviceId: e.deviceId,
+  // A row names its device by number (gateway/stored-event.ts); its body has no device_id.
+  const rows = gw.gateway.db.prepare('SELECT d.device_id, e.body FROM events e JOIN device_seq d ON d.num = e.dev WHERE d.device_id = ? ORDER BY e.id').all(deviceId) as Array<{ device_id: string, body: Buffer }>
+  return rows.map((r) => ({ id: r.device_id, e: v1.TelemetryEvent.decode(r.body) })).map(({ id, e }) => ({
+    deviceId: id,
     seq: Number(e.seq),
     eventTsMs: Number(e.eventTsMs),
     ingestTsMs: Number(e.ingestTsMs),

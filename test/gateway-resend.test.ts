@@ -9,6 +9,7 @@ import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
 import { createLogger, openDb, parseConfig, type GatewayError } from '../gateway/index.ts'
+import { SCHEMA_VERSION } from '../gateway/db.ts'
 import { createMetrics } from '../gateway/metrics.ts'
 import { LANE_TELEMETRY, Outbox, type IncomingEvent } from '../gateway/outbox.ts'
 import { ENTRY_BYTES, HEADER_BYTES, payloadHash } from '../gateway/resend-window.ts'
@@ -182,8 +183,9 @@ test('resend: waits for its first copy and shares its fate; the window keeps the
 test('resend: the schema migrates from version 1 on an existing database, keeping its counters', (t) => {
   const tmp = tempDir('gw-resend-m-')
   t.after(() => tmp.cleanup())
-  // A version 1 database: today's schema without the column version 2 added.
+  // A version 1 database: today's schema without what versions 2 and 3 added.
   const db = openDb(tmp.dir)
+  db.exec('DROP INDEX device_seq_num; ALTER TABLE device_seq DROP COLUMN num; ALTER TABLE events DROP COLUMN dev')
   db.exec('ALTER TABLE device_seq DROP COLUMN recent')
   db.pragma('user_version = 1')
   db.prepare('INSERT INTO device_seq (device_id, last_seq) VALUES (?, ?)').run('old', 41)
@@ -196,7 +198,7 @@ test('resend: the schema migrates from version 1 on an existing database, keepin
   outbox.close()
   assert.deepEqual(seqs, [42], 'the counter carried over')
   const [row] = queryOutbox<{ user_version: number }>(tmp.dir, 'SELECT user_version FROM pragma_user_version')
-  assert.equal(row.user_version, 2)
+  assert.equal(row.user_version, SCHEMA_VERSION)
   const [recent] = queryOutbox<{ n: number }>(tmp.dir, 'SELECT length(recent) AS n FROM device_seq WHERE device_id = ?', 'old')
   assert.equal(recent.n, HEADER_BYTES + ENTRY_BYTES, 'one identity persisted beside the counter')
 })

@@ -5,17 +5,24 @@ import { v1 } from '../../proto/index.ts'
 
 export interface StoredEvent { id: number, lane: number, deviceId: string, seq: number, readings: Record<string, number>, control?: ReturnType<typeof v1.ControlEvent.decode> }
 
-/** Every event in the outbox in id order, decoded. */
+/**
+ * Every event in the outbox in id order, decoded. A row names its device by number (events.dev =
+ * device_seq.num, gateway/stored-event.ts); rows from before schema version 3 (dev NULL) carry
+ * the id in their body.
+ */
 export function readOutbox (dataDir: string): StoredEvent[] {
   const db = new Database(join(dataDir, 'gateway.db'), { readonly: true })
   try {
-    return (db.prepare('SELECT id, lane, body FROM events ORDER BY id').all() as Array<{ id: number, lane: number, body: Buffer }>).map((r) => {
+    const rows = db.prepare('SELECT e.id, e.lane, e.dev, e.body, d.device_id FROM events e LEFT JOIN device_seq d ON d.num = e.dev ORDER BY e.id').all() as Array<{ id: number, lane: number, dev: number | null, body: Buffer, device_id: string | null }>
+    return rows.map((r) => {
+      if (r.dev !== null && r.device_id === null) throw new Error(`outbox row ${r.id} names device number ${r.dev}, which device_seq does not hold`)
       if (r.lane === 0) {
         const c = v1.ControlEvent.decode(r.body)
+        if (r.device_id !== null) c.deviceId = r.device_id
         return { id: r.id, lane: r.lane, deviceId: c.deviceId, seq: Number(c.seq), readings: {}, control: c }
       }
       const ev = v1.TelemetryEvent.decode(r.body)
-      return { id: r.id, lane: r.lane, deviceId: ev.deviceId, seq: Number(ev.seq), readings: Object.fromEntries(ev.readings.map((x) => [x.name!, x.value!])) }
+      return { id: r.id, lane: r.lane, deviceId: r.device_id ?? ev.deviceId, seq: Number(ev.seq), readings: Object.fromEntries(ev.readings.map((x) => [x.name!, x.value!])) }
     })
   } finally {
     db.close()
