@@ -202,3 +202,17 @@ test('resend: the schema migrates from version 1 on an existing database, keepin
   const [recent] = queryOutbox<{ n: number }>(tmp.dir, 'SELECT length(recent) AS n FROM device_seq WHERE device_id = ?', 'old')
   assert.equal(recent.n, HEADER_BYTES + ENTRY_BYTES, 'one identity persisted beside the counter')
 })
+
+test('resend: readings that share a ts and differ only in a counter are told apart (the payload hash spreads them)', () => {
+  // A collision with the same ts drops a distinct reading as a resend, so the hash must behave like
+  // a random 32-bit one on payloads this alike: about 200k^2 / 2^33 = 4.7 collisions expected.
+  const ts = 1_763_000_000_000
+  const seen = new Set<number>()
+  let collisions = 0
+  for (let n = 1; n <= 200_000; n++) {
+    const h = payloadHash(Buffer.from(JSON.stringify({ ts, temperature: 21.5 + (n % 100) / 100, humidity: 45.25, counter: n })))
+    if (seen.has(h)) collisions++
+    else seen.add(h)
+  }
+  assert.ok(collisions <= 20, `${collisions} hash collisions among 200k payloads that share a ts`)
+})
