@@ -85,6 +85,12 @@ export const configSchema = z.object({
     /** Events per replication batch (one JetStream message) and its byte cap. */
     batchMaxEvents: z.number().int().positive().default(2000),
     batchMaxBytes: z.number().int().min(1024).default(512 * 1024),
+    /**
+     * A live batch goes at most this long (ms) after the previous one, so that it carries what
+     * arrived meanwhile: fewer, fuller batches (each costs two transactions and a message). Adds at
+     * most this much to freshness; the priority lane never waits. 0 = a batch per commit.
+     */
+    liveLingerMs: z.number().int().min(0).max(1000).default(20),
     /** Batches awaiting a JetStream ack at once, for the backlog; live and priority lanes have 2 each on top. */
     maxInFlight: z.number().int().positive().default(8),
     /** Backlog drain cap in events/s (0 = as fast as the link allows). Live and priority events are not capped by it. */

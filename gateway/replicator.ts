@@ -47,6 +47,9 @@ export class Replicator {
   private readonly drain: TokenBucket | null
   private readonly bandwidth: TokenBucket | null
   private throttledUntil = 0
+  /** When the last live batch was built (performance.now()), for uplink.liveLingerMs. */
+  private lastLiveAt = -Infinity
+  private lingerTimer: NodeJS.Timeout | null = null
   lastAckTs = 0
   ackedEvents = 0
 
@@ -194,10 +197,17 @@ export class Replicator {
   }
 
   private nextLive (): Batch | null {
+    const wait = this.lastLiveAt + this.cfg.liveLingerMs - performance.now()
+    if (wait > 0) {
+      // Rows that arrive meanwhile join the next batch; a timer makes sure it goes.
+      if (!this.lingerTimer && !this.closed) this.lingerTimer = setTimeout(() => { this.lingerTimer = null; this.schedule() }, Math.ceil(wait))
+      return null
+    }
     const rows = this.outbox.readLane(LANE_TELEMETRY, this.liveCursor, Number.MAX_SAFE_INTEGER, this.cfg.batchMaxEvents, this.cfg.batchMaxBytes)
     if (rows.length === 0) return null
     if (!this.spend(rows, false)) return null
     this.liveCursor = rows[rows.length - 1].id
+    this.lastLiveAt = performance.now()
     return this.build('live', LANE_TELEMETRY, rows, rows[0].id, this.liveCursor, 1, 0)
   }
 
@@ -293,6 +303,7 @@ export class Replicator {
     this.closed = true
     if (this.retryTimer) clearTimeout(this.retryTimer)
     if (this.throttleTimer) clearTimeout(this.throttleTimer)
+    if (this.lingerTimer) clearTimeout(this.lingerTimer)
     const deadline = Date.now() + timeoutMs
     while (this.inFlight.size > 0 && Date.now() < deadline && this.link.current()) await new Promise((resolve) => setTimeout(resolve, 10))
   }
