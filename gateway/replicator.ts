@@ -62,8 +62,10 @@ export class Replicator {
     private readonly metrics: GatewayMetrics,
   ) {
     const now = performance.now()
-    this.drain = cfg.drainEventsPerSec > 0 ? new TokenBucket(cfg.drainEventsPerSec, Math.max(cfg.batchMaxEvents, cfg.drainEventsPerSec), now) : null
-    this.bandwidth = cfg.bandwidthBytesPerSec > 0 ? new TokenBucket(cfg.bandwidthBytesPerSec, Math.max(cfg.batchMaxBytes, cfg.bandwidthBytesPerSec), now) : null
+    // Bursts of one batch or 100 ms of the rate, whichever is larger: a burst of a whole second
+    // let a small backlog drain uncapped (a 200k backlog under a 200k/s cap went out at once).
+    this.drain = cfg.drainEventsPerSec > 0 ? new TokenBucket(cfg.drainEventsPerSec, Math.max(cfg.batchMaxEvents, cfg.drainEventsPerSec / 10), now) : null
+    this.bandwidth = cfg.bandwidthBytesPerSec > 0 ? new TokenBucket(cfg.bandwidthBytesPerSec, Math.max(cfg.batchMaxBytes, cfg.bandwidthBytesPerSec / 10), now) : null
   }
 
   /** Loads batches left in flight by the last run (to re-send with their ids) and starts following commits. */

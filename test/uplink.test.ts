@@ -41,3 +41,32 @@ test('uplink: replays the backlog after a NATS outage under load, every event ex
   const total = [...acked.values()].reduce((s, a) => s + a.size, 0)
   assert.ok(total > 700, `load too light: ${total}`)
 })
+
+test('uplink: the drain cap holds a backlog to its rate from the start, beyond a burst of 100 ms', { timeout: 120000 }, async (t) => {
+  const nats = await startNats()
+  t.after(() => nats.cleanup())
+  await provision(nats.url)
+  await nats.stop()
+  const rate = 2000
+  const gw = await startGateway({ mqtt: ANON, uplink: { servers: [nats.url], reconnectMinMs: 50, reconnectMaxMs: 200, batchMaxEvents: 100, drainEventsPerSec: rate } })
+  t.after(() => gw.close())
+  const id = 'dev-cap'
+  const acked = new Map([[id, new Set<number>()]])
+  const c = await connectDevice(gw.ports.mqtt, { clientId: id })
+  const load = loadDevice(c, id, { n: 0 }, acked.get(id)!, { window: 50 })
+  await waitFor(() => acked.get(id)!.size >= 3000, 'a backlog of 3000 events while the cloud is away', 30000)
+  load.stop()
+  await c.endAsync()
+  const backlog = gw.gateway.outbox.stats().events
+  await nats.restart()
+  await waitFor(() => gw.gateway.link.state === 'up', 'the uplink to reconnect', 20000)
+  const t0 = performance.now()
+  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.replicator.stats().inFlight === 0, 'the backlog to drain', 60000)
+  const seconds = (performance.now() - t0) / 1000
+  // A lower bound, which no machine speed can beat: everything beyond the burst (one batch, or
+  // 100 ms of the rate) waits for the cap. A burst of a whole second of the rate would cut it by 0.9 s.
+  const burst = Math.max(100, rate / 10)
+  const floor = (backlog - burst) / rate
+  assert.ok(seconds >= floor * 0.9, `drained ${backlog} events in ${seconds.toFixed(2)} s; a cap of ${rate}/s needs at least ${floor.toFixed(2)} s`)
+  assertExactlyOnce(await readStream(nats.url, 'TELEMETRY'), 'gw-test', acked)
+})
