@@ -6,6 +6,7 @@ export const GatewayErrorCodes = {
   GW_ERR_OUTBOX_FULL: { retryable: true, doc: 'The outbox is at its disk budget and the overflow policy is reject-new.' },
   GW_ERR_OUTBOX_BUSY: { retryable: true, doc: 'The in-memory commit queue is full; the publish is refused.' },
   GW_ERR_OUTBOX_COMMIT: { retryable: true, doc: 'A commit to the SQLite outbox failed (disk error); nothing in the group was acknowledged.' },
+  GW_ERR_OUTBOX_CORRUPT: { retryable: false, doc: 'The outbox contradicts itself (an event names a device number that device_seq does not hold); replication stops, ingest and decisions go on.' },
   GW_ERR_OUTBOX_CLOSED: { retryable: false, doc: 'The outbox is closed; the gateway is shutting down.' },
   GW_ERR_NOT_AUTHORIZED: { retryable: false, doc: 'A device published or subscribed outside its own topic space.' },
   GW_ERR_RATE_LIMITED: { retryable: true, doc: 'A device exceeded its publish rate by more than the throttle allows.' },

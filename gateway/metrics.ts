@@ -36,7 +36,7 @@ export function createMetrics (opts: { defaultMetrics?: boolean, oldestAgeSecond
     outboxPending: new Gauge({ name: 'gateway_outbox_pending', help: 'Items waiting in memory for the next commit', registers: r }),
     uplinkUp: new Gauge({ name: 'gateway_uplink_up', help: '1 while the uplink to the cloud is connected', registers: r }),
     uplinkConnects: new Counter({ name: 'gateway_uplink_connects_total', help: 'Uplink connections and reconnections', registers: r }),
-    uplinkErrors: new Counter({ name: 'gateway_uplink_errors_total', help: 'Uplink problems by kind (auth, permission, no_stream, timeout, connection, disconnect)', labelNames: ['kind'], registers: r }),
+    uplinkErrors: new Counter({ name: 'gateway_uplink_errors_total', help: 'Uplink problems by kind (auth, permission, no_stream, timeout, connection, disconnect; corrupt, internal: replication stopped)', labelNames: ['kind'], registers: r }),
     uplinkInFlight: new Gauge({ name: 'gateway_uplink_batches_in_flight', help: 'Replication batches awaiting a JetStream ack', registers: r }),
     uplinkPublishSeconds: new Histogram({ name: 'gateway_uplink_publish_seconds', help: 'Batch publish to JetStream ack', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5], registers: r }),
     uplinkAcked: new Counter({ name: 'gateway_uplink_acked_events_total', help: 'Events acknowledged by JetStream, by lane', labelNames: ['lane'], registers: r }),

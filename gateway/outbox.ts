@@ -442,7 +442,7 @@ export class Outbox {
   /** The id of the device with number `dev`. Throws if none has it: the outbox is not consistent. */
   deviceIdOf (dev: number): string {
     const id = this.deviceIds[dev]
-    if (id === undefined) throw new RangeError(`outbox: an event names device number ${dev}, which device_seq does not hold`)
+    if (id === undefined) throw new GatewayError('GW_ERR_OUTBOX_CORRUPT', `an event names device number ${dev}, which device_seq does not hold`)
     return id
   }
 

@@ -5,6 +5,7 @@
 // backlog left by an outage, so fresh data is not stuck behind hours of history.
 import { subjects, v1 } from '../proto/index.ts'
 import type { GatewayConfig } from './config.ts'
+import { GatewayError } from './errors.ts'
 import type { Logger } from './log.ts'
 import type { GatewayMetrics } from './metrics.ts'
 import { LANE_PRIORITY, LANE_TELEMETRY, type InflightBatch, type Lane, type Outbox, type UplinkRow } from './outbox.ts'
@@ -40,6 +41,8 @@ export class Replicator {
   /** Telemetry ranges re-sent after a restart; the backlog lane skips them. */
   private skip: Array<{ firstId: number, lastId: number }> = []
   private pumpScheduled = false
+  /** Replication stopped for good (halt()). */
+  private halted = false
   private retryTimer: NodeJS.Timeout | null = null
   private throttleTimer: NodeJS.Timeout | null = null
   private failures = 0
@@ -102,7 +105,14 @@ export class Replicator {
   private schedule (): void {
     if (this.pumpScheduled || this.closed) return
     this.pumpScheduled = true
-    setImmediate(() => { this.pumpScheduled = false; this.pump() })
+    setImmediate(() => {
+      this.pumpScheduled = false
+      try {
+        this.pump()
+      } catch (err) {
+        this.halt(err as Error)
+      }
+    })
   }
 
   private count (kind: Kind): number {
@@ -111,8 +121,20 @@ export class Replicator {
     return n
   }
 
+  // An outbox that contradicts itself (GW_ERR_OUTBOX_CORRUPT) cannot be replicated correctly, and
+  // retrying cannot fix it: replication stops with the error in /readyz, the heartbeat and the
+  // metrics, while ingest and decisions go on. Anything else thrown here is a bug, handled the same
+  // way rather than by a crash loop.
+  private halt (err: Error): void {
+    if (this.halted) return
+    this.halted = true
+    const kind = err instanceof GatewayError && err.code === 'GW_ERR_OUTBOX_CORRUPT' ? 'corrupt' : 'internal'
+    this.link.refused(kind, err)
+    this.log.error({ err, code: (err as GatewayError).code }, 'replication stopped: the outbox cannot be replicated as it is')
+  }
+
   private pump (): void {
-    if (this.closed || this.retryTimer) return
+    if (this.closed || this.retryTimer || this.halted) return
     const conn = this.link.current()
     if (!conn) return
     const fresh: Batch[] = []

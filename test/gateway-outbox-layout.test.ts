@@ -14,7 +14,7 @@ import { createMetrics } from '../gateway/metrics.ts'
 import { LANE_PRIORITY, LANE_TELEMETRY, Outbox, ROW_OVERHEAD_BYTES, type IncomingControl, type IncomingEvent, type Lane } from '../gateway/outbox.ts'
 import { encodeBatch } from '../gateway/stored-event.ts'
 import { CONTROL_DEVICE_ID, STREAMS, v1 } from '../proto/index.ts'
-import { startGateway, tempDir } from './harness/gateway.ts'
+import { connectDevice, scrapeMetric, startGateway, tempDir } from './harness/gateway.ts'
 import { startNats } from './harness/nats-server.ts'
 import { queryOutbox, readOutbox } from './harness/outbox-reader.ts'
 import { waitFor } from './harness/poll.ts'
@@ -217,4 +217,32 @@ test('outbox layout: shedding old-layout and new-layout rows records each gap un
   assert.equal(kept.filter((e) => e.deviceId === 'old-b').length, 0, 'old rows go first')
   assert.ok(gaps.some((g) => g.device_id === 'new-c'), 'new-layout rows were shed too')
   assert.equal(kept.length + stats.shedEvents, 100)
+})
+
+test('outbox layout: an event naming an unknown device number stops replication with GW_ERR_OUTBOX_CORRUPT, and ingest goes on', { timeout: 60000 }, async (t) => {
+  const tmp = tempDir('gw-corrupt-')
+  t.after(() => tmp.cleanup())
+  const anon = { allowAnonymous: true }
+  const first = await startGateway({ mqtt: anon }, { dataDir: tmp.dir, keepData: true })
+  const dev = await connectDevice(first.ports.mqtt, { clientId: 'dev-c' })
+  await dev.publishAsync('devices/dev-c/telemetry', JSON.stringify({ v: 1 }), { qos: 1 })
+  await dev.endAsync()
+  await first.close()
+  // Damage the outbox by hand: the row now names a device number nobody holds.
+  const db = openDb(tmp.dir)
+  db.prepare('UPDATE events SET dev = 999').run()
+  db.close()
+  const nats = await startNats()
+  t.after(() => nats.cleanup())
+  await provision(nats.url)
+  const gw = await startGateway({ mqtt: anon, uplink: { servers: [nats.url], reconnectMinMs: 50, reconnectMaxMs: 200 } }, { dataDir: tmp.dir, keepData: true })
+  t.after(() => gw.close())
+  await waitFor(() => gw.gateway.link.lastError.startsWith('corrupt:'), 'replication to stop with the corruption reported', 20000)
+  assert.match(gw.gateway.link.lastError, /device number 999/)
+  assert.equal(await scrapeMetric(gw.ports.http!, 'gateway_uplink_errors_total', { kind: 'corrupt' }), 1)
+  // The gateway is still up: ingest and its PUBACK still work.
+  const again = await connectDevice(gw.ports.mqtt, { clientId: 'dev-d' })
+  t.after(() => again.end(true))
+  await again.publishAsync('devices/dev-d/telemetry', JSON.stringify({ v: 2 }), { qos: 1 })
+  assert.equal(gw.gateway.outbox.stats().events, 2)
 })
