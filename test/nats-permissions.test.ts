@@ -289,6 +289,9 @@ test('nats TLS: with deploy/nats/tls.conf (mutual TLS) a gateway replicates thro
 
   const gw = await startGateway({ gatewayId: 'site-a', mqtt: ANON, uplink: { servers: [nats.url], user: SITE_A.user, pass: SITE_A.pass, tls: clientTls('gw-site-a'), reconnectMinMs: 50, reconnectMaxMs: 500 } })
   defer(() => gw.close())
+  // Link up first: events committed before it are backlog, which goes after live events (lanes),
+  // and this test reads the stream in order.
+  await waitFor(() => gw.gateway.link.state === 'up', 'the uplink to connect over TLS')
   const dev = await connectDevice(gw.ports.mqtt, { clientId: 'tls-1' })
   defer(() => dev.end(true))
   for (let i = 0; i < 5; i++) await dev.publishAsync('devices/tls-1/telemetry', JSON.stringify({ temperature: 20 + i }), { qos: 1 })
