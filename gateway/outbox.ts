@@ -9,7 +9,8 @@ import { GatewayError } from './errors.ts'
 import type { Logger } from './log.ts'
 import type { GatewayMetrics } from './metrics.ts'
 import { COMMITTED_READING, NEW_READING, ResendWindows } from './resend-window.ts'
-import { deviceIdField, type StoredRow } from './stored-event.ts'
+import { DeviceNumbers } from './device-numbers.ts'
+import type { StoredRow } from './stored-event.ts'
 import { WalSync } from './wal-sync.ts'
 
 export const LANE_PRIORITY = 0
@@ -71,7 +72,7 @@ export interface OutboxStats { events: number, bytes: number, shedEvents: number
 
 /**
  * Decodes a stored body: lane 0 holds ControlEvents, lane 1 TelemetryEvents (fields 1-5 agree).
- * deviceId is '' for a row with a device number (stored-event.ts): Outbox.deviceIdOf names it.
+ * deviceId is '' for a row with a device number (stored-event.ts): the outbox's device numbers (device-numbers.ts) name it.
  */
 export function decodeStored (lane: Lane, body: Uint8Array): { deviceId: string, seq: number | Long, ingestTsMs: number | Long, eventTsMs: number | Long } {
   return lane === LANE_PRIORITY ? v1.ControlEvent.decode(body) : v1.TelemetryEvent.decode(body)
@@ -88,12 +89,8 @@ export class Outbox {
   private flushScheduled = false
   private closed = false
   private readonly lastSeq = new Map<string, number>()
-  /** Device numbers (device_seq.num) by device id, and back: index = number. */
-  private readonly deviceNums = new Map<string, number>()
-  private readonly deviceIds: string[] = []
-  /** deviceIdField() of each numbered device, made when the uplink first needs it. */
-  private readonly deviceFields: Buffer[] = []
-  private nextDeviceNum = 1
+  /** Device numbers (device_seq.num, events.dev). */
+  private readonly devices = new DeviceNumbers()
   /** Mean wire size of the rows readLane last returned, per lane (see there). */
   private readonly rowBytes = [128, 128]
   private readonly resends: ResendWindows
@@ -175,11 +172,7 @@ export class Outbox {
     for (const row of db.prepare('SELECT device_id, last_seq, recent, num FROM device_seq').iterate() as Iterable<{ device_id: string, last_seq: number, recent: Buffer | null, num: number | null }>) {
       this.lastSeq.set(row.device_id, row.last_seq)
       if (row.recent !== null) this.resends.load(row.device_id, row.recent)
-      if (row.num !== null) {
-        this.deviceNums.set(row.device_id, row.num)
-        this.deviceIds[row.num] = row.device_id
-        this.nextDeviceNum = Math.max(this.nextDeviceNum, row.num + 1)
-      }
+      if (row.num !== null) this.devices.load(row.device_id, row.num)
     }
     this.durable = {
       eventId: (db.prepare('SELECT max(id) AS id FROM events').get() as { id: number | null }).id ?? 0,
@@ -286,10 +279,9 @@ export class Outbox {
     const before = { ...this.state }
     const writtenBefore = { ...this.written }
     const touched = new Map<string, number>()
-    const numbered: string[] = []
-    const nextDeviceNumBefore = this.nextDeviceNum
+    this.devices.mark()
     try {
-      this.db.transaction(() => this.writeGroup(group, results, touched, numbered))()
+      this.db.transaction(() => this.writeGroup(group, results, touched))()
     } catch (err) {
       // Nothing of the group is durable: restore counters and refuse every item of it.
       this.state = before
@@ -300,13 +292,7 @@ export class Outbox {
         this.restoreWindow(deviceId)
       }
       // Numbers given in the group were rolled back with it: the next commit gives them again.
-      for (const deviceId of numbered) {
-        const num = this.deviceNums.get(deviceId)!
-        delete this.deviceIds[num]
-        delete this.deviceFields[num]
-        this.deviceNums.delete(deviceId)
-      }
-      this.nextDeviceNum = nextDeviceNumBefore
+      this.devices.undo()
       this.metrics.commitFailures.inc()
       this.log.error({ err, items: group.length }, 'outbox commit failed; group refused')
       const e = new GatewayError('GW_ERR_OUTBOX_COMMIT', 'outbox commit failed', { cause: err })
@@ -371,7 +357,7 @@ export class Outbox {
   }
 
   // Runs inside the transaction: assigns sequence numbers, enforces the budget, writes everything.
-  private writeGroup (group: Pending[], results: Array<GatewayError | number | null>, touched: Map<string, number>, numbered: string[]): void {
+  private writeGroup (group: Pending[], results: Array<GatewayError | number | null>, touched: Map<string, number>): void {
     const now = Date.now()
     let deadLetters = 0
     for (let i = 0; i < group.length; i++) {
@@ -404,7 +390,7 @@ export class Outbox {
         results[i] = new GatewayError('GW_ERR_OUTBOX_FULL', `outbox is at its budget of ${this.opts.budgetBytes} bytes`)
         continue
       }
-      const dev = this.deviceNumber(deviceId, numbered)
+      const dev = this.deviceNumber(deviceId)
       this.written.eventId = Math.max(this.written.eventId, Number(this.stmts.insertEvent.run(lane, dev, body).lastInsertRowid))
       if (!touched.has(deviceId)) touched.set(deviceId, prev)
       this.lastSeq.set(deviceId, seq)
@@ -428,27 +414,15 @@ export class Outbox {
 
   // The device's number; a device without one gets the next, written in this transaction, so the
   // number is on disk in the same commit as the first event that carries it.
-  private deviceNumber (deviceId: string, numbered: string[]): number {
-    const known = this.deviceNums.get(deviceId)
-    if (known !== undefined) return known
-    const num = this.nextDeviceNum++
-    this.stmts.numberDevice.run(deviceId, num)
-    this.deviceNums.set(deviceId, num)
-    this.deviceIds[num] = deviceId
-    numbered.push(deviceId)
+  private deviceNumber (deviceId: string): number {
+    const { num, fresh } = this.devices.numberOf(deviceId)
+    if (fresh) this.stmts.numberDevice.run(deviceId, num)
     return num
   }
 
-  /** The id of the device with number `dev`. Throws if none has it: the outbox is not consistent. */
-  deviceIdOf (dev: number): string {
-    const id = this.deviceIds[dev]
-    if (id === undefined) throw new GatewayError('GW_ERR_OUTBOX_CORRUPT', `an event names device number ${dev}, which device_seq does not hold`)
-    return id
-  }
-
-  /** The encoded device_id field of the device with number `dev` (cached), for the uplink. */
+  /** The encoded device_id field of the device with number `dev`, for the uplink. */
   deviceField (dev: number): Buffer {
-    return this.deviceFields[dev] ?? (this.deviceFields[dev] = deviceIdField(this.deviceIdOf(dev)))
+    return this.devices.field(dev)
   }
 
   // Frees room for `size` bytes by the overflow policy. Shedding goes a little past the need (2% of
@@ -475,7 +449,7 @@ export class Outbox {
       if (fresh.length === 0) break
       for (const row of fresh) {
         const ev = decodeStored(row.lane, row.body)
-        const deviceId = row.dev === null ? ev.deviceId : this.deviceIdOf(row.dev)
+        const deviceId = row.dev === null ? ev.deviceId : this.devices.idOf(row.dev)
         const seq = Number(ev.seq)
         const r = ranges.get(deviceId)
         if (r) { r.from = Math.min(r.from, seq); r.to = Math.max(r.to, seq); r.count++ } else ranges.set(deviceId, { from: seq, to: seq, count: 1 })
@@ -498,6 +472,9 @@ export class Outbox {
   }
 
   // ---- For the uplink: read unsent rows by lane, remember batches in flight, delete what the cloud acknowledged.
+  // Its bookkeeping transactions are not synced by themselves (the next ingest commit's sync covers
+  // them): a power cut can lose one, which costs only a re-send that JetStream or the cloud's
+  // idempotent apply drops.
 
   /** Rows of a lane with afterId < id <= uptoId, in id order, at most `limit` rows or about `maxBytes` on the wire. */
   readLane (lane: Lane, afterId: number, uptoId: number, limit: number, maxBytes: number): UplinkRow[] {
@@ -531,8 +508,6 @@ export class Outbox {
 
   /** Persists batches before they are published, so a restart re-sends them with the same ids. */
   recordInflight (batches: InflightBatch[]): void {
-    // Not synced by itself (the next ingest commit's sync covers it): a power cut can lose it, which
-    // costs only a re-send that JetStream or the cloud's idempotent apply drops.
     this.db.transaction(() => {
       for (const b of batches) this.stmts.insertInflight.run(b.batchId, b.lane, b.firstId, b.lastId, b.gapFirst, b.gapLast)
     })()
@@ -547,8 +522,6 @@ export class Outbox {
   /** The cloud has the batch: delete its rows, gaps and in-flight record in one transaction. */
   ackBatch (b: InflightBatch): { events: number, bytes: number } {
     let freed = { events: 0, bytes: 0 }
-    // Not synced by itself (the next ingest commit's sync covers it): a power cut can lose it, which
-    // costs only a re-send that JetStream or the cloud's idempotent apply drops.
     this.db.transaction(() => {
       if (b.lastId >= b.firstId) {
         // Count what is really there: shedding may have removed rows of the range meanwhile.
