@@ -9,8 +9,8 @@
 // Usage: node --import tsx bench/aggregate-replica.ts <nats-url>
 import { createInterface } from 'node:readline'
 import { connect } from '@nats-io/transport-node'
-import { Aggregator } from '../cloud/aggregator.ts'
-import { KvViewStore } from '../cloud/kv-view-store.ts'
+import { Aggregator } from '../cloud/apply/aggregator.ts'
+import { KvViewStore } from '../cloud/store/kv-view-store.ts'
 import { createLogger } from '../cloud/log.ts'
 import { createCloudMetrics } from '../cloud/metrics.ts'
 

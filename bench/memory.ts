@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { scrapeAll } from './metrics-scrape.ts'
 import { killOnExit } from './children.ts'
 import { spawnWithLifetime, type Wrapped } from './peers/external.ts'
-import { tempDir } from '../test/harness/gateway.ts'
+import { tempDir } from '../devkit/gateway.ts'
 import type { BenchOptions, BenchReport } from './run.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))

@@ -2,9 +2,9 @@
 // gateway's own Outbox (same schema, encoding and group commit as ingest), fed in large bursts.
 // The result is what an outage leaves behind: N telemetry events waiting to be replicated.
 import { createLogger, parseConfig } from '../gateway/index.ts'
-import { openDb } from '../gateway/db.ts'
+import { openDb } from '../gateway/store/db.ts'
 import { createMetrics } from '../gateway/metrics.ts'
-import { LANE_TELEMETRY, Outbox, ROW_OVERHEAD_BYTES, type IncomingEvent } from '../gateway/outbox.ts'
+import { LANE_TELEMETRY, Outbox, ROW_OVERHEAD_BYTES, type IncomingEvent } from '../gateway/store/outbox.ts'
 
 export interface FillOptions {
   events: number

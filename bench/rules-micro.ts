@@ -7,8 +7,8 @@
 // (the floor: one map lookup), and tick() cost.
 import { writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import { RuleEngine, type RuleEvent } from '../gateway/rule-engine.ts'
-import type { Condition, Rule, RuleSet } from '../gateway/rules-schema.ts'
+import { RuleEngine, type RuleEvent } from '../gateway/rules/engine.ts'
+import type { Condition, Rule, RuleSet } from '../proto/rules/schema.ts'
 
 const DEVICES = 1000
 const RULES = 100

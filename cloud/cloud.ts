@@ -2,17 +2,17 @@
 // Starts in dependency order and closes in reverse.
 import { readFileSync } from 'node:fs'
 import { connect, credsAuthenticator, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node'
-import { Aggregator } from './aggregator.ts'
-import { ApiServer } from './api.ts'
+import { Aggregator } from './apply/aggregator.ts'
+import { ApiServer } from './http/api.ts'
 import type { CloudConfig } from './config.ts'
 import { ConsoleAuth } from './console/index.ts'
-import { KvViewStore } from './kv-view-store.ts'
+import { KvViewStore } from './store/kv-view-store.ts'
 import type { Logger } from './log.ts'
 import { createCloudMetrics, type CloudMetrics } from './metrics.ts'
 import { provisionStreams } from './provision.ts'
 import { provisionViews } from './provision.ts'
-import type { ViewStore } from './view-store.ts'
-import { FleetViews } from './views.ts'
+import type { ViewStore } from './store/view-store.ts'
+import { FleetViews } from './views/views.ts'
 
 export interface CloudPorts { http: number | null }
 

@@ -1,7 +1,7 @@
 // Cloud configuration: one schema, from environment variables (IOT_CLOUD_SECTION__KEY=value) and then
 // --set section.key=value flags, validated once at start. Every default is set here, beside its key.
 import { z } from 'zod'
-import { loadLayered, parseWith } from '../proto/config-sources.ts'
+import { loadLayered, parseWith } from '../lib/config-sources.ts'
 import { CloudError } from './errors.ts'
 
 // Not CLOUD_: cloud SDKs set CLOUD_* variables of their own (e.g. CLOUD_SDK_VERSION).
@@ -49,7 +49,7 @@ export const cloudConfigSchema = z.object({
   /** The console's login, in front of the web UI and the whole /api (cloud/console/). */
   console: z.object({
     user: z.string().min(1).default('admin'),
-    /** scrypt hash from `cloud/console/hash-password.ts`; preferred over a clear password. */
+    /** scrypt hash from `cloud/hash-password.ts`; preferred over a clear password. */
     passwordHash: z.string().optional(),
     /** Clear password (IOT_CLOUD_CONSOLE__PASSWORD), hashed at start. With neither, only a loopback http.host may run, without login. */
     password: z.string().min(1).optional(),

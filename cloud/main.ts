@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util'
 import { Cloud } from './cloud.ts'
 import { loadCloudConfig, type CloudConfig } from './config.ts'
-import { startNats, type NatsServer } from './embedded-nats.ts'
+import { startNats, type NatsServer } from '../lib/nats-launcher.ts'
 import { CloudError } from './errors.ts'
 import { createLogger } from './log.ts'
 

@@ -2,8 +2,8 @@
 //   npm run devices -- add <id> | list | disable <id> | enable <id> | rotate <id>  [--config file | --data-dir dir]
 import { parseArgs } from 'node:util'
 import { loadConfig } from './config.ts'
-import { openDb } from './db.ts'
-import { DeviceRegistry } from './device-registry.ts'
+import { openDb } from './store/db.ts'
+import { DeviceRegistry } from './store/device-registry.ts'
 import { GatewayError } from './errors.ts'
 
 const USAGE = 'usage: devices <add|list|disable|enable|rotate> [deviceId] [--config file] [--data-dir dir] [--json]'

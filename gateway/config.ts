@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
-import { loadLayered, parseWith } from '../proto/config-sources.ts'
+import { loadLayered, parseWith } from '../lib/config-sources.ts'
 import { GatewayError } from './errors.ts'
 
 const port = z.number().int().min(0).max(65535)

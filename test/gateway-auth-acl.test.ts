@@ -8,8 +8,8 @@ import { test, type TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import type { IClientOptions, MqttClient } from 'mqtt'
 import { DeviceRegistry, openDb, telemetryTopic, commandTopic } from '../gateway/index.ts'
-import { connectDevice, startGateway, tempDir, type TestGateway } from './harness/gateway.ts'
-import { waitFor } from './harness/poll.ts'
+import { connectDevice, startGateway, tempDir, type TestGateway } from '../devkit/gateway.ts'
+import { waitFor } from '../devkit/poll.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 

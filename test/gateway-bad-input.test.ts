@@ -6,8 +6,8 @@ import { test, type TestContext } from 'node:test'
 import type { IClientOptions, MqttClient } from 'mqtt'
 import { telemetryTopic } from '../gateway/index.ts'
 import { v1 } from '../proto/index.ts'
-import { connectDevice, startGateway, type TestGateway } from './harness/gateway.ts'
-import { waitFor } from './harness/poll.ts'
+import { connectDevice, startGateway, type TestGateway } from '../devkit/gateway.ts'
+import { waitFor } from '../devkit/poll.ts'
 
 /** Runs cleanups in reverse order of registration after the test, pass or fail. */
 function cleanups (t: TestContext): (fn: () => unknown) => void {
@@ -39,7 +39,7 @@ interface StoredEvent { deviceId: string, seq: number, eventTsMs: number, ingest
 
 /** Every event of one device in the outbox, in ingest order, decoded. */
 function eventsOf (gw: TestGateway, deviceId: string): StoredEvent[] {
-  // A row names its device by number (gateway/stored-event.ts); its body has no device_id.
+  // A row names its device by number (gateway/store/stored-event.ts); its body has no device_id.
   const rows = gw.gateway.db.prepare('SELECT d.device_id, e.body FROM events e JOIN device_seq d ON d.num = e.dev WHERE d.device_id = ? ORDER BY e.id').all(deviceId) as Array<{ device_id: string, body: Buffer }>
   return rows.map((r) => ({ id: r.device_id, e: v1.TelemetryEvent.decode(r.body) })).map(({ id, e }) => ({
     deviceId: id,

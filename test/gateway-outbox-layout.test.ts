@@ -1,4 +1,4 @@
-// The outbox row layout of schema version 3 (gateway/stored-event.ts): a row names its device by
+// The outbox row layout of schema version 3 (gateway/store/stored-event.ts): a row names its device by
 // number (events.dev = device_seq.num) and its body leaves device_id out; the uplink puts it back
 // without decoding. The cloud must see exactly the events it saw before, rows written by a
 // version-2 gateway (device id in the body) must still replicate, and shedding must still record
@@ -9,15 +9,15 @@ import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import protobuf from 'protobufjs/minimal.js'
 import { createLogger, openDb, parseConfig } from '../gateway/index.ts'
-import type { Db } from '../gateway/db.ts'
+import type { Db } from '../gateway/store/db.ts'
 import { createMetrics } from '../gateway/metrics.ts'
-import { LANE_PRIORITY, LANE_TELEMETRY, Outbox, ROW_OVERHEAD_BYTES, type IncomingControl, type IncomingEvent, type Lane } from '../gateway/outbox.ts'
-import { encodeBatch } from '../gateway/stored-event.ts'
+import { LANE_PRIORITY, LANE_TELEMETRY, Outbox, ROW_OVERHEAD_BYTES, type IncomingControl, type IncomingEvent, type Lane } from '../gateway/store/outbox.ts'
+import { encodeBatch } from '../gateway/store/stored-event.ts'
 import { CONTROL_DEVICE_ID, STREAMS, v1 } from '../proto/index.ts'
-import { connectDevice, scrapeMetric, startGateway, tempDir } from './harness/gateway.ts'
-import { startNats } from './harness/nats-server.ts'
+import { connectDevice, scrapeMetric, startGateway, tempDir } from '../devkit/gateway.ts'
+import { startNats } from '../devkit/nats-server.ts'
 import { queryOutbox, readOutbox } from './harness/outbox-reader.ts'
-import { waitFor } from './harness/poll.ts'
+import { waitFor } from '../devkit/poll.ts'
 import { provision, readStream } from './harness/stream-reader.ts'
 
 type After = { after: (fn: () => void | Promise<void>) => void }

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { connect, type NatsConnection, type Status } from '@nats-io/transport-node'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { startNats } from './harness/nats-server.ts'
-import { startProxy } from './harness/tcp-proxy.ts'
-import { waitFor } from './harness/poll.ts'
+import { startNats } from '../devkit/nats-server.ts'
+import { startProxy } from '../devkit/tcp-proxy.ts'
+import { waitFor } from '../devkit/poll.ts'
 
 const RECONNECT = { maxReconnectAttempts: -1, reconnectTimeWait: 100 }
 

@@ -3,9 +3,9 @@
 // time moves only when a test moves it.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { RuleEngine, type Decision, type RuleEngineOptions } from '../gateway/rule-engine.ts'
-import { SlidingWindow } from '../gateway/rule-windows.ts'
-import type { Action, Condition, Rule, RuleSet } from '../gateway/rules-schema.ts'
+import { RuleEngine, type Decision, type RuleEngineOptions } from '../gateway/rules/engine.ts'
+import { SlidingWindow } from '../gateway/rules/windows.ts'
+import type { Action, Condition, Rule, RuleSet } from '../proto/rules/schema.ts'
 
 /** A clock the test moves by hand; starts on a whole second so tumbling windows align. */
 class Clock {

@@ -3,8 +3,8 @@
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { test } from 'node:test'
-import { RuleEngine } from '../gateway/rule-engine.ts'
-import { parseRuleSet, parseRuleSetText, RulesError } from '../gateway/rules-schema.ts'
+import { RuleEngine } from '../gateway/rules/engine.ts'
+import { parseRuleSet, parseRuleSetText, RulesError } from '../proto/rules/schema.ts'
 
 const THEN = [{ command: { device: 'cooler-1', name: 'on' } }]
 

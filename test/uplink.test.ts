@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { connectDevice, startGateway, tempDir } from './harness/gateway.ts'
+import { connectDevice, startGateway, tempDir } from '../devkit/gateway.ts'
 import { loadDevice } from './harness/load.ts'
-import { startNats } from './harness/nats-server.ts'
-import { waitFor } from './harness/poll.ts'
+import { startNats } from '../devkit/nats-server.ts'
+import { waitFor } from '../devkit/poll.ts'
 import { assertExactlyOnce, provision, readStream } from './harness/stream-reader.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }

@@ -10,7 +10,7 @@
 // JetStream (file store, default sync policy: written, not fsync'd per message) before its PUBACK,
 // and nothing is delivered during the run. storedMessages() reads JetStream's message count for the
 // count check (JetStream messages gained >= PUBACKs seen).
-// (cloud/embedded-nats.ts startNats() would do too, but runs the server without a lifetime cap; this
+// (lib/nats-launcher.ts startNats() would do too, but runs the server without a lifetime cap; this
 // goes through spawnWithLifetime so the server ends by itself even if the bench is killed.)
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { fastifyCookie } from '@fastify/cookie'
 import fastifyStatic from '@fastify/static'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { ConsoleAuth } from './auth.ts'
+import type { ConsoleAuth } from '../http/auth.ts'
 
 export const SESSION_COOKIE = 'iot_console'
 

@@ -1,5 +1,5 @@
-// The NATS permissions of one gateway: exactly the subjects a gateway uses (gateway/uplink-link.ts,
-// gateway/replicator.ts, gateway/heartbeat.ts, gateway/cloud-channel.ts), and nothing of any other
+// The NATS permissions of one gateway: exactly the subjects a gateway uses (gateway/uplink/link.ts,
+// gateway/uplink/replicator.ts, gateway/uplink/heartbeat.ts, gateway/uplink/cloud-channel.ts), and nothing of any other
 // gateway. deploy/nats/accounts.conf holds blocks printed by this script; the permission test
 // (test/nats-permissions.test.ts) checks that they match and that they hold against a real server.
 //
@@ -15,7 +15,7 @@ import { CLOUD_BUCKETS, STREAMS, subjects } from '../../proto/subjects.ts'
 /** Same rule as the gateway's `gatewayId` (gateway/config.ts): one subject token, no wildcards. */
 export const GATEWAY_ID = /^[A-Za-z0-9_-]{1,64}$/
 
-/** The durable consumer a gateway reads its commands with (gateway/cloud-channel.ts). */
+/** The durable consumer a gateway reads its commands with (gateway/uplink/cloud-channel.ts). */
 export const commandsDurable = (gatewayId: string): string => `gw-${gatewayId}`
 
 /** The reply-inbox prefix a gateway should use (client option `inboxPrefix`); see deploy/README.md. */

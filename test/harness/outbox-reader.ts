@@ -7,7 +7,7 @@ export interface StoredEvent { id: number, lane: number, deviceId: string, seq: 
 
 /**
  * Every event in the outbox in id order, decoded. A row names its device by number (events.dev =
- * device_seq.num, gateway/stored-event.ts); rows from before schema version 3 (dev NULL) carry
+ * device_seq.num, gateway/store/stored-event.ts); rows from before schema version 3 (dev NULL) carry
  * the id in their body.
  */
 export function readOutbox (dataDir: string): StoredEvent[] {

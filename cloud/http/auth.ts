@@ -1,0 +1,164 @@
+// The console's login: one operator account from config, its password kept only as an scrypt hash,
+// and stateless signed session tokens so that any number of console replicas with the same config
+// accept each other's sessions (the signing key is derived from the credentials: changing the
+// password logs everyone out). Failed logins are counted and slowed per client address.
+import { createHmac, randomBytes, scrypt as scryptCb, timingSafeEqual, type BinaryLike, type ScryptOptions } from 'node:crypto'
+import { Counter, type Registry } from 'prom-client'
+import type { CloudConfig } from '../config.ts'
+import { CloudError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+
+const scrypt = (password: BinaryLike, salt: BinaryLike, keylen: number, opts: ScryptOptions): Promise<Buffer> =>
+  new Promise((resolve, reject) => scryptCb(password, salt, keylen, opts, (err, key) => err ? reject(err) : resolve(key)))
+
+// scrypt cost (interactive-login strength: ~50 ms and 16 MB per check on this machine kind).
+const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 }
+const HASH_PREFIX = 'scrypt'
+// Failed-login slowdown: the first failure waits BASE, each further failure from the same address
+// doubles it up to MAX; the count is forgotten after FORGET_MS without a failure.
+const FAIL_DELAY_BASE_MS = 300
+const FAIL_DELAY_MAX_MS = 5000
+const FAIL_FORGET_MS = 15 * 60_000
+// Bounded state: addresses with recent failures, and logged-out tokens until they expire.
+// Overflow policy for both: the oldest entry is dropped.
+const MAX_TRACKED_ADDRESSES = 10_000
+const MAX_REVOKED = 10_000
+
+/** Hashes a password as `scrypt$N$r$p$<salt>$<hash>` (base64url), the format of console.passwordHash. */
+export async function hashPassword (password: string): Promise<string> {
+  const salt = randomBytes(16)
+  const key = await scrypt(password, salt, SCRYPT.keylen, { N: SCRYPT.N, r: SCRYPT.r, p: SCRYPT.p, maxmem: 64 * 1024 * 1024 })
+  return [HASH_PREFIX, SCRYPT.N, SCRYPT.r, SCRYPT.p, salt.toString('base64url'), key.toString('base64url')].join('$')
+}
+
+interface ParsedHash { N: number, r: number, p: number, salt: Buffer, key: Buffer }
+
+function parseHash (hash: string): ParsedHash | null {
+  const parts = hash.split('$')
+  if (parts.length !== 6 || parts[0] !== HASH_PREFIX) return null
+  const [N, r, p] = parts.slice(1, 4).map(Number)
+  const salt = Buffer.from(parts[4], 'base64url')
+  const key = Buffer.from(parts[5], 'base64url')
+  if (![N, r, p].every((x) => Number.isInteger(x) && x > 0) || (N & (N - 1)) !== 0 || salt.length < 8 || key.length < 16) return null
+  return { N, r, p, salt, key }
+}
+
+async function verifyHash (h: ParsedHash, password: string): Promise<boolean> {
+  const key = await scrypt(password, h.salt, h.key.length, { N: h.N, r: h.r, p: h.p, maxmem: 256 * h.N * h.r + 1024 * 1024 })
+  return timingSafeEqual(key, h.key)
+}
+
+const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || /^127\./.test(host)
+
+export interface Session { user: string, expiresAtMs: number }
+
+export type LoginResult = { ok: true, token: string, session: Session } | { ok: false, delayMs: number }
+
+export class ConsoleAuth {
+  /** False only when no credentials are configured and the API listens on loopback (a laptop). */
+  readonly required: boolean
+  readonly ttlMs: number
+  private readonly revoked = new Map<string, number>()
+  private readonly failures = new Map<string, { count: number, lastMs: number }>()
+  private readonly logins: Counter<'result'>
+
+  private constructor (
+    private readonly user: string,
+    private readonly hash: ParsedHash | null,
+    private readonly sessionKey: Buffer | null,
+    ttlMs: number,
+    registry: Registry,
+    private readonly log: Logger,
+  ) {
+    this.required = hash !== null
+    this.ttlMs = ttlMs
+    this.logins = new Counter({ name: 'cloud_console_logins_total', help: 'Console login attempts, by result (ok, failed)', labelNames: ['result'], registers: [registry] })
+  }
+
+  /**
+   * Builds the login from config. A clear `password` is hashed here and not kept. Without any
+   * credentials the login is off on a loopback address and refused elsewhere (secure by default).
+   */
+  static async create (cfg: CloudConfig['console'], opts: { host: string, registry: Registry, log: Logger }): Promise<ConsoleAuth> {
+    const log = opts.log
+    let hash: ParsedHash | null = null
+    let keyMaterial: string | null = null
+    if (cfg.passwordHash !== undefined) {
+      hash = parseHash(cfg.passwordHash)
+      if (!hash) throw new CloudError('CLOUD_ERR_CONFIG', 'invalid cloud config: console.passwordHash: not an scrypt hash (scrypt$N$r$p$salt$hash); make one with `node --import tsx cloud/hash-password.ts`')
+      keyMaterial = cfg.passwordHash
+    } else if (cfg.password !== undefined) {
+      hash = parseHash(await hashPassword(cfg.password))
+      // Derived without a random salt so that replicas given the same password agree on sessions.
+      keyMaterial = (await scrypt(cfg.password, `iot-console-session:${cfg.user}`, 32, { N: SCRYPT.N, r: SCRYPT.r, p: SCRYPT.p })).toString('base64url')
+    } else if (!isLoopback(opts.host)) {
+      throw new CloudError('CLOUD_ERR_CONFIG', `invalid cloud config: console.password (IOT_CLOUD_CONSOLE__PASSWORD) or console.passwordHash is required when http.host is ${opts.host}; only a loopback address may run without a console login`)
+    } else {
+      log.warn({ host: opts.host }, 'console login disabled: no console.password or console.passwordHash configured (loopback only)')
+    }
+    const sessionKey = keyMaterial === null ? null : createHmac('sha256', 'iot-console-session-key/v1').update(`${cfg.user}\n${keyMaterial}`).digest()
+    return new ConsoleAuth(cfg.user, hash, sessionKey, cfg.sessionTtlMs, opts.registry, log)
+  }
+
+  /** Checks credentials; a failure resolves only after the address's slowdown delay. */
+  async login (user: string, password: string, address: string, now = Date.now()): Promise<LoginResult> {
+    if (!this.hash || !this.sessionKey) return { ok: false, delayMs: 0 }
+    // The hash is checked even for a wrong user name, so timing does not tell which was wrong.
+    const passwordOk = await verifyHash(this.hash, password)
+    const userOk = user.length === this.user.length && timingSafeEqual(Buffer.from(user), Buffer.from(this.user))
+    if (passwordOk && userOk) {
+      this.failures.delete(address)
+      this.logins.inc({ result: 'ok' })
+      this.log.info({ user, address }, 'console login')
+      const session = { user: this.user, expiresAtMs: now + this.ttlMs }
+      return { ok: true, token: this.sign(session), session }
+    }
+    this.logins.inc({ result: 'failed' })
+    const f = this.failures.get(address)
+    const count = f && now - f.lastMs < FAIL_FORGET_MS ? f.count + 1 : 1
+    this.failures.delete(address)
+    this.failures.set(address, { count, lastMs: now })
+    if (this.failures.size > MAX_TRACKED_ADDRESSES) this.failures.delete(this.failures.keys().next().value!)
+    const delayMs = Math.min(FAIL_DELAY_MAX_MS, FAIL_DELAY_BASE_MS * 2 ** (count - 1))
+    // Never the password: only who tried, from where, and how often.
+    this.log.warn({ user, address, failures: count, delayMs }, 'console login failed')
+    await new Promise((resolve) => setTimeout(resolve, delayMs))
+    return { ok: false, delayMs }
+  }
+
+  /** The session a token carries, or null if it is forged, expired or logged out. */
+  verify (token: string | undefined, now = Date.now()): Session | null {
+    if (!this.sessionKey) return this.required ? null : { user: 'local', expiresAtMs: Number.MAX_SAFE_INTEGER }
+    if (!token) return null
+    const dot = token.lastIndexOf('.')
+    if (dot <= 0) return null
+    const body = token.slice(0, dot)
+    const mac = Buffer.from(token.slice(dot + 1), 'base64url')
+    const want = this.mac(body)
+    if (mac.length !== want.length || !timingSafeEqual(mac, want)) return null
+    let claims: { u?: unknown, e?: unknown, n?: unknown }
+    try { claims = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) } catch { return null }
+    if (typeof claims.u !== 'string' || typeof claims.e !== 'number' || typeof claims.n !== 'string') return null
+    if (claims.e <= now || this.revoked.has(claims.n)) return null
+    return { user: claims.u, expiresAtMs: claims.e }
+  }
+
+  /** Logs a token out on this replica (others accept it until it expires: sessions are stateless). */
+  revoke (token: string | undefined, now = Date.now()): void {
+    if (!token || !this.verify(token, now)) return
+    const body = token.slice(0, token.lastIndexOf('.'))
+    const claims = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as { e: number, n: string }
+    for (const [n, exp] of this.revoked) if (exp <= now) this.revoked.delete(n)
+    this.revoked.set(claims.n, claims.e)
+    if (this.revoked.size > MAX_REVOKED) this.revoked.delete(this.revoked.keys().next().value!)
+  }
+
+  private sign (s: Session): string {
+    const body = Buffer.from(JSON.stringify({ u: s.user, e: s.expiresAtMs, n: randomBytes(16).toString('base64url') })).toString('base64url')
+    return `${body}.${this.mac(body).toString('base64url')}`
+  }
+
+  private mac (body: string): Buffer {
+    return createHmac('sha256', this.sessionKey!).update(body).digest()
+  }
+}

@@ -1,0 +1,192 @@
+// The read side of the fleet views: what the API (and tests) see. Everything is read from the
+// ViewStore, so any console replica answers the same; online/offline is derived at read time from
+// the last heartbeat and the offline timeout, so a silent gateway turns offline without a writer.
+import { accountingOf, HOUR_MS, MINUTE_MS, type Agg, type DeviceAccounting, type DeviceDoc, type Latest, type RollupDoc } from '../apply/apply.ts'
+import type { LagDoc } from '../apply/control-apply.ts'
+import { ControlViews } from './control-views.ts'
+import { viewKeys, type ViewStore } from '../store/view-store.ts'
+
+/** The heartbeat as stored: the gateway's status plus when the cloud last heard it. */
+export interface GatewayDoc {
+  v: 1
+  gatewayId: string
+  /** Cloud clock, ms: when the last heartbeat was received (not the gateway's clock). */
+  lastSeenMs: number
+  status: {
+    tsMs: number
+    version: string
+    linkState: string
+    backlogEvents: number
+    backlogBytes: number
+    oldestUnsentAgeMs: number
+    ingestEventsPerSec: number
+    uplinkEventsPerSec: number
+    connectedDevices: number
+    rejectedTotal: number
+    shedEventsTotal: number
+    startedTsMs: number
+    lastAckTsMs: number
+    lastError: string
+    /** Version of the rule set the gateway runs ('' = none). Absent in documents written before it existed. */
+    ruleSetVersion?: string
+    /** Decision latency p99 (publish received -> command sent) over the gateway's recent decisions, ms. */
+    decisionP99Ms?: number
+    quarantinedTotal?: number
+  }
+}
+
+export interface GatewayView extends Omit<GatewayDoc['status'], 'tsMs' | 'ruleSetVersion' | 'decisionP99Ms' | 'quarantinedTotal'> {
+  gatewayId: string
+  online: boolean
+  lastSeenMs: number
+  /** Gateway clock of the last heartbeat. */
+  heartbeatTsMs: number
+  ruleSetVersion: string
+  decisionP99Ms: number
+  quarantinedTotal: number
+  /** Heartbeat time minus the last JetStream ack of a batch (both gateway clock); null = never acked. */
+  sinceLastAckMs: number | null
+  /** Ingest at the edge -> applied in the views, of the newest events applied (null = none measured). */
+  applyLagMs: number | null
+  applyLagAtMs: number | null
+  /** How far the views are behind the gateway: see replicationLag(). */
+  replicationLagMs: number
+}
+
+/**
+ * How far the cloud views are behind a gateway, in ms: the age of the oldest event the gateway has
+ * not had acknowledged (when it has a backlog), or else the ingest -> applied lag last measured by an
+ * aggregator (when measured within a minute of the heartbeat), or 0.
+ */
+export function replicationLag (doc: GatewayDoc, lag: LagDoc | null, nowMs: number): number {
+  const s = doc.status
+  const backlog = s.backlogEvents > 0 ? s.oldestUnsentAgeMs : 0
+  const applied = lag && nowMs - lag.atMs <= 60_000 ? lag.applyLagMs : 0
+  return Math.max(backlog, applied)
+}
+
+export interface DeviceView { gatewayId: string, deviceId: string, latest: Latest | null, accounting: DeviceAccounting, updatedMs: number }
+
+export interface AggView { count: number, min: number, max: number, sum: number, avg: number, last: number, lastTs: number }
+export interface HistoryBucket { start: number, readings: Record<string, AggView> }
+export type Resolution = '1m' | '1h'
+
+/** Bounds of one history query (a request never reads more than this many hour documents). */
+export const MAX_HISTORY_HOURS = 24 * 93
+
+export class FleetViews {
+  /** Decisions, alerts, commands, per-device control references and link health. */
+  readonly control: ControlViews
+
+  constructor (readonly store: ViewStore, private readonly opts: { offlineTimeoutMs: number, now?: () => number }) {
+    this.control = new ControlViews(store, { now: () => this.now() })
+  }
+
+  private now (): number { return this.opts.now?.() ?? Date.now() }
+
+  gatewayView (doc: GatewayDoc, lag: LagDoc | null = null): GatewayView {
+    const { tsMs, ruleSetVersion, decisionP99Ms, quarantinedTotal, ...status } = doc.status
+    return {
+      gatewayId: doc.gatewayId,
+      online: this.now() - doc.lastSeenMs <= this.opts.offlineTimeoutMs,
+      lastSeenMs: doc.lastSeenMs,
+      heartbeatTsMs: tsMs,
+      ...status,
+      ruleSetVersion: ruleSetVersion ?? '',
+      decisionP99Ms: decisionP99Ms ?? 0,
+      quarantinedTotal: quarantinedTotal ?? 0,
+      sinceLastAckMs: status.lastAckTsMs > 0 ? Math.max(0, tsMs - status.lastAckTsMs) : null,
+      applyLagMs: lag?.applyLagMs ?? null,
+      applyLagAtMs: lag?.atMs ?? null,
+      replicationLagMs: replicationLag(doc, lag, this.now()),
+    }
+  }
+
+  async gateways (): Promise<GatewayView[]> {
+    const keys = await this.store.keys(['gw'])
+    const views = await Promise.all(keys.map((k) => this.gateway(k.slice('gw.'.length))))
+    return views.filter((v) => v !== null)
+  }
+
+  async gateway (gatewayId: string): Promise<GatewayView | null> {
+    const [d, lag] = await Promise.all([this.store.get<GatewayDoc>(viewKeys.gateway(gatewayId)), this.store.get<LagDoc>(viewKeys.lag(gatewayId))])
+    return d ? this.gatewayView(d.value, lag?.value ?? null) : null
+  }
+
+  async device (gatewayId: string, deviceId: string): Promise<DeviceView | null> {
+    const d = await this.store.get<DeviceDoc>(viewKeys.device(gatewayId, deviceId))
+    return d ? deviceView(d.value) : null
+  }
+
+  /** Every device (of one gateway, or of the fleet). */
+  async devices (gatewayId?: string): Promise<DeviceView[]> {
+    const keys = await this.store.keys(gatewayId ? ['dev', gatewayId] : ['dev'])
+    const out: DeviceView[] = []
+    // Bounded parallelism: a fleet can hold many thousands of devices.
+    for (let i = 0; i < keys.length; i += 256) {
+      const docs = await Promise.all(keys.slice(i, i + 256).map((k) => this.store.get<DeviceDoc>(k)))
+      for (const d of docs) if (d) out.push(deviceView(d.value))
+    }
+    return out
+  }
+
+  /**
+   * Per-device accounting plus fleet totals; `control` is the same accounting per gateway for its
+   * control events (decisions, alerts, command outcomes: device "$control"), not in the totals.
+   */
+  async accounting (gatewayId?: string): Promise<{ totals: Omit<DeviceAccounting, 'highestSeq'> & { devices: number }, devices: Array<{ gatewayId: string, deviceId: string } & DeviceAccounting>, control: Array<{ gatewayId: string } & DeviceAccounting> }> {
+    const devices = (await this.devices(gatewayId)).map((d) => ({ gatewayId: d.gatewayId, deviceId: d.deviceId, ...d.accounting }))
+    const controlKeys = gatewayId ? [viewKeys.control(gatewayId)] : await this.store.keys(['ctl'])
+    const controlDocs = await Promise.all(controlKeys.map((k) => this.store.get<DeviceDoc>(k)))
+    const control = controlDocs.filter((d) => d !== null).map((d) => ({ gatewayId: d!.value.gatewayId, ...accountingOf(d!.value) }))
+    const totals = { devices: devices.length, received: 0, duplicates: 0, gapsOpen: 0, gapRangesOpen: 0, gapsExplained: 0, gapsClosed: 0, gapsAbandoned: 0, gapRecords: 0, gapRecordDuplicates: 0 }
+    for (const d of devices) {
+      totals.received += d.received
+      totals.duplicates += d.duplicates
+      totals.gapsOpen += d.gapsOpen
+      totals.gapRangesOpen += d.gapRangesOpen
+      totals.gapsExplained += d.gapsExplained
+      totals.gapsClosed += d.gapsClosed
+      totals.gapsAbandoned += d.gapsAbandoned
+      totals.gapRecords += d.gapRecords
+      totals.gapRecordDuplicates += d.gapRecordDuplicates
+    }
+    return { totals, devices, control }
+  }
+
+  /** Rollup buckets by event time in [fromMs, toMs), oldest first; empty buckets are left out. */
+  async history (gatewayId: string, deviceId: string, fromMs: number, toMs: number, res: Resolution): Promise<HistoryBucket[]> {
+    const firstHour = Math.floor(fromMs / HOUR_MS) * HOUR_MS
+    if ((toMs - firstHour) / HOUR_MS > MAX_HISTORY_HOURS) throw new RangeError(`range too long: at most ${MAX_HISTORY_HOURS} hours`)
+    const hours: number[] = []
+    for (let h = firstHour; h < toMs; h += HOUR_MS) hours.push(h)
+    const docs: RollupDoc[] = []
+    for (let i = 0; i < hours.length; i += 64) {
+      const got = await Promise.all(hours.slice(i, i + 64).map((h) => this.store.get<RollupDoc>(viewKeys.rollup(gatewayId, deviceId, h))))
+      for (const d of got) if (d) docs.push(d.value)
+    }
+    const out: HistoryBucket[] = []
+    for (const doc of docs) {
+      if (res === '1h') {
+        if (doc.hourStartMs >= fromMs && doc.hourStartMs < toMs) out.push({ start: doc.hourStartMs, readings: aggViews(doc.hour) })
+        continue
+      }
+      const minutes = Object.keys(doc.minutes).map(Number).sort((a, b) => a - b)
+      for (const m of minutes) {
+        const start = doc.hourStartMs + m * MINUTE_MS
+        if (start >= fromMs && start < toMs) out.push({ start, readings: aggViews(doc.minutes[String(m)]) })
+      }
+    }
+    return out
+  }
+}
+
+export function deviceView (doc: DeviceDoc): DeviceView {
+  return { gatewayId: doc.gatewayId, deviceId: doc.deviceId, latest: doc.latest, accounting: accountingOf(doc), updatedMs: doc.updatedMs }
+}
+
+function aggViews (aggs: Record<string, Agg>): Record<string, AggView> {
+  const out: Record<string, AggView> = {}
+  for (const [name, a] of Object.entries(aggs)) out[name] = { count: a.count, min: a.min, max: a.max, sum: a.sum, avg: a.sum / a.count, last: a.last, lastTs: a.lastTs }
+  return out
+}

@@ -1,0 +1,42 @@
+// Publishes the gateway's status on iot.<gatewayId>.status every heartbeatMs while the link is up,
+// so the cloud can show link health (and declare the gateway offline when heartbeats stop).
+import { subjects, v1, type GatewayStatusProps } from '../../proto/index.ts'
+import type { Logger } from '../log.ts'
+import type { UplinkLink } from './link.ts'
+
+export type StatusSource = () => GatewayStatusProps
+
+export class Heartbeat {
+  private timer: NodeJS.Timeout | null = null
+
+  constructor (
+    private readonly link: UplinkLink,
+    private readonly gatewayId: string,
+    private readonly intervalMs: number,
+    private readonly status: StatusSource,
+    private readonly log: Logger,
+  ) {}
+
+  start (): void {
+    if (this.timer) return
+    this.link.onState((s) => { if (s === 'up') this.beat() })
+    this.timer = setInterval(() => this.beat(), this.intervalMs)
+    this.timer.unref()
+  }
+
+  /** Sends one heartbeat now if the link is up (core NATS: fire and forget). */
+  beat (): void {
+    const conn = this.link.current()
+    if (!conn) return
+    try {
+      conn.nc.publish(subjects.status(this.gatewayId), v1.GatewayStatus.encode(this.status()).finish())
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'heartbeat not sent')
+    }
+  }
+
+  close (): void {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = null
+  }
+}
