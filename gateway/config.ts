@@ -6,6 +6,7 @@ import { hostname } from 'node:os'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import { loadLayered, parseWith } from '../lib/config-sources.ts'
+import { GATEWAY_ID, GATEWAY_ID_RULE } from '../proto/ids.ts'
 import { GatewayError } from './errors.ts'
 
 const port = z.number().int().min(0).max(65535)
@@ -21,7 +22,7 @@ const tlsSchema = z.object({
 
 export const configSchema = z.object({
   /** Identity of this gateway in the cloud; subjects are namespaced by it. */
-  gatewayId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 characters of [A-Za-z0-9_-]').default(hostname().replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 64) || 'gateway'),
+  gatewayId: z.string().regex(GATEWAY_ID, `must be ${GATEWAY_ID_RULE}`).default(hostname().replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 64) || 'gateway'),
   /** Where the outbox and device registry live (gateway.db). */
   dataDir: z.string().default('.data/gateway'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

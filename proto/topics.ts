@@ -2,7 +2,7 @@
 // A device publishes only devices/{id}/telemetry and devices/{id}/commands/ack, and subscribes only
 // to devices/{id}/commands.
 
-export const DEVICE_ID = /^[A-Za-z0-9_.-]{1,64}$/
+export { DEVICE_ID } from './ids.ts'
 
 export type TopicKind = 'telemetry' | 'command_ack'
 

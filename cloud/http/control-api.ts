@@ -12,7 +12,7 @@ import { KvViewStore } from '../store/kv-view-store.ts'
 import { LiveEvents, parseTypes, type LiveEventsOptions } from './live-events.ts'
 import type { Logger } from '../log.ts'
 import { checkRuleSetText, MAX_RULE_SET_BYTES } from './rules-text.ts'
-import { DEVICE_ID, GATEWAY_ID } from '../store/view-store.ts'
+import { DEVICE_ID, DEVICE_ID_RULE, GATEWAY_ID, GATEWAY_ID_RULE } from '../../proto/ids.ts'
 import type { FleetViews } from '../views/views.ts'
 
 export interface ControlRoutesOptions {
@@ -146,8 +146,8 @@ export function registerControlRoutes (app: FastifyInstance, opts: ControlRoutes
     const b = req.body
     if (!plainObject(b)) return badRequest(reply, 'body: expected a JSON object {gatewayId, deviceId, name, args?, ttlMs?}')
     const { gatewayId, deviceId, name, args, ttlMs } = b
-    if (typeof gatewayId !== 'string' || !GATEWAY_ID.test(gatewayId)) return badRequest(reply, 'gatewayId: 1-64 characters of [A-Za-z0-9_-]')
-    if (typeof deviceId !== 'string' || !DEVICE_ID.test(deviceId)) return badRequest(reply, 'deviceId: 1-64 characters of [A-Za-z0-9_.-]')
+    if (typeof gatewayId !== 'string' || !GATEWAY_ID.test(gatewayId)) return badRequest(reply, `gatewayId: ${GATEWAY_ID_RULE}`)
+    if (typeof deviceId !== 'string' || !DEVICE_ID.test(deviceId)) return badRequest(reply, `deviceId: ${DEVICE_ID_RULE}`)
     if (typeof name !== 'string' || !COMMAND_NAME.test(name)) return badRequest(reply, 'name: 1-64 characters of [A-Za-z0-9_.:-]')
     if (args !== undefined && !plainObject(args)) return badRequest(reply, 'args: expected an object')
     if (args !== undefined && JSON.stringify(args).length > MAX_ARGS_JSON) return badRequest(reply, `args: at most ${MAX_ARGS_JSON} bytes of JSON`)

@@ -70,8 +70,7 @@ export async function updateDoc<T> (store: ViewStore, key: string, create: () =>
 }
 
 /** Ids the cloud accepts in keys (the gateway's own rules: see gateway/config.ts and the registry). */
-export const GATEWAY_ID = /^[A-Za-z0-9_-]{1,64}$/
-export const DEVICE_ID = /^[A-Za-z0-9_.-]{1,64}$/
+export { DEVICE_ID, GATEWAY_ID } from '../../proto/ids.ts'
 
 /** An in-process store: documents are kept as JSON text, so readers never share objects with writers. */
 export class MemoryViewStore implements ViewStore {

@@ -10,10 +10,11 @@
 import { randomBytes } from 'node:crypto'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
+import { GATEWAY_ID, GATEWAY_ID_RULE } from '../../proto/ids.ts'
 import { CLOUD_BUCKETS, STREAMS, subjects } from '../../proto/subjects.ts'
 
 /** Same rule as the gateway's `gatewayId` (gateway/config.ts): one subject token, no wildcards. */
-export const GATEWAY_ID = /^[A-Za-z0-9_-]{1,64}$/
+export { GATEWAY_ID }
 
 /** The durable consumer a gateway reads its commands with (gateway/uplink/cloud-channel.ts). */
 export const commandsDurable = (gatewayId: string): string => `gw-${gatewayId}`
@@ -37,7 +38,7 @@ export interface PermissionOptions {
 
 /** The publish and subscribe permissions of gateway `gatewayId`. */
 export function gatewayPermissions (gatewayId: string, opts: PermissionOptions = {}): GatewayPermissions {
-  if (!GATEWAY_ID.test(gatewayId)) throw new Error(`bad gateway id ${JSON.stringify(gatewayId)}: 1-64 characters of [A-Za-z0-9_-]`)
+  if (!GATEWAY_ID.test(gatewayId)) throw new Error(`bad gateway id ${JSON.stringify(gatewayId)}: ${GATEWAY_ID_RULE}`)
   const cmd = STREAMS.commands.name
   const durable = commandsDurable(gatewayId)
   const kvStream = `KV_${CLOUD_BUCKETS.rules}`
@@ -111,7 +112,7 @@ async function main (): Promise<void> {
   const { values, positionals } = parseArgs({ allowPositionals: true, options: { password: { type: 'string' }, 'shared-inbox': { type: 'boolean' } } })
   const id = positionals[0]
   if (!id || !GATEWAY_ID.test(id)) {
-    console.error('usage: gateway-user.ts <gatewayId> [--password <pw>] [--shared-inbox]\n  gatewayId: 1-64 characters of [A-Za-z0-9_-], as in the gateway config')
+    console.error(`usage: gateway-user.ts <gatewayId> [--password <pw>] [--shared-inbox]\n  gatewayId: ${GATEWAY_ID_RULE}, as in the gateway config`)
     process.exit(2)
   }
   const password = values.password ?? randomBytes(24).toString('base64url')

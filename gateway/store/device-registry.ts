@@ -4,7 +4,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { Db } from './db.ts'
 import { GatewayError } from '../errors.ts'
-import { DEVICE_ID } from '../../proto/topics.ts'
+import { DEVICE_ID, DEVICE_ID_RULE } from '../../proto/ids.ts'
 
 export interface DeviceInfo { deviceId: string, disabled: boolean, createdTs: number, rotatedTs: number }
 export type AuthResult = { ok: true } | { ok: false, reason: 'unknown_device' | 'disabled_device' | 'bad_credentials' }
@@ -61,5 +61,5 @@ export class DeviceRegistry {
 }
 
 function checkId (deviceId: string): void {
-  if (!DEVICE_ID.test(deviceId)) throw new GatewayError('GW_ERR_DEVICE_ID', `device id "${deviceId}" must be 1-64 characters of [A-Za-z0-9_.-]`)
+  if (!DEVICE_ID.test(deviceId)) throw new GatewayError('GW_ERR_DEVICE_ID', `device id "${deviceId}" must be ${DEVICE_ID_RULE}`)
 }

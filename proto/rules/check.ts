@@ -1,13 +1,13 @@
 // Cross-field checks of a rule set that zod's shapes cannot express: each condition is exactly one
 // kind with the keys that kind takes, groups exist, ids are unique, placeholders are known, and a
 // rule's evaluation cost is bounded (nesting depth, number of conditions).
-import type { Action, Condition, RuleSet } from './schema.ts'
+import { DEVICE_ID_RULE, ID_PATTERN } from '../ids.ts'
+import type { Action, Condition, RuleSet } from './types.ts'
 
 /** One problem of a rule set: the rule (when inside one), the path of the field and what is wrong. */
 export interface RuleIssue { ruleId?: string, path: Array<string | number>, message: string }
 
-/** Device ids, rule ids and group names: the same alphabet as the device registry. */
-export const ID_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/
+export { ID_PATTERN }
 /** Placeholders that actions may use; filled from the decision's trigger. */
 export const PLACEHOLDERS = ['device', 'reading', 'value'] as const
 
@@ -123,7 +123,7 @@ function checkAction (a: Action, path: Array<string | number>, add: Add): void {
   if ('command' in a) {
     checkText(['command', 'device'], a.command.device)
     // A placeholder stands for a device id, so the rest of the name must be of the same alphabet.
-    if (!ID_PATTERN.test(a.command.device.replace(/\{[^{}]*\}/g, 'x'))) add([...path, 'command', 'device'], 'a device id must be 1-64 characters of [A-Za-z0-9_.-]')
+    if (!ID_PATTERN.test(a.command.device.replace(/\{[^{}]*\}/g, 'x'))) add([...path, 'command', 'device'], `a device id must be ${DEVICE_ID_RULE}`)
   } else if ('raiseAlert' in a) {
     checkText(['raiseAlert', 'id'], a.raiseAlert.id)
     checkText(['raiseAlert', 'message'], a.raiseAlert.message)

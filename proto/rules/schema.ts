@@ -3,9 +3,10 @@
 // walker in rules-check.ts checks what zod cannot express (one kind per condition, known groups,
 // unique ids). Every error names the rule and the field, so an operator can fix a file without
 // reading the code: `rule "cooler-on": when.above: expected number`.
-import { GatewayError } from '../../gateway/errors.ts'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
+import { DEVICE_ID_RULE } from '../ids.ts'
+import type { Action, Condition, RuleSet } from './types.ts'
 import { checkRuleSet, ID_PATTERN, type RuleIssue } from './check.ts'
 
 /** Longest window, debounce, cooldown or staleness span: a day; longer spans belong in the cloud. */
@@ -15,76 +16,26 @@ export const MAX_WINDOW_POINTS = 10_000
 /** Points a sliding window keeps when the rule does not say (the engine caps it further). */
 export const DEFAULT_WINDOW_POINTS = 1000
 
-/** A sliding or tumbling window over one reading of one device, on the gateway's clock. */
-export interface WindowSpec { kind: 'tumbling' | 'sliding', ms: number, agg: 'count' | 'min' | 'max' | 'avg', maxPoints?: number }
+export type * from './types.ts'
 
-interface Debounce {
-  /** Debounce: the condition counts as true only once it has been true continuously for this many ms. */
-  for?: number
-}
-/** `reading` above a level; with hysteresis it turns false again only below level - hysteresis. */
-export interface AboveCondition extends Debounce { reading: string, above: number, hysteresis?: number }
-/** `reading` below a level; with hysteresis it turns false again only above level + hysteresis. */
-export interface BelowCondition extends Debounce { reading: string, below: number, hysteresis?: number }
-/** |d reading / dt| >= perSecond between two consecutive readings (device event time). */
-export interface RateCondition extends Debounce { reading: string, rateOfChange: { perSecond: number } }
-/** An aggregate of a window of `reading` compared with a level (exactly one of above/below). */
-export interface WindowCondition extends Debounce { reading: string, window: WindowSpec, above?: number, below?: number, hysteresis?: number }
-/** No event from the device for `ms`. */
-export interface StaleCondition extends Debounce { stale: { ms: number } }
-/** Across the devices of a group, each with its own state: any or all of them meet `any`/`all`. */
-export interface GroupCondition extends Debounce { group: string, any?: Condition, all?: Condition }
-/** All of the conditions. */
-export interface AndCondition extends Debounce { and: Condition[] }
-/** At least one of the conditions. */
-export interface OrCondition extends Debounce { or: Condition[] }
-/** The negation of a condition. */
-export interface NotCondition extends Debounce { not: Condition }
-
-/** A rule's condition: composable; checked by rules-check.ts to be exactly one of these kinds. */
-export type Condition =
-  | AboveCondition | BelowCondition | RateCondition | WindowCondition | StaleCondition
-  | GroupCondition | AndCondition | OrCondition | NotCondition
-
-/** Publish a command to an actuator; `{device}`, `{reading}`, `{value}` in strings are filled from the trigger. */
-export interface CommandAction { command: { device: string, name: string, args?: Record<string, unknown>, ttlMs?: number } }
-/** Raise an alert; the engine raises an id at most once until it is cleared. */
-export interface RaiseAlertAction { raiseAlert: { id: string, severity: 'info' | 'warning' | 'critical', message: string } }
-/** Clear an alert; clearing an alert that is not raised does nothing. */
-export interface ClearAlertAction { clearAlert: { id: string } }
-/** What a rule does when it fires (then) or clears (else). */
-export type Action = CommandAction | RaiseAlertAction | ClearAlertAction
-
-/** One rule: per device (devices listed, a group, or every device when omitted) or, with group conditions, once for the site. */
-export interface Rule {
-  id: string
-  description?: string
-  devices?: string[] | { group: string }
-  when: Condition
-  then: Action[]
-  /** Run when the condition turns from true to false (the rule clears). */
-  else?: Action[]
-  /** Same as `for` on `when`: the condition must hold this long before the rule fires. */
-  debounceMs?: number
-  /** Least time between two firings; a firing due inside it waits for its end if still true. */
-  cooldownMs?: number
-}
-
-/** A versioned rule set; `groups` name sets of device ids of the site. */
-export interface RuleSet { version: string, groups?: Record<string, string[]>, rules: Rule[] }
-
-/** Thrown when a rule set is invalid; `issues` lists each problem with the rule id and field path. */
-export class RulesError extends GatewayError {
+/**
+ * Thrown when a rule set is invalid; `issues` lists each problem with the rule id and field path.
+ * The code is the gateway's (GW_ERR_RULES): the gateway is the authority on a rule set, and the cloud
+ * refuses with the very message the gateway would give.
+ */
+export class RulesError extends Error {
+  readonly code = 'GW_ERR_RULES' as const
+  readonly retryable = false
   readonly issues: RuleIssue[]
 
   constructor (message: string, issues: RuleIssue[], options?: { cause?: unknown }) {
-    super('GW_ERR_RULES', message, options)
+    super(message, options)
     this.name = 'RulesError'
     this.issues = issues
   }
 }
 
-const id = (what: string): z.ZodString => z.string().regex(ID_PATTERN, `${what} must be 1-64 characters of [A-Za-z0-9_.-]`)
+const id = (what: string): z.ZodString => z.string().regex(ID_PATTERN, `${what} must be ${DEVICE_ID_RULE}`)
 const span = z.number().int().min(0).max(MAX_SPAN_MS)
 const positiveSpan = z.number().int().positive().max(MAX_SPAN_MS)
 
