@@ -1,6 +1,6 @@
 // Child processes a benchmark starts: killed by PID if the bench itself exits early, so none
 // outlives it, and a gateway child's graceful stop with a forced fallback.
-import type { ChildGateway } from '../devkit/gateway.ts'
+import { type ChildGateway } from '../devkit/index.ts'
 
 const live = new Set<number>()
 let hooked = false

@@ -6,7 +6,7 @@
 import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { Gateway, createLogger, parseConfig } from '../gateway/index.ts'
-import { spawnGateway, tempDir } from '../devkit/gateway.ts'
+import { spawnGateway, tempDir } from '../devkit/index.ts'
 import { stopGateway } from './children.ts'
 import { scrapeAll } from './metrics-scrape.ts'
 import { fillOutbox } from './outbox-fill.ts'

@@ -4,13 +4,13 @@
 // connected devices. Both children are started through bash with a raised open-file limit
 // (`ulimit -n` is per process: 10k sockets need more than the usual 1024), and under `timeout` so
 // neither can outlive the bench.
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { scrapeAll } from './metrics-scrape.ts'
 import { killOnExit } from './children.ts'
 import { spawnWithLifetime, type Wrapped } from './peers/external.ts'
-import { tempDir } from '../devkit/gateway.ts'
+import { awaitPortsFile, gatewayArgs, tempDir, waitFor } from '../devkit/index.ts'
 import type { BenchOptions, BenchReport } from './run.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -36,17 +36,6 @@ function fdLimit (pid: number): number | null {
 
 async function sleep (ms: number): Promise<void> { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
-/** Polls until fn returns non-null; throws with `what` after timeoutMs. */
-async function waitFor<T> (fn: () => T | null, what: string, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = fn()
-    if (v !== null) return v
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(50)
-  }
-}
-
 /** The JSON lines a child printed so far. */
 function jsonLines (output: string): Array<Record<string, unknown>> {
   return output.split('\n').flatMap((line) => {
@@ -59,16 +48,10 @@ interface Gw { proc: Wrapped, mqtt: number, http: number }
 
 async function startGatewayChild (dataDir: string, lifetimeMs: number): Promise<Gw> {
   const portsFile = join(dataDir, 'ports.json')
-  const sets = [`dataDir=${dataDir}`, 'mqtt.host=127.0.0.1', 'mqtt.port=0', 'mqtt.wsPort=null', 'http.host=127.0.0.1', 'http.port=0',
-    `portsFile=${portsFile}`, 'logLevel=warn', 'mqtt.allowAnonymous=true']
-  const proc = await spawnWithLifetime('bash', ['-c', RAISE_FDS, 'bash', process.execPath, '--import', 'tsx', join(ROOT, 'gateway/main.ts'), ...sets.flatMap((s) => ['--set', s])], lifetimeMs, { cwd: ROOT })
+  const proc = await spawnWithLifetime('bash', ['-c', RAISE_FDS, 'bash', process.execPath, ...gatewayArgs(dataDir, portsFile, ['mqtt.allowAnonymous=true'])], lifetimeMs, { cwd: ROOT })
   try {
-    await waitFor(() => {
-      if (!proc.alive()) throw new Error(`gateway exited: ${proc.output().slice(-2000)}`)
-      return existsSync(portsFile) ? true : null
-    }, 'the gateway to listen', 30000)
-    const ports = JSON.parse(readFileSync(portsFile, 'utf8')) as { mqtt: number, http: number }
-    return { proc, mqtt: ports.mqtt, http: ports.http }
+    const ports = await awaitPortsFile(portsFile, () => proc.alive() ? null : `gateway exited: ${proc.output().slice(-2000)}`, 30000)
+    return { proc, mqtt: ports.mqtt, http: ports.http ?? 0 }
   } catch (err) {
     await proc.stop()
     throw err

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { Gateway, createLogger, parseConfig, type GatewayConfigInput, type GatewayPorts } from '../gateway/index.ts'
-import { waitFor } from './poll.ts'
+import { waitFor } from '../lib/wait-for.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
@@ -50,33 +50,79 @@ export async function startGateway (overrides: GatewayConfigInput = {}, opts: { 
   }
 }
 
-export interface ChildGateway { child: ChildProcess, ports: GatewayPorts, /** The tail of the child's log (stdout + stderr). */
-  stderr: () => string, kill: (signal?: NodeJS.Signals) => Promise<number | null> }
+export interface ChildGateway {
+  child: ChildProcess
+  ports: GatewayPorts
+  /** The tail of the child's output (stdout + stderr), or all of it with `keepOutput: 'all'`. */
+  stderr: () => string
+  /** Resolves with the exit code once the process has exited. */
+  exited: Promise<number | null>
+  kill: (signal?: NodeJS.Signals) => Promise<number | null>
+}
+
+export interface SpawnGatewayOptions {
+  /** How long to wait for the ports file (default 20000 ms). */
+  timeoutMs?: number
+  /** MQTT and HTTP ports (default 0: ephemeral); fixed ones let a restarted gateway keep its address. */
+  mqttPort?: number
+  httpPort?: number
+  /** Default 'warn'; a `logLevel=` in sets wins. */
+  logLevel?: string
+  /** 'capture' (default) keeps the output for stderr(); 'inherit' shows it on this process's terminal. */
+  output?: 'capture' | 'inherit'
+  /** How much captured output to keep: the last 20 KB (default) or all of it. */
+  keepOutput?: 'tail' | 'all'
+  /** A command the node process runs under, e.g. ['bash', '-c', 'ulimit -n 65536; exec "$@"', 'bash']. */
+  wrapper?: string[]
+}
+
+/** The node arguments that run `gateway/main.ts` on dataDir on loopback, writing its ports to portsFile. */
+export function gatewayArgs (dataDir: string, portsFile: string, sets: string[] = [], opts: SpawnGatewayOptions = {}): string[] {
+  const base = [`dataDir=${dataDir}`, 'mqtt.host=127.0.0.1', `mqtt.port=${opts.mqttPort ?? 0}`, 'mqtt.wsPort=null',
+    'http.host=127.0.0.1', `http.port=${opts.httpPort ?? 0}`, `portsFile=${portsFile}`, `logLevel=${opts.logLevel ?? 'warn'}`]
+  return ['--import', 'tsx', join(ROOT, 'gateway/main.ts'), ...[...base, ...sets].flatMap((s) => ['--set', s])]
+}
+
+/** Reads a gateway's ports file once it appears; throws as soon as `failed()` names a reason (e.g. the process exited). */
+export async function awaitPortsFile (portsFile: string, failed: () => string | null, timeoutMs = 20000): Promise<GatewayPorts> {
+  await waitFor(() => {
+    const why = failed()
+    if (why !== null) throw new Error(why)
+    return existsSync(portsFile) && readFileSync(portsFile, 'utf8').length > 0
+  }, 'gateway child to listen', timeoutMs)
+  return JSON.parse(readFileSync(portsFile, 'utf8')) as GatewayPorts
+}
 
 /** Runs `gateway/main.ts` as a child process on dataDir; resolves once its ports file appears. */
-export async function spawnGateway (dataDir: string, sets: string[] = [], timeoutMs = 20000): Promise<ChildGateway> {
+export async function spawnGateway (dataDir: string, sets: string[] = [], options: SpawnGatewayOptions | number = {}): Promise<ChildGateway> {
+  const opts = typeof options === 'number' ? { timeoutMs: options } : options
   const portsFile = join(dataDir, `ports-${Date.now()}-${Math.random().toString(36).slice(2)}.json`)
-  const args = ['--import', 'tsx', join(ROOT, 'gateway/main.ts'),
-    '--set', `dataDir=${dataDir}`, '--set', 'mqtt.host=127.0.0.1', '--set', 'mqtt.port=0', '--set', 'mqtt.wsPort=null',
-    '--set', 'http.host=127.0.0.1', '--set', 'http.port=0', '--set', `portsFile=${portsFile}`, '--set', 'logLevel=warn', ...sets.flatMap((s) => ['--set', s])]
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-  let err = ''
-  // pino logs to stdout; keep the tail of both streams for failure messages.
-  const keep = (d: Buffer): void => { err = (err + d.toString()).slice(-20000) }
-  child.stdout!.on('data', keep)
-  child.stderr!.on('data', keep)
+  const args = gatewayArgs(dataDir, portsFile, sets, opts)
+  const [cmd, ...pre] = opts.wrapper ?? [process.execPath]
+  const child = spawn(cmd!, opts.wrapper ? [...pre, process.execPath, ...args] : args, { cwd: ROOT, stdio: ['ignore', opts.output === 'inherit' ? 'inherit' : 'pipe', opts.output === 'inherit' ? 'inherit' : 'pipe'] })
+  let out = ''
+  // pino logs to stdout; keep both streams for failure messages (and for tests that read the logs).
+  const keep = opts.keepOutput === 'all'
+    ? (d: Buffer): void => { out += d.toString() }
+    : (d: Buffer): void => { out = (out + d.toString()).slice(-20000) }
+  child.stdout?.on('data', keep)
+  child.stderr?.on('data', keep)
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  await waitFor(() => {
-    if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}: ${err}`)
-    return existsSync(portsFile)
-  }, 'gateway child to listen', timeoutMs)
-  const ports = JSON.parse(readFileSync(portsFile, 'utf8')) as GatewayPorts
+  const gone = (): boolean => child.exitCode !== null || child.signalCode !== null
+  let ports: GatewayPorts
+  try {
+    ports = await awaitPortsFile(portsFile, () => gone() ? `gateway exited (${child.exitCode ?? child.signalCode}): ${out.slice(-4000)}` : null, opts.timeoutMs)
+  } catch (err) {
+    if (!gone()) child.kill('SIGKILL')
+    throw err
+  }
   return {
     child,
     ports,
-    stderr: () => err,
+    stderr: () => out,
+    exited,
     kill: async (signal = 'SIGKILL') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+      if (!gone()) child.kill(signal)
       return exited
     },
   }

@@ -3,8 +3,8 @@
 // the others' routes), so they are picked by binding port 0 first; client ports the same way, so that
 // a node restarted after a kill comes back on its old port.
 import { createServer } from 'node:net'
-import { startNats, type NatsServer } from './nats-server.ts'
-import { waitFor } from './poll.ts'
+import { startNats, type NatsServer } from '../lib/nats-launcher.ts'
+import { waitFor } from '../lib/wait-for.ts'
 
 export interface NatsClusterOptions {
   /** Number of nodes (default 3). */

@@ -6,6 +6,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { connect as tcpConnect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { waitFor } from './wait-for.ts'
 
 const BIN = 'nats-server'
 const MISSING = `${BIN} not found on PATH: apt-get install nats-server`
@@ -222,18 +223,4 @@ function probeNats (port: number, timeoutMs = 1000): Promise<boolean> {
     socket.on('error', () => done(false))
     socket.on('close', () => done(false))
   })
-}
-
-// Polls fn until it returns a truthy value or the deadline passes (start-up only; no fixed sleeps).
-async function waitFor<T> (fn: () => T | Promise<T>, what: string, timeoutMs: number): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await fn()
-      if (v) return v as NonNullable<T>
-    } catch (err) { last = err }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
 }

@@ -2,14 +2,14 @@
 // processes, real credentials from the device registry) and simulated devices; a live status
 // table from the gateways' heartbeats, and a summary at the end. Ctrl-C stops everything.
 //   npm run demo [-- --duration 60 --devices 5 --interval-ms 500 --outage-at 20 --outage-for 10 --console-port 8080]
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { mkdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
-import { natsServerMissing, startNats, type NatsServer } from '../lib/nats-launcher.ts'
+import { spawnGateway, natsServerMissing, startNats, type NatsServer } from '../devkit/index.ts'
 import { Cloud } from '../cloud/cloud.ts'
 import { parseCloudConfig } from '../cloud/config.ts'
 import { createLogger as createCloudLogger } from '../cloud/log.ts'
@@ -155,7 +155,6 @@ function printTable (gateways: RunningGateway[], status: Map<string, GatewayStat
 async function startGateway (id: string, nats: NatsServer, devices: number, intervalMs: number, started: (g: RunningGateway) => void): Promise<RunningGateway> {
   const dataDir = join(DATA, id)
   mkdirSync(dataDir, { recursive: true })
-  const portsFile = join(dataDir, 'ports.json')
   // Devices get real credentials from the registry, exactly as an operator would add them.
   const deviceIds = Array.from({ length: devices }, (_, i) => `${id}-dev-${i + 1}`)
   const secrets = new Map<string, string>()
@@ -164,22 +163,8 @@ async function startGateway (id: string, nats: NatsServer, devices: number, inte
     if (r.status !== 0) throw new Error(`cannot register ${deviceId}: ${r.stderr}`)
     secrets.set(deviceId, (JSON.parse(r.stdout) as { secret: string }).secret)
   }
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway/main.ts'),
-    '--set', `gatewayId=${id}`, '--set', `dataDir=${dataDir}`, '--set', 'mqtt.host=127.0.0.1', '--set', 'mqtt.port=0', '--set', 'mqtt.wsPort=null',
-    '--set', 'http.host=127.0.0.1', '--set', 'http.port=0', '--set', `portsFile=${portsFile}`, '--set', `uplink.servers=${nats.url}`,
-    '--set', 'uplink.heartbeatMs=2000', '--set', 'logLevel=warn'], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] })
-  const g: RunningGateway = { id, child, mqtt: 0, http: 0, devices: [] }
-  const deadline = Date.now() + 20000
-  while (!existsSync(portsFile)) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      child.kill('SIGKILL')
-      throw new Error(`gateway ${id} did not start`)
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  const ports = JSON.parse(readFileSync(portsFile, 'utf8')) as { mqtt: number, http: number }
-  g.mqtt = ports.mqtt
-  g.http = ports.http
+  const { child, ports } = await spawnGateway(dataDir, [`gatewayId=${id}`, `uplink.servers=${nats.url}`, 'uplink.heartbeatMs=2000'], { output: 'inherit' })
+  const g: RunningGateway = { id, child, mqtt: ports.mqtt, http: ports.http ?? 0, devices: [] }
   g.devices = deviceIds.map((deviceId, i) => new SimulatedDevice({ url: `mqtt://127.0.0.1:${ports.mqtt}`, deviceId, secret: secrets.get(deviceId), sensors: SENSORS[i % SENSORS.length], intervalMs }))
   try {
     await Promise.all(g.devices.map((d) => d.start()))

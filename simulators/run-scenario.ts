@@ -4,23 +4,21 @@
 // gives the links a latency. A one-line progress every second, a summary at the end; exit 0 when
 // the summary adds up, 1 when it does not, 2 on a usage error.
 //   npm run simulate -- simulators/scenarios/outage.yaml [--quick]
-import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import type { ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Cloud } from '../cloud/cloud.ts'
 import { parseCloudConfig } from '../cloud/config.ts'
-import { natsServerMissing, startNats, type NatsServer } from '../lib/nats-launcher.ts'
+import { natsServerMissing, startNats, type NatsServer, spawnGateway, type ChildGateway, startProxy, type Proxy } from '../devkit/index.ts'
 import { createLogger as createCloudLogger } from '../cloud/log.ts'
 import { openDb } from '../gateway/store/db.ts'
 import { DeviceRegistry } from '../gateway/store/device-registry.ts'
-import { startProxy, type Proxy } from '../devkit/tcp-proxy.ts'
 import { loadScenario, quickScenario, ScenarioError, type Scenario, type ScenarioStep } from './scenario.ts'
 import { ScenarioDevice } from './scenario-device.ts'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const GATEWAY_ID = 'scenario-gw'
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -35,20 +33,19 @@ class GatewayChild {
   child: ChildProcess | null = null
   mqtt = 0
   http = 0
-  private tail = ''
-  private exited: Promise<void> = Promise.resolve()
+  private gw: ChildGateway | null = null
   /** Each counter over the lives before the current one, and its last value in this life. */
   private readonly before = new Map<CounterName, number>(COUNTERS.map((n) => [n, 0]))
   private readonly now = new Map<CounterName, number>(COUNTERS.map((n) => [n, 0]))
 
   constructor (private readonly dataDir: string, private readonly natsUrl: string) {}
 
-  output (): string { return this.tail }
+  output (): string { return this.gw?.stderr() ?? '' }
 
   async start (): Promise<void> {
     const deadline = Date.now() + 20000
-    for (let attempt = 0; ; attempt++) {
-      try { return await this.spawnOnce(attempt) } catch (err) {
+    for (;;) {
+      try { return await this.spawnOnce() } catch (err) {
         // After a power cut the old ports may be held for a moment: retry that case only.
         if (!/EADDRINUSE/.test((err as Error).message) || Date.now() > deadline) throw err
         await sleep(200)
@@ -56,26 +53,12 @@ class GatewayChild {
     }
   }
 
-  private async spawnOnce (attempt: number): Promise<void> {
-    const portsFile = join(this.dataDir, `ports-${Date.now()}-${attempt}.json`)
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway/main.ts'),
-      '--set', `gatewayId=${GATEWAY_ID}`, '--set', `dataDir=${this.dataDir}`, '--set', 'mqtt.host=127.0.0.1', '--set', `mqtt.port=${this.mqtt}`,
-      '--set', 'mqtt.wsPort=null', '--set', 'http.host=127.0.0.1', '--set', `http.port=${this.http}`, '--set', `portsFile=${portsFile}`,
-      '--set', `uplink.servers=${this.natsUrl}`, '--set', 'uplink.heartbeatMs=1000', '--set', 'logLevel=warn'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-    const keep = (d: Buffer): void => { this.tail = (this.tail + d.toString()).slice(-20000) }
-    child.stdout!.on('data', keep)
-    child.stderr!.on('data', keep)
-    this.exited = new Promise((resolve) => child.once('exit', () => resolve()))
-    this.child = child
-    const deadline = Date.now() + 20000
-    while (!existsSync(portsFile)) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`gateway exited (${child.exitCode ?? child.signalCode}): ${this.tail.slice(-2000)}`)
-      if (Date.now() > deadline) { child.kill('SIGKILL'); throw new Error(`gateway did not start within 20 s: ${this.tail.slice(-2000)}`) }
-      await sleep(50)
-    }
-    const ports = JSON.parse(readFileSync(portsFile, 'utf8')) as { mqtt: number, http: number }
-    this.mqtt = ports.mqtt
-    this.http = ports.http
+  private async spawnOnce (): Promise<void> {
+    // The same ports after a restart, so that devices reconnect to the address they know.
+    this.gw = await spawnGateway(this.dataDir, [`gatewayId=${GATEWAY_ID}`, `uplink.servers=${this.natsUrl}`, 'uplink.heartbeatMs=1000'], { mqttPort: this.mqtt, httpPort: this.http })
+    this.child = this.gw.child
+    this.mqtt = this.gw.ports.mqtt
+    this.http = this.gw.ports.http ?? 0
     for (const n of COUNTERS) this.now.set(n, 0)
   }
 
@@ -107,7 +90,7 @@ class GatewayChild {
     c.kill(signal)
     if (signal === 'SIGKILL') atCut?.()
     const timer = setTimeout(() => c.kill('SIGKILL'), 10000)
-    await this.exited
+    await this.gw?.exited
     clearTimeout(timer)
   }
 }

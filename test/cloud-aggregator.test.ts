@@ -13,12 +13,9 @@ import { provisionStreams } from '../cloud/provision.ts'
 import { provisionViews } from '../cloud/provision.ts'
 import { MemoryViewStore, type ViewStore } from '../cloud/store/view-store.ts'
 import { FleetViews } from '../cloud/views/views.ts'
-import { connectDevice, startGateway } from '../devkit/gateway.ts'
+import { connectDevice, startGateway, startNats, type NatsServer, waitFor, startProxy } from '../devkit/index.ts'
 import { loadDevice } from './harness/load.ts'
-import { startNats, type NatsServer } from '../devkit/nats-server.ts'
 import { deferrer, startCloud, rng, shuffle } from './harness/cloud.ts'
-import { waitFor } from '../devkit/poll.ts'
-import { startProxy } from '../devkit/tcp-proxy.ts'
 
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }

@@ -10,10 +10,8 @@ import { connect } from '@nats-io/transport-node'
 import { subjects, v1, type ControlEventProps } from '../proto/index.ts'
 import { applyAlerts, applyCommands, applyDecisions, applyDeviceControl, newAlertsDoc, newCommandsDoc, newDecisionsDoc, newDeviceControlDoc, parseDetail, recordQueued, type ControlEv } from '../cloud/apply/control-apply.ts'
 import { checkRuleSetText } from '../cloud/http/rules-text.ts'
-import { connectDevice, startGateway, tempDir } from '../devkit/gateway.ts'
+import { connectDevice, startGateway, tempDir, startNats, type NatsServer, waitFor } from '../devkit/index.ts'
 import { actuator, coolerRules } from './harness/actuator.ts'
-import { startNats, type NatsServer } from '../devkit/nats-server.ts'
-import { waitFor } from '../devkit/poll.ts'
 import { deferrer, startCloud, rng, shuffle } from './harness/cloud.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }

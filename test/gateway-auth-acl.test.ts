@@ -1,17 +1,12 @@
 // Promise 8 (secure by default): per-device credentials, hashed and never logged, and an ACL that
 // keeps each device inside its own topic space. Real gateway, real MQTT clients, real SQLite file.
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
-import { fileURLToPath } from 'node:url'
 import type { IClientOptions, MqttClient } from 'mqtt'
 import { DeviceRegistry, openDb, telemetryTopic, commandTopic } from '../gateway/index.ts'
-import { connectDevice, startGateway, tempDir, type TestGateway } from '../devkit/gateway.ts'
-import { waitFor } from '../devkit/poll.ts'
-
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
+import { connectDevice, spawnGateway, startGateway, tempDir, type TestGateway, waitFor } from '../devkit/index.ts'
 
 /** Runs cleanups in reverse order of registration after the test, pass or fail. */
 function cleanups (t: TestContext): (fn: () => unknown) => void {
@@ -227,21 +222,10 @@ test('auth: secrets and passwords never appear in the gateway logs, even at trac
   const wrongPassword = 'Wr0ngPassw0rd-' + secret.slice(0, 8)
 
   // The real process with its real root logger (gateway/log.ts), every log line captured.
-  const portsFile = join(tmp.dir, 'ports.json')
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway/main.ts'),
-    '--set', `dataDir=${tmp.dir}`, '--set', 'mqtt.host=127.0.0.1', '--set', 'mqtt.port=0', '--set', 'mqtt.wsPort=null',
-    '--set', 'http.host=127.0.0.1', '--set', 'http.port=0', '--set', `portsFile=${portsFile}`, '--set', 'logLevel=trace'],
-  { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-  let logs = ''
-  child.stdout.on('data', (d: Buffer) => { logs += d.toString() })
-  child.stderr.on('data', (d: Buffer) => { logs += d.toString() })
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  defer(async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); await exited })
-  await waitFor(() => {
-    if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}: ${logs}`)
-    return existsSync(portsFile) && readFileSync(portsFile, 'utf8').length > 0
-  }, 'gateway process to listen', 20000)
-  const port = (JSON.parse(readFileSync(portsFile, 'utf8')) as { mqtt: number }).mqtt
+  const gw = await spawnGateway(tmp.dir, [], { logLevel: 'trace', keepOutput: 'all' })
+  defer(async () => { await gw.kill('SIGKILL') })
+  const { child, exited } = gw
+  const port = gw.ports.mqtt
 
   const client = await connectDevice(port, { username: 'dev-1', password: secret })
   await client.publishAsync(telemetryTopic('dev-1'), JSON.stringify({ t: 1 }), { qos: 1 })
@@ -260,7 +244,8 @@ test('auth: secrets and passwords never appear in the gateway logs, even at trac
   c2.end(true)
 
   child.kill('SIGTERM')
-  assert.equal(await exited, 0, logs)
+  assert.equal(await exited, 0, gw.stderr())
+  const logs = gw.stderr()
   // The logs were really captured: the refusals are there.
   assert.match(logs, /connection refused/)
   assert.match(logs, /bad_credentials/)

@@ -6,8 +6,7 @@ import { test, type TestContext } from 'node:test'
 import type { IClientOptions, MqttClient } from 'mqtt'
 import { telemetryTopic } from '../gateway/index.ts'
 import { v1 } from '../proto/index.ts'
-import { connectDevice, startGateway, type TestGateway } from '../devkit/gateway.ts'
-import { waitFor } from '../devkit/poll.ts'
+import { connectDevice, startGateway, type TestGateway, waitFor } from '../devkit/index.ts'
 
 /** Runs cleanups in reverse order of registration after the test, pass or fail. */
 function cleanups (t: TestContext): (fn: () => unknown) => void {

@@ -8,7 +8,7 @@ import { test, type TestContext } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { GatewayError, GatewayErrorCodes, loadConfig, parseConfig, telemetryTopic } from '../gateway/index.ts'
-import { connectDevice, startGateway, tempDir } from '../devkit/gateway.ts'
+import { connectDevice, startGateway, tempDir } from '../devkit/index.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const run = promisify(execFile)

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { connectDevice, spawnGateway, tempDir } from '../devkit/gateway.ts'
+import { connectDevice, spawnGateway, tempDir } from '../devkit/index.ts'
 import { queryOutbox, readOutbox } from './harness/outbox-reader.ts'
 import { loadDevice } from './harness/load.ts'
 

@@ -4,10 +4,9 @@ import Database from 'better-sqlite3'
 import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { LANE_PRIORITY } from '../gateway/index.ts'
-import { connectDevice, scrapeMetric, startGateway, tempDir } from '../devkit/gateway.ts'
+import { connectDevice, scrapeMetric, startGateway, tempDir, waitFor } from '../devkit/index.ts'
 import { loadDevice } from './harness/load.ts'
 import { queryOutbox, readOutbox } from './harness/outbox-reader.ts'
-import { waitFor } from '../devkit/poll.ts'
 
 const ANON = { mqtt: { allowAnonymous: true } }
 

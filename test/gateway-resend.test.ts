@@ -14,10 +14,8 @@ import { createMetrics } from '../gateway/metrics.ts'
 import { LANE_TELEMETRY, Outbox, type IncomingEvent } from '../gateway/store/outbox.ts'
 import { ENTRY_BYTES, HEADER_BYTES, payloadHash } from '../gateway/store/resend-window.ts'
 import { deferrer } from './harness/cloud.ts'
-import { connectDevice, scrapeMetric, spawnGateway, tempDir, type ChildGateway } from '../devkit/gateway.ts'
+import { connectDevice, scrapeMetric, spawnGateway, tempDir, type ChildGateway, waitFor, startProxy } from '../devkit/index.ts'
 import { queryOutbox, readOutbox } from './harness/outbox-reader.ts'
-import { waitFor } from '../devkit/poll.ts'
-import { startProxy } from '../devkit/tcp-proxy.ts'
 
 const ANON = ['mqtt.allowAnonymous=true']
 const RESENDS = 'gateway_resends_dropped_total'

@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import mqtt from 'mqtt'
-import { startGateway, tempDir } from '../devkit/gateway.ts'
+import { startGateway, tempDir } from '../devkit/index.ts'
 import { readOutbox } from './harness/outbox-reader.ts'
 
 // A throw-away CA, a server certificate for 127.0.0.1 and client certificates naming devices.

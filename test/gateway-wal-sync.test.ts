@@ -8,8 +8,7 @@ import { createLogger, openDb, parseConfig } from '../gateway/index.ts'
 import { createMetrics } from '../gateway/metrics.ts'
 import { LANE_TELEMETRY, Outbox, type IncomingEvent } from '../gateway/store/outbox.ts'
 import { WalSync } from '../gateway/store/wal-sync.ts'
-import { tempDir } from '../devkit/gateway.ts'
-import { waitFor } from '../devkit/poll.ts'
+import { tempDir, waitFor } from '../devkit/index.ts'
 
 const reading = (n: number): IncomingEvent => ({ deviceId: 'dev-s', lane: LANE_TELEMETRY, eventTsMs: 1000 + n, ingestTsMs: 1000 + n, eventTsFromGateway: false, readings: [{ name: 'n', value: n }] })
 

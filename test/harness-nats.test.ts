@@ -2,9 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { connect, type NatsConnection, type Status } from '@nats-io/transport-node'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { startNats } from '../devkit/nats-server.ts'
-import { startProxy } from '../devkit/tcp-proxy.ts'
-import { waitFor } from '../devkit/poll.ts'
+import { startNats, startProxy, waitFor } from '../devkit/index.ts'
 
 const RECONNECT = { maxReconnectAttempts: -1, reconnectTimeWait: 100 }
 

@@ -11,9 +11,7 @@ import { connect, type NatsConnection, type Status } from '@nats-io/transport-no
 import { gatewayInboxPrefix, gatewayUserBlock } from '../deploy/nats/gateway-user.ts'
 import { subjects, v1 } from '../proto/index.ts'
 import { provisionStreams } from '../cloud/provision.ts'
-import { connectDevice, scrapeMetric, startGateway, tempDir } from '../devkit/gateway.ts'
-import { startNats, type NatsServer } from '../devkit/nats-server.ts'
-import { waitFor } from '../devkit/poll.ts'
+import { connectDevice, scrapeMetric, startGateway, tempDir, startNats, type NatsServer, waitFor } from '../devkit/index.ts'
 import { readStream } from './harness/stream-reader.ts'
 import { deferrer } from './harness/cloud.ts'
 

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import { test } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import { natsServerMissing } from '../lib/nats-launcher.ts'
+import { natsServerMissing } from '../devkit/index.ts'
 import { loadScenario, parseScenario, quickScenario, ScenarioError } from '../simulators/scenario.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))

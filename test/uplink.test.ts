@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { connectDevice, startGateway, tempDir } from '../devkit/gateway.ts'
+import { connectDevice, startGateway, tempDir, startNats, waitFor } from '../devkit/index.ts'
 import { loadDevice } from './harness/load.ts'
-import { startNats } from '../devkit/nats-server.ts'
-import { waitFor } from '../devkit/poll.ts'
 import { assertExactlyOnce, provision, readStream } from './harness/stream-reader.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }

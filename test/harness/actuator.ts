@@ -1,6 +1,6 @@
 // A simulated actuator for tests, and the cold-room rule set that commands it.
 import type { MqttClient } from 'mqtt'
-import { connectDevice } from '../../devkit/gateway.ts'
+import { connectDevice } from '../../devkit/index.ts'
 
 export interface ReceivedCommand { id: string, name: string, args: Record<string, unknown> }
 

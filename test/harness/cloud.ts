@@ -3,7 +3,7 @@
 import { Cloud } from '../../cloud/cloud.ts'
 import { parseCloudConfig, type CloudConfigInput } from '../../cloud/config.ts'
 import { createLogger } from '../../cloud/log.ts'
-import type { NatsServer } from '../../devkit/nats-server.ts'
+import { type NatsServer } from '../../devkit/index.ts'
 
 /** Cleanups run last-registered first (node:test runs after hooks first-registered first): NATS outlives its clients. */
 export function deferrer (t: { after: (fn: () => Promise<void>) => void }): (fn: () => unknown) => void {

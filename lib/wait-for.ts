@@ -1,4 +1,4 @@
-// Polls a condition until it holds or a deadline passes (no fixed sleeps in tests).
+// Polls a condition until it holds or a deadline passes: no fixed sleeps in tests, start-ups or tools.
 
 /** Resolves with the first truthy value of fn(); rejects with `what` after timeoutMs. */
 export async function waitFor<T> (fn: () => T | Promise<T>, what: string, timeoutMs = 10000, intervalMs = 20): Promise<NonNullable<T>> {
