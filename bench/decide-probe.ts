@@ -7,6 +7,7 @@
 import { latencyHistogram } from './child-kit.ts'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import mqtt, { type MqttClient } from 'mqtt'
+import { commandAckTopic, commandTopic, telemetryTopic } from '../proto/topics.ts'
 
 export interface ProbeOptions {
   port: number
@@ -102,7 +103,7 @@ export class DecisionProbe {
       c.on('close', () => { if (!probe.ending) probe.counts.disconnects++ })
       c.on('error', (err) => probe.error(`${c.options.clientId}: ${err.message}`))
     }
-    await actuator.subscribeAsync(`devices/${opts.actuatorId}/commands`, { qos: 1 })
+    await actuator.subscribeAsync(commandTopic(opts.actuatorId), { qos: 1 })
     probe.loopDelay.enable()
     probe.startedAt = performance.now()
     probe.schedule()
@@ -132,7 +133,7 @@ export class DecisionProbe {
     const body = `{"ts":${Date.now()},"${this.opts.reading}":${high ? this.opts.high : this.opts.low}}`
     const trig: Trigger = { t0: performance.now(), expect: high ? 'on' : 'off', pubackAt: 0, cmdAt: 0 }
     this.triggers.push(trig)
-    this.sensor.publish(`devices/${this.opts.sensorId}/telemetry`, body, { qos: 1 }, (err) => {
+    this.sensor.publish(telemetryTopic(this.opts.sensorId), body, { qos: 1 }, (err) => {
       if (err) this.error(`trigger publish: ${err.message}`)
       else trig.pubackAt = performance.now()
     })
@@ -147,7 +148,7 @@ export class DecisionProbe {
       if (this.seenIds.has(cmd.id)) { this.counts.duplicateIds++; return }
       this.seenIds.add(cmd.id)
       // Acknowledged at once, so the gateway's tracker finishes the command and never re-sends it.
-      this.actuator.publish(`devices/${this.opts.actuatorId}/commands/ack`, JSON.stringify({ id: cmd.id, status: 'ok' }), { qos: 1 })
+      this.actuator.publish(commandAckTopic(this.opts.actuatorId), JSON.stringify({ id: cmd.id, status: 'ok' }), { qos: 1 })
     }
     const trig = this.triggers[this.next]
     if (!trig) { this.counts.extra++; return }

@@ -8,6 +8,7 @@ import { machineBusyMs, procCpuMs } from './proc-cpu.ts'
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { MqttClient } from 'mqtt'
+import { telemetryTopic } from '../proto/topics.ts'
 
 const SELF = fileURLToPath(import.meta.url)
 
@@ -104,7 +105,7 @@ async function generate (opts: LoadOptions): Promise<LoadResult> {
   }
 
   clients.forEach((client, i) => {
-    const topic = `devices/${opts.clientIdPrefix}-${i}/telemetry`
+    const topic = telemetryTopic(`${opts.clientIdPrefix}-${i}`)
     client.on('close', () => { if (!ending) disconnects++ })
     client.on('error', (err) => { if (errors.length < 20) errors.push(`${client.options.clientId}: ${err.message}`) })
     for (let k = 0; k < opts.window; k++) publishOne(client, topic)

@@ -6,6 +6,7 @@
 // until SIGTERM (or its lifetime cap: it is run under `timeout`), then exits.
 // Usage (run by bench/memory.ts): memory-clients.ts <port> <count> <wave> <prefix>
 import mqtt, { type MqttClient } from 'mqtt'
+import { commandTopic } from '../proto/topics.ts'
 
 const [port, count, wave] = process.argv.slice(2, 5).map(Number)
 const prefix = process.argv[5] ?? 'mem'
@@ -18,7 +19,7 @@ async function device (id: string): Promise<MqttClient> {
     client.once('error', (err) => { client.end(true); reject(new Error(`${id}: ${err.message}`)) })
     client.once('close', () => reject(new Error(`${id}: closed before CONNACK`)))
   })
-  await client.subscribeAsync(`devices/${id}/commands`, { qos: 1 })
+  await client.subscribeAsync(commandTopic(id), { qos: 1 })
   return client
 }
 

@@ -7,6 +7,7 @@ import { connectMqtt, latencyHistogram, serveChild, sleep } from './child-kit.ts
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { MqttClient } from 'mqtt'
+import { telemetryTopic } from '../proto/topics.ts'
 
 const SELF = fileURLToPath(import.meta.url)
 
@@ -93,7 +94,7 @@ async function generate (opts: PacedLoadOptions): Promise<PacedLoadResult> {
     const t0 = performance.now()
     inflight[i]++
     published++
-    client.publish(`devices/${opts.clientIdPrefix}-${i}/telemetry`, payload(published), { qos: 1 }, (err) => {
+    client.publish(telemetryTopic(`${opts.clientIdPrefix}-${i}`), payload(published), { qos: 1 }, (err) => {
       inflight[i]--
       if (err) { if (errors.length < 20) errors.push(err.message); return }
       acked++

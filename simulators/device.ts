@@ -2,6 +2,7 @@
 // QoS 1, and obeys commands on its command topic (acknowledging each on commands/ack).
 import mqtt, { type MqttClient } from 'mqtt'
 import { Signal, prng, type SensorKind } from './signals.ts'
+import { commandAckTopic, commandTopic, telemetryTopic } from '../proto/topics.ts'
 
 export interface DeviceOptions {
   url: string
@@ -33,7 +34,7 @@ export class SimulatedDevice {
       this.client!.once('connect', () => resolve())
       this.client!.once('error', reject)
     })
-    await this.client.subscribeAsync(`devices/${o.deviceId}/commands`, { qos: 1 })
+    await this.client.subscribeAsync(commandTopic(o.deviceId), { qos: 1 })
     // Spread devices over the interval so a fleet does not publish in lockstep.
     const jitter = Math.floor(Math.random() * o.intervalMs)
     this.timer = setTimeout(() => {
@@ -49,7 +50,7 @@ export class SimulatedDevice {
     const doc: Record<string, number> = { ts: now }
     for (const s of this.signals) doc[s.kind] = s.sample(now)
     this.counters.sent++
-    c.publish(`devices/${this.opts.deviceId}/telemetry`, JSON.stringify(doc), { qos: 1 }, (err) => {
+    c.publish(telemetryTopic(this.opts.deviceId), JSON.stringify(doc), { qos: 1 }, (err) => {
       if (err) this.counters.refused++
       else this.counters.acked++
     })
@@ -62,7 +63,7 @@ export class SimulatedDevice {
     try { cmd = JSON.parse(payload.toString('utf8')) } catch { return }
     const temp = this.signals.find((s) => s.kind === 'temperature')
     if (temp && cmd.name === 'cooler') temp.offset = cmd.args?.on ? -3 : 0
-    this.client?.publish(`devices/${this.opts.deviceId}/commands/ack`, JSON.stringify({ id: cmd.id, status: 'ok', ts: Date.now() }), { qos: 1 })
+    this.client?.publish(commandAckTopic(this.opts.deviceId), JSON.stringify({ id: cmd.id, status: 'ok', ts: Date.now() }), { qos: 1 })
   }
 
   async close (): Promise<void> {

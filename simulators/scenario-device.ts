@@ -4,6 +4,7 @@
 import mqtt, { type MqttClient } from 'mqtt'
 import { Signal, prng, type SensorKind } from './signals.ts'
 import type { BadKind } from './scenario.ts'
+import { telemetryTopic } from '../proto/topics.ts'
 
 export interface ScenarioDeviceOptions {
   url: string
@@ -95,7 +96,7 @@ export class ScenarioDevice {
     const payload = this.opts.bad ? this.badPayload() : this.goodPayload()
     this.counters.sent++
     const t0 = performance.now()
-    c.publish(`devices/${this.opts.deviceId}/telemetry`, payload, { qos: 1 }, (err) => {
+    c.publish(telemetryTopic(this.opts.deviceId), payload, { qos: 1 }, (err) => {
       if (err) { this.counters.failed++; return }
       this.counters.acked++
       this.latencies.push(performance.now() - t0)

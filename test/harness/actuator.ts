@@ -1,6 +1,7 @@
 // A simulated actuator for tests, and the cold-room rule set that commands it.
 import type { MqttClient } from 'mqtt'
 import { connectDevice } from '../../devkit/index.ts'
+import { commandAckTopic, commandTopic } from '../../proto/topics.ts'
 
 export interface ReceivedCommand { id: string, name: string, args: Record<string, unknown> }
 
@@ -19,10 +20,10 @@ export async function actuator (port: number, id: string, opts: { ack?: boolean 
     if (opts.ack === false) return
     setTimeout(() => {
       // The test may have ended the client meanwhile; mqtt.js throws on a publish after end().
-      if (client.connected && !client.disconnecting) client.publish(`devices/${id}/commands/ack`, JSON.stringify({ id: cmd.id, status: 'ok' }), { qos: 1 })
+      if (client.connected && !client.disconnecting) client.publish(commandAckTopic(id), JSON.stringify({ id: cmd.id, status: 'ok' }), { qos: 1 })
     }, 20)
   })
-  await client.subscribeAsync(`devices/${id}/commands`, { qos: 1 })
+  await client.subscribeAsync(commandTopic(id), { qos: 1 })
   return { client, received }
 }
 

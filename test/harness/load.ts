@@ -1,6 +1,7 @@
 // Device load for tests: QoS 1 publishes with a window, each carrying a unique counter `n`, and the
 // set of `n` whose PUBACK arrived (what the gateway has promised to keep).
 import type { MqttClient } from 'mqtt'
+import { telemetryTopic } from '../../proto/topics.ts'
 
 export interface DeviceLoad { acked: Set<number>, stop: () => void }
 
@@ -10,7 +11,7 @@ export function loadDevice (client: MqttClient, deviceId: string, next: { n: num
   const sendOne = (): void => {
     if (stopped || !client.connected) return
     const n = next.n++
-    client.publish(`devices/${deviceId}/telemetry`, JSON.stringify({ n, temperature: 21.5 }), { qos: 1 }, (err) => {
+    client.publish(telemetryTopic(deviceId), JSON.stringify({ n, temperature: 21.5 }), { qos: 1 }, (err) => {
       if (err) return
       acked.add(n)
       if (opts.intervalMs) setTimeout(sendOne, opts.intervalMs)
