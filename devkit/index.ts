@@ -6,3 +6,4 @@ export { natsServerMissing, assertNatsServer, startNats, type NatsServer, type S
 export * from './nats-cluster.ts'
 export * from './gateway.ts'
 export * from './tcp-proxy.ts'
+export * from './stream-account.ts'

@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Cloud } from '../cloud/cloud.ts'
 import { parseCloudConfig } from '../cloud/config.ts'
-import { natsServerMissing, startNats, type NatsServer, spawnGateway, type ChildGateway, startProxy, type Proxy } from '../devkit/index.ts'
+import { accountingProblems, natsServerMissing, readStream, startNats, type NatsServer, spawnGateway, type ChildGateway, startProxy, type Proxy } from '../devkit/index.ts'
+import { STREAMS } from '../proto/index.ts'
 import { createLogger as createCloudLogger } from '../cloud/log.ts'
 import { openDb } from '../gateway/store/db.ts'
 import { DeviceRegistry } from '../gateway/store/device-registry.ts'
@@ -93,6 +94,21 @@ class GatewayChild {
     await this.gw?.exited
     clearTimeout(timer)
   }
+}
+
+/** The identity accounting of the good devices' readings against the TELEMETRY stream. */
+async function identityProblems (natsUrl: string, devices: ScenarioDevice[]): Promise<{ problems: string[], streamEvents: number }> {
+  const acc = await readStream(natsUrl, STREAMS.telemetry.name)
+  const acked = new Map(devices.map((d) => [d.id, d.ackedTs]))
+  const problems = accountingProblems(acc, GATEWAY_ID, acked, 'ts')
+  let streamEvents = 0
+  for (const d of devices) {
+    const key = `${GATEWAY_ID}/${d.id}`
+    streamEvents += acc.events.get(key)?.size ?? 0
+    const ackedSet = new Set(d.ackedTs)
+    for (const t of acc.times.get(key)?.keys() ?? []) if (!ackedSet.has(t)) problems.push(`${key}: reading ts=${t} is in the stream but was never acknowledged`)
+  }
+  return { problems, streamEvents }
 }
 
 /** Each named metric summed over its label sets (0 when absent); null when the endpoint does not answer. */
@@ -260,6 +276,10 @@ export async function runScenario (scenario: Scenario, log: (line: string) => vo
     const resendsDropped = gateway.total('gateway_resends_dropped_total')
     const lat = goodDevices.flatMap((d) => d.latencies).sort((a, b) => a - b)
     const c = cloudTotals
+    // Identities, not counts (one lost plus one doubled adds up too): every acknowledged reading of a
+    // good device, named by (gateway, device, device ts), is in the stream exactly once; every seq
+    // is there once or covered by a gap record; the stream holds nothing that was not acknowledged.
+    const identities = await identityProblems(nats.url, goodDevices)
 
     // The checks.
     const checks: Array<{ ok: boolean, text: string }> = []
@@ -272,6 +292,8 @@ export async function runScenario (scenario: Scenario, log: (line: string) => vo
     }
     // Exact: a resend of a committed reading is dropped at the edge, so nothing is counted twice.
     checks.push({ ok: c.received === goodAcked, text: `cloud received == acknowledged good events (${c.received} == ${goodAcked})` })
+    checks.push({ ok: identities.problems.length === 0, text: `identity check: ${goodAcked} acknowledged readings, ${identities.problems.length} problems${identities.problems.length ? ` (${identities.problems.slice(0, 5).join('; ')})` : ''}` })
+    checks.push({ ok: c.received === identities.streamEvents, text: `cloud received == distinct (device, seq) in the stream (${c.received} == ${identities.streamEvents})` })
     checks.push({ ok: resendsDropped <= unackedAtCut, text: `resends dropped by the gateway <= publishes unacknowledged when a link closed (${resendsDropped} <= ${unackedAtCut})` })
     checks.push({ ok: c.gapsOpen === 0, text: `no open gaps (${c.gapsOpen})` })
     checks.push({ ok: faults > 0 || c.duplicates === 0, text: `cloud duplicates dropped: ${c.duplicates}${faults > 0 ? ' (allowed: redelivered batches after a fault are dropped by seq, never counted as received)' : ' (none expected without a fault)'}` })

@@ -44,6 +44,9 @@ export class ScenarioDevice {
   readonly counters: ScenarioDeviceCounters = { sent: 0, acked: 0, failed: 0, skipped: 0, unackedAtCut: 0, connects: 0 }
   /** PUBACK latencies in ms. */
   readonly latencies: number[] = []
+  /** The device ts of every acknowledged good reading: its identity, checked against the stream at the end. */
+  readonly ackedTs: number[] = []
+  private lastTs = 0
 
   constructor (private readonly opts: ScenarioDeviceOptions) {
     this.random = prng(opts.seed ?? hash(opts.deviceId))
@@ -93,18 +96,20 @@ export class ScenarioDevice {
   private publish (): void {
     const c = this.client
     if (!c?.connected) { this.counters.skipped++; return }
-    const payload = this.opts.bad ? this.badPayload() : this.goodPayload()
+    // A device clock that never repeats a ms, so that (device, ts) names one reading.
+    const ts = this.lastTs = Math.max(Date.now(), this.lastTs + 1)
+    const payload = this.opts.bad ? this.badPayload() : this.goodPayload(ts)
     this.counters.sent++
     const t0 = performance.now()
     c.publish(telemetryTopic(this.opts.deviceId), payload, { qos: 1 }, (err) => {
       if (err) { this.counters.failed++; return }
       this.counters.acked++
+      if (!this.opts.bad) this.ackedTs.push(ts)
       this.latencies.push(performance.now() - t0)
     })
   }
 
-  private goodPayload (): string {
-    const now = Date.now()
+  private goodPayload (now: number): string {
     const doc: Record<string, number> = { ts: now }
     for (const s of this.signals) doc[s.kind] = s.sample(now)
     return JSON.stringify(doc)

@@ -8,9 +8,8 @@ import { connect } from '@nats-io/transport-node'
 import { Cloud } from '../cloud/cloud.ts'
 import { parseCloudConfig } from '../cloud/config.ts'
 import { createLogger } from '../cloud/log.ts'
-import { connectDevice, scrapeMetric, startGateway, startNatsCluster, waitFor } from '../devkit/index.ts'
+import { connectDevice, scrapeMetric, startGateway, startNatsCluster, waitFor, assertExactlyOnce, readStream } from '../devkit/index.ts'
 import { loadDevice } from './harness/load.ts'
-import { assertExactlyOnce, readStream } from './harness/stream-reader.ts'
 import { deferrer } from './harness/cloud.ts'
 
 

@@ -14,9 +14,8 @@ import { createMetrics } from '../gateway/metrics.ts'
 import { LANE_PRIORITY, LANE_TELEMETRY, Outbox, ROW_OVERHEAD_BYTES, type IncomingControl, type IncomingEvent, type Lane } from '../gateway/store/outbox.ts'
 import { encodeBatch } from '../gateway/store/stored-event.ts'
 import { CONTROL_DEVICE_ID, STREAMS, v1 } from '../proto/index.ts'
-import { connectDevice, scrapeMetric, startGateway, tempDir, startNats, waitFor } from '../devkit/index.ts'
+import { connectDevice, scrapeMetric, startGateway, tempDir, startNats, waitFor, provision, readStream } from '../devkit/index.ts'
 import { queryOutbox, readOutbox } from './harness/outbox-reader.ts'
-import { provision, readStream } from './harness/stream-reader.ts'
 
 type After = { after: (fn: () => void | Promise<void>) => void }
 

@@ -5,11 +5,10 @@ import { test } from 'node:test'
 import { jetstream } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
 import { connect } from '@nats-io/transport-node'
-import { connectDevice, startGateway, tempDir, type TestGateway, startNats, waitFor } from '../devkit/index.ts'
+import { connectDevice, startGateway, tempDir, type TestGateway, startNats, waitFor, provision } from '../devkit/index.ts'
 import { actuator, coolerRules } from './harness/actuator.ts'
 import { loadDevice } from './harness/load.ts'
 import { readOutbox } from './harness/outbox-reader.ts'
-import { provision } from './harness/stream-reader.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 

@@ -11,8 +11,7 @@ import { connect, type NatsConnection, type Status } from '@nats-io/transport-no
 import { gatewayInboxPrefix, gatewayUserBlock } from '../deploy/nats/gateway-user.ts'
 import { subjects, v1 } from '../proto/index.ts'
 import { provisionStreams } from '../cloud/provision.ts'
-import { connectDevice, scrapeMetric, startGateway, tempDir, startNats, type NatsServer, waitFor } from '../devkit/index.ts'
-import { readStream } from './harness/stream-reader.ts'
+import { connectDevice, scrapeMetric, startGateway, tempDir, startNats, type NatsServer, waitFor, readStream } from '../devkit/index.ts'
 import { deferrer } from './harness/cloud.ts'
 
 const DEPLOY = new URL('../deploy/nats/', import.meta.url)

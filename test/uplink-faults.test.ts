@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { connectDevice, scrapeMetric, spawnGateway, startGateway, tempDir, startNats, waitFor, startProxy } from '../devkit/index.ts'
+import { connectDevice, scrapeMetric, spawnGateway, startGateway, tempDir, startNats, waitFor, startProxy, assertExactlyOnce, provision, readStream } from '../devkit/index.ts'
 import { loadDevice } from './harness/load.ts'
 import { queryOutbox } from './harness/outbox-reader.ts'
-import { assertExactlyOnce, provision, readStream } from './harness/stream-reader.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 const FAST_RETRY = { reconnectMinMs: 50, reconnectMaxMs: 500, publishTimeoutMs: 2000, pingIntervalMs: 1000 }

@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { connectDevice, startGateway, tempDir, startNats, waitFor } from '../devkit/index.ts'
+import { connectDevice, startGateway, tempDir, startNats, waitFor, assertExactlyOnce, provision, readStream } from '../devkit/index.ts'
 import { loadDevice } from './harness/load.ts'
-import { assertExactlyOnce, provision, readStream } from './harness/stream-reader.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 
