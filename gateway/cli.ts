@@ -6,10 +6,30 @@ import { openDb } from './store/db.ts'
 import { DeviceRegistry } from './store/device-registry.ts'
 import { GatewayError } from './errors.ts'
 
-const USAGE = 'usage: devices <add|list|disable|enable|rotate> [deviceId] [--config file] [--data-dir dir] [--json]'
+const USAGE = `usage: devices <command> [deviceId] [--config file] [--data-dir dir] [--json]
+  add <id>       register a device; prints its secret once
+  rotate <id>    give a device a new secret; prints it once
+  list           every registered device
+  disable <id>   refuse the device's next connects
+  enable <id>    accept it again
+  --config file  the gateway's config file (its dataDir is used)
+  --data-dir dir the gateway's data directory (wins over --config)
+  --json         machine-readable output
+  --help         this text`
+
+const OPTIONS = { config: { type: 'string' }, 'data-dir': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean' } } as const
 
 function main (): number {
-  const { values, positionals } = parseArgs({ allowPositionals: true, options: { config: { type: 'string' }, 'data-dir': { type: 'string' }, json: { type: 'boolean' } } })
+  let args
+  try {
+    args = parseArgs({ allowPositionals: true, options: OPTIONS })
+  } catch (err) {
+    // An unknown or malformed option is a usage error: say which, print the usage, exit 2.
+    console.error(`${(err as Error).message}\n${USAGE}`)
+    return 2
+  }
+  const { values, positionals } = args
+  if (values.help) { console.log(USAGE); return 0 }
   const [cmd, id] = positionals
   const dataDir = values['data-dir'] ?? loadConfig({ file: values.config, env: process.env }).dataDir
   const db = openDb(dataDir)

@@ -154,6 +154,18 @@ test('gateway process: a bad --set value exits with code 2 and names the key', a
   assert.match(res.stderr, /mqtt\.port\b/)
 })
 
+test('devices CLI: --help prints the usage and exits 0; an unknown option prints the usage and exits 2', async () => {
+  const help = await runTs('gateway/cli.ts', ['--help'])
+  assert.equal(help.code, 0, help.stderr)
+  assert.match(help.stdout, /^usage: devices <command>/)
+  assert.doesNotMatch(help.stderr, /ERR_PARSE_ARGS|at /)
+  const bad = await runTs('gateway/cli.ts', ['list', '--colour'])
+  assert.equal(bad.code, 2)
+  assert.match(bad.stderr, /Unknown option '--colour'/)
+  assert.match(bad.stderr, /usage: devices <command>/)
+  assert.doesNotMatch(bad.stderr, /\n\s+at /, 'no stack trace')
+})
+
 test('devices CLI: add, list, rotate and disable work end to end, and the printed secret authenticates', async (t) => {
   const defer = cleanups(t)
   const tmp = tempDir()
