@@ -167,7 +167,7 @@ export class Gateway {
     void this.cloudChannel?.close()
     this.outbox?.destroy(err)
     this.heartbeat?.close()
-    void this.replicator?.close(0)
+    this.replicator?.destroy()
     void this.link?.close()
     void this.broker?.close()
     void this.ops?.close()

@@ -46,7 +46,10 @@ export class Replicator {
   private retryTimer: NodeJS.Timeout | null = null
   private throttleTimer: NodeJS.Timeout | null = null
   private failures = 0
+  /** Set by close(): no new batch starts, but acks of those in flight are still recorded. */
   private closed = false
+  /** Set once closed or destroyed: the database may be gone, so nothing touches it any more. */
+  private released = false
   private readonly drain: TokenBucket | null
   private readonly bandwidth: TokenBucket | null
   private throttledUntil = 0
@@ -176,7 +179,7 @@ export class Replicator {
     const subject = b.lane === LANE_PRIORITY ? subjects.events(this.gatewayId) : subjects.telemetry(this.gatewayId)
     js.publish(subject, b.payload, { msgID: b.batchId, timeout: this.cfg.publishTimeoutMs }).then((ack) => {
       // Any attempt's ack proves JetStream has the batch, even one superseded by a re-send.
-      if (b.done || this.closed) return
+      if (b.done || this.released) return
       b.done = true
       this.inFlight.delete(b.batchId)
       const queued = this.retry.indexOf(b)
@@ -324,15 +327,29 @@ export class Replicator {
     }
   }
 
-  /** Stops sending; waits (bounded) for batches in flight to be acknowledged. Idempotent. */
+  /**
+   * Stops sending; waits (bounded by timeoutMs) for the batches in flight, recording their acks as
+   * they come, so a clean shutdown leaves nothing to re-send. Idempotent.
+   */
   async close (timeoutMs = this.cfg.publishTimeoutMs): Promise<void> {
     if (this.closed) return
+    this.stopTimers()
+    const deadline = Date.now() + timeoutMs
+    while (this.inFlight.size > 0 && Date.now() < deadline && this.link.current() && !this.released) await new Promise((resolve) => setTimeout(resolve, 10))
+    this.released = true
+  }
+
+  /** Stops at once; acks that arrive later are ignored (the batches are re-sent by the next run). */
+  destroy (): void {
+    this.stopTimers()
+    this.released = true
+  }
+
+  private stopTimers (): void {
     this.closed = true
     if (this.retryTimer) clearTimeout(this.retryTimer)
     if (this.throttleTimer) clearTimeout(this.throttleTimer)
     if (this.lingerTimer) clearTimeout(this.lingerTimer)
-    const deadline = Date.now() + timeoutMs
-    while (this.inFlight.size > 0 && Date.now() < deadline && this.link.current()) await new Promise((resolve) => setTimeout(resolve, 10))
   }
 }
 
