@@ -73,7 +73,7 @@ export class Gateway {
     this.ingest = new Ingest(this.outbox, this.metrics, cfg.mqtt.maxPayloadBytes)
     this.broker = new Broker(cfg.mqtt, this.registry, this.ingest, this.log.child({ component: 'broker' }), this.metrics)
     const recordControl = (ev: IncomingControl): void => this.outbox.appendControl(ev, (err) => {
-      if (err) this.log.error({ err: err.message, kind: ev.kind }, 'control event not recorded')
+      if (err) this.log.error({ err, kind: ev.kind }, 'control event not recorded')
     })
     this.commands = new CommandTracker(cfg.commands, { publish: (topic, payload) => this.broker.publish(topic, payload, 1), record: recordControl }, this.log.child({ component: 'commands' }), this.metrics)
     this.broker.commandAck = (deviceId, payload) => this.commands.acknowledged(deviceId, payload)

@@ -78,7 +78,7 @@ export class Broker {
       const s = client ? this.sessions.get(client) : undefined
       if (s && packet?.cmd === 'publish' && packet.payload) this.commandDelivered(s.deviceId, packet.payload as Buffer)
     })
-    this.aedes.on('clientError', (client, err) => this.log.debug({ deviceId: this.sessions.get(client)?.deviceId, err: err.message }, 'client error'))
+    this.aedes.on('clientError', (client, err) => this.log.debug({ deviceId: this.sessions.get(client)?.deviceId, err }, 'client error'))
   }
 
   /** Starts the listeners; resolves with the bound ports. */

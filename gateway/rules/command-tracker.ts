@@ -66,7 +66,7 @@ export class CommandTracker {
   private transmit (p: Pending): void {
     p.attempts++
     const payload = Buffer.from(JSON.stringify({ id: p.id, name: p.req.name, args: p.req.args ?? {}, expiresAtMs: p.expiresAtMs }))
-    this.sink.publish(commandTopic(p.req.deviceId), payload).catch((err: Error) => this.log.warn({ err: err.message, deviceId: p.req.deviceId, commandId: p.id }, 'command publish failed'))
+    this.sink.publish(commandTopic(p.req.deviceId), payload).catch((err: Error) => this.log.warn({ err, deviceId: p.req.deviceId, commandId: p.id }, 'command publish failed'))
     if (p.attempts === 1) this.record(p, 'sent')
     const wait = Math.min(this.cfg.ackTimeoutMs, Math.max(0, p.expiresAtMs - Date.now()))
     p.timer = setTimeout(() => this.onTimeout(p), wait)

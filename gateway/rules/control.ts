@@ -43,7 +43,7 @@ export class Control {
         try {
           this.load(readFileSync(file, 'utf8'), 'file')
         } catch (err) {
-          this.log.error({ err: (err as Error).message, file }, 'cannot read the rules file; the running rules stay')
+          this.log.error({ err, file }, 'cannot read the rules file; the running rules stay')
         }
       })
     }
@@ -79,7 +79,7 @@ export class Control {
       if (!(err instanceof RulesError)) throw err
       this.metrics.rulesReloads.inc({ source, result: 'invalid' })
       if (strict) throw err
-      this.log.error({ err: err.message, source, version: this.version }, 'invalid rule set refused; the running rules stay')
+      this.log.error({ err, source, version: this.version }, 'invalid rule set refused; the running rules stay')
       return err
     }
   }

@@ -29,7 +29,7 @@ export class CloudChannel {
     this.link.onState((s) => {
       if (s === 'up' && !this.attaching && !this.closed) {
         this.attaching = this.attach().catch((err: Error) => {
-          this.log.warn({ err: err.message }, 'cloud channel not attached (rules bucket or commands stream missing?); will retry on reconnect')
+          this.log.warn({ err }, 'cloud channel not attached (rules bucket or commands stream missing?); will retry on reconnect')
         }).finally(() => { this.attaching = null })
       }
     })
@@ -47,7 +47,7 @@ export class CloudChannel {
       for await (const e of watch) {
         if (e.operation !== 'PUT') continue
         const err = this.control.load(e.string(), 'cloud')
-        if (err) this.log.error({ err: err.message, revision: e.revision }, 'rule set from the cloud refused')
+        if (err) this.log.error({ err, revision: e.revision }, 'rule set from the cloud refused')
       }
     })()
     // Commands: this gateway's durable consumer on the COMMANDS stream.

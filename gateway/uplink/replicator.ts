@@ -201,7 +201,7 @@ export class Replicator {
       if (!this.retryTimer && !this.closed) {
         const wait = backoffMs(this.failures++, this.cfg.reconnectMinMs, this.cfg.reconnectMaxMs)
         const level = kind === 'timeout' || kind === 'connection' ? 'warn' : 'error'
-        this.log[level]({ err: err.message, kind, batchId: b.batchId, retryInMs: wait }, kind === 'no_stream' ? 'cloud has no stream for our subject; events keep buffering' : 'batch publish failed; will retry with the same id')
+        this.log[level]({ err, kind, batchId: b.batchId, retryInMs: wait }, kind === 'no_stream' ? 'cloud has no stream for our subject; events keep buffering' : 'batch publish failed; will retry with the same id')
         this.retryTimer = setTimeout(() => { this.retryTimer = null; this.schedule() }, wait)
       }
     })
