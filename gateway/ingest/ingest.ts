@@ -2,30 +2,25 @@
 // the outbox (an event, or a quarantined payload with its reason). The callback runs after the
 // commit, which is what lets the broker send PUBACK only for durable input.
 import type { PublishPacket } from 'aedes'
-import type { Control } from '../rules/control.ts'
 import type { GatewayError } from '../errors.ts'
 import type { GatewayMetrics } from '../metrics.ts'
 import { LANE_TELEMETRY, type IncomingEvent, type Outbox } from '../store/outbox.ts'
 import { decodePayload, eventTime } from './payload.ts'
 import { payloadHash } from '../store/resend-window.ts'
 
-/** Called with every committed event, in ingest order (the rules engine hooks in here). */
-export type EventListener = (ev: IncomingEvent, seq: number) => void
+/** The rules (rules/control.ts): they see every new reading before its commit, so a decision never waits for the disk. */
+export interface RulesStep {
+  /** t0: when the publish arrived (performance.now()), for the decision latency. */
+  onEvent: (ev: IncomingEvent, t0: number) => void
+}
 
 export class Ingest {
-  private readonly listeners: EventListener[] = []
-  /** The rules run here, before the commit: a decision never waits for the disk. */
-  control: Control | null = null
-
   constructor (
     private readonly outbox: Outbox,
+    private readonly rules: RulesStep,
     private readonly metrics: GatewayMetrics,
     private readonly maxPayloadBytes: number,
   ) {}
-
-  onEvent (listener: EventListener): void {
-    this.listeners.push(listener)
-  }
 
   /** Ingests one telemetry publish of `deviceId`; cb(err) only when nothing could be stored. */
   telemetry (deviceId: string, packet: PublishPacket, cb: (err?: GatewayError | null) => void): void {
@@ -55,11 +50,7 @@ export class Ingest {
       readings: decoded.value.readings,
       labels: decoded.value.labels,
     }
-    this.control?.onEvent(ev, t0)
-    this.outbox.appendEvent(ev, (err, seq) => {
-      if (err) return cb(err)
-      for (const l of this.listeners) l(ev, seq!)
-      cb(null)
-    }, deviceTs, hash)
+    this.rules.onEvent(ev, t0)
+    this.outbox.appendEvent(ev, (err) => cb(err), deviceTs, hash)
   }
 }

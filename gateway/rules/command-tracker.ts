@@ -7,6 +7,7 @@ import type { Logger } from '../log.ts'
 import type { GatewayMetrics } from '../metrics.ts'
 import type { IncomingControl } from '../store/outbox.ts'
 import { commandTopic } from '../../proto/topics.ts'
+import type { CloudCommand } from '../../proto/command.ts'
 
 export type CommandStatus = 'sent' | 'delivered' | 'acknowledged' | 'rejected' | 'timed_out' | 'expired'
 
@@ -61,6 +62,13 @@ export class CommandTracker {
     this.metrics.commandsPending.set(this.pending.size)
     this.transmit(p)
     return id
+  }
+
+  /** Sends a command queued by the cloud, with the cloud's id; what is left of its lifetime becomes its ttl. */
+  fromCloud (cmd: CloudCommand): string {
+    const ttlMs = cmd.expiresAtMs ? cmd.expiresAtMs - Date.now() : undefined
+    // An expired command is not sent: send() records it as expired at once.
+    return this.send({ id: cmd.id, deviceId: cmd.deviceId, name: cmd.name, args: cmd.args, ttlMs: ttlMs !== undefined ? Math.max(0, ttlMs) : undefined, origin: { source: 'cloud' } })
   }
 
   private transmit (p: Pending): void {
