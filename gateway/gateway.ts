@@ -19,7 +19,7 @@ import { RateMeter } from './rate-meter.ts'
 import { CommandTracker } from './rules/command-tracker.ts'
 import { Control } from './rules/control.ts'
 import { CloudChannel } from './uplink/cloud-channel.ts'
-import type { IncomingControl } from './store/outbox.ts'
+import type { IncomingControl } from './store/outbox-types.ts'
 
 export const VERSION = '0.1.0'
 
@@ -67,7 +67,7 @@ export class Gateway {
     this.checkpointer.start()
     this.outbox.onCommit(() => this.checkpointer.afterCommit())
     this.link = new UplinkLink(cfg.uplink, cfg.gatewayId, this.log.child({ component: 'uplink' }), this.metrics)
-    this.replicator = new Replicator(this.outbox, this.link, cfg.uplink, cfg.gatewayId, this.log.child({ component: 'replicator' }), this.metrics)
+    this.replicator = new Replicator(this.outbox.reader, this.link, cfg.uplink, cfg.gatewayId, this.log.child({ component: 'replicator' }), this.metrics)
     this.replicator.start()
     this.registry = new DeviceRegistry(this.db)
     // The control path, in dependency order: commands, rules, ingest, broker. The tracker publishes

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto'
 import type { GatewayConfig } from '../config.ts'
 import type { Logger } from '../log.ts'
 import type { GatewayMetrics } from '../metrics.ts'
-import type { IncomingControl } from '../store/outbox.ts'
+import type { IncomingControl } from '../store/outbox-types.ts'
 import { commandTopic } from '../../proto/topics.ts'
 import type { CloudCommand } from '../../proto/command.ts'
 

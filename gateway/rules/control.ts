@@ -7,7 +7,7 @@ import type { CommandTracker } from './command-tracker.ts'
 import type { GatewayConfig } from '../config.ts'
 import type { Logger } from '../log.ts'
 import type { GatewayMetrics } from '../metrics.ts'
-import type { IncomingControl, IncomingEvent } from '../store/outbox.ts'
+import type { IncomingControl, IncomingEvent } from '../store/outbox-types.ts'
 import { RuleEngine, type Decision } from './engine.ts'
 import { parseRuleSetText, RulesError } from '../../proto/rules/schema.ts'
 
