@@ -84,7 +84,7 @@ export class Control {
     }
   }
 
-  /** Runs on the ingest path for every accepted event; t0 = when its publish arrived (performance.now()). */
+  /** Runs on the ingest path for every new reading (not for a resend), once it is queued for commit; t0 = when its publish arrived (performance.now()). */
   onEvent (ev: IncomingEvent, t0: number): void {
     if (!this.engine) return
     const decisions = this.engine.evaluate(ev)
