@@ -19,7 +19,7 @@ import { RateMeter } from './rate-meter.ts'
 import { CommandTracker } from './rules/command-tracker.ts'
 import { Control } from './rules/control.ts'
 import { CloudChannel } from './uplink/cloud-channel.ts'
-import type { IncomingControl } from './store/outbox.ts'
+import type { IncomingControl } from './store/outbox-types.ts'
 
 export const VERSION = '0.1.0'
 
@@ -67,20 +67,19 @@ export class Gateway {
     this.checkpointer.start()
     this.outbox.onCommit(() => this.checkpointer.afterCommit())
     this.link = new UplinkLink(cfg.uplink, cfg.gatewayId, this.log.child({ component: 'uplink' }), this.metrics)
-    this.replicator = new Replicator(this.outbox, this.link, cfg.uplink, cfg.gatewayId, this.log.child({ component: 'replicator' }), this.metrics)
+    this.replicator = new Replicator(this.outbox.reader, this.link, cfg.uplink, cfg.gatewayId, this.log.child({ component: 'replicator' }), this.metrics)
     this.replicator.start()
     this.registry = new DeviceRegistry(this.db)
-    this.ingest = new Ingest(this.outbox, this.metrics, cfg.mqtt.maxPayloadBytes)
-    this.broker = new Broker(cfg.mqtt, this.registry, this.ingest, this.log.child({ component: 'broker' }), this.metrics)
+    // The control path, in dependency order: commands, rules, ingest, broker. The tracker publishes
+    // through the broker made after it, by a callback that runs only once commands are sent.
     const recordControl = (ev: IncomingControl): void => this.outbox.appendControl(ev, (err) => {
-      if (err) this.log.error({ err: err.message, kind: ev.kind }, 'control event not recorded')
+      if (err) this.log.error({ err, kind: ev.kind }, 'control event not recorded')
     })
     this.commands = new CommandTracker(cfg.commands, { publish: (topic, payload) => this.broker.publish(topic, payload, 1), record: recordControl }, this.log.child({ component: 'commands' }), this.metrics)
-    this.broker.commandAck = (deviceId, payload) => this.commands.acknowledged(deviceId, payload)
-    this.broker.commandDelivered = (deviceId, payload) => this.commands.delivered(deviceId, payload)
     this.control = new Control(cfg.rules, this.commands, recordControl, this.log.child({ component: 'rules' }), this.metrics)
+    this.ingest = new Ingest(this.outbox, this.control, this.metrics, cfg.mqtt.maxPayloadBytes)
+    this.broker = new Broker(cfg.mqtt, this.registry, this.ingest, this.commands, this.log.child({ component: 'broker' }), this.metrics)
     this.control.start()
-    this.ingest.control = this.control
     const brokerPorts = await this.broker.start()
     let http: number | null = null
     if (cfg.http.port !== null) {
@@ -94,7 +93,10 @@ export class Gateway {
     const uplinkRate = new RateMeter(() => this.replicator.ackedEvents)
     this.heartbeat = new Heartbeat(this.link, cfg.gatewayId, cfg.uplink.heartbeatMs, () => this.status(ingestRate.rate(), uplinkRate.rate()), this.log.child({ component: 'heartbeat' }))
     this.heartbeat.start()
-    this.cloudChannel = new CloudChannel(this.link, cfg.gatewayId, this.control, this.commands, this.log.child({ component: 'cloud-channel' }))
+    this.cloudChannel = new CloudChannel(this.link, cfg.gatewayId, {
+      loadRules: (text) => this.control.load(text, 'cloud'),
+      command: (cmd) => { this.commands.fromCloud(cmd) },
+    }, this.log.child({ component: 'cloud-channel' }))
     this.cloudChannel.start()
     this.state = 'running'
     const stats = this.outbox.stats()

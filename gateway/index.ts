@@ -5,5 +5,5 @@ export { GatewayError, GatewayErrorCodes, type GatewayErrorCode } from './errors
 export { createLogger } from './log.ts'
 export { openDb } from './store/db.ts'
 export { DeviceRegistry } from './store/device-registry.ts'
-export { LANE_PRIORITY, LANE_TELEMETRY } from './store/outbox.ts'
+export { LANE_PRIORITY, LANE_TELEMETRY } from './store/outbox-types.ts'
 export { telemetryTopic, commandTopic, commandAckTopic } from '../proto/topics.ts'

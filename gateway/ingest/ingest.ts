@@ -1,65 +1,92 @@
-// The ingest path of one telemetry publish: decode and validate, recognise a resend, then commit to
-// the outbox (an event, or a quarantined payload with its reason). The callback runs after the
-// commit, which is what lets the broker send PUBACK only for durable input.
+// The ingest path of one telemetry publish, as a list of steps run in series (the way aedes lists
+// publishActions in lib/handlers/publish.js): decode and validate; quarantine what cannot be used;
+// append to the outbox, which recognises a resend; evaluate the rules on a new reading. The
+// callback runs after the commit, which is what lets the broker send PUBACK only for durable input.
 import type { PublishPacket } from 'aedes'
-import type { Control } from '../rules/control.ts'
 import type { GatewayError } from '../errors.ts'
 import type { GatewayMetrics } from '../metrics.ts'
 import { LANE_TELEMETRY, type IncomingEvent, type Outbox } from '../store/outbox.ts'
-import { decodePayload, eventTime } from './payload.ts'
-import { payloadHash } from '../store/resend-window.ts'
+import { decodePayload, eventTime, type DecodeResult } from './payload.ts'
 
-/** Called with every committed event, in ingest order (the rules engine hooks in here). */
-export type EventListener = (ev: IncomingEvent, seq: number) => void
+/** The rules (rules/control.ts): they see every new reading before its commit, so a decision never waits for the disk. */
+export interface RulesStep {
+  /** t0: when the publish arrived (performance.now()), for the decision latency. */
+  onEvent: (ev: IncomingEvent, t0: number) => void
+}
+
+type Done = (err?: GatewayError | null) => void
+
+/** What the steps work with. */
+interface IngestParts { outbox: Outbox, rules: RulesStep, metrics: GatewayMetrics, maxPayloadBytes: number }
+
+/** One publish on its way through the steps. */
+interface Publish {
+  readonly deviceId: string
+  readonly packet: PublishPacket
+  readonly cb: Done
+  /** When it arrived (performance.now()). */
+  readonly t0: number
+  decoded: DecodeResult | null
+  event: IncomingEvent | null
+}
+
+/** A step of the ingest path; false once the publish is answered (its callback ran or will run) and no later step may run. */
+type Step = (ingest: IngestParts, p: Publish) => boolean
+
+const decode: Step = (ingest, p) => {
+  p.decoded = decodePayload(p.packet.payload as Buffer, ingest.maxPayloadBytes)
+  return true
+}
+
+// The quarantined copy is durable before the device gets its PUBACK, so it will not resend it.
+const quarantine: Step = (ingest, p) => {
+  const d = p.decoded!
+  if (d.ok) return true
+  ingest.metrics.rejected.inc({ reason: d.reason })
+  ingest.metrics.quarantined.inc({ reason: d.reason })
+  ingest.outbox.quarantine({ deviceId: p.deviceId, topic: p.packet.topic, reason: d.reason, detail: d.detail, payload: p.packet.payload as Buffer }, (err) => p.cb(err))
+  return false
+}
+
+// A reading the device stamped with its own ts has an identity: the outbox recognises a resend of it
+// (its PUBACK was lost) and acknowledges it once the first copy is durable; it is neither stored
+// nor evaluated again. Appending only queues: the commit comes a turn later, after the rules.
+const append: Step = (ingest, p) => {
+  const value = (p.decoded as Extract<DecodeResult, { ok: true }>).value
+  const ingestTsMs = Date.now()
+  const t = eventTime(value.tsMs, ingestTsMs)
+  const ev: IncomingEvent = {
+    deviceId: p.deviceId,
+    lane: LANE_TELEMETRY,
+    eventTsMs: t.eventTsMs,
+    ingestTsMs,
+    eventTsFromGateway: t.fromGateway,
+    readings: value.readings,
+    labels: value.labels,
+  }
+  p.event = ev
+  const identity = value.tsMs === null ? null : { deviceTsMs: value.tsMs, payload: p.packet.payload as Buffer }
+  return ingest.outbox.append(ev, identity, (err) => p.cb(err))
+}
+
+const evaluateRules: Step = (ingest, p) => {
+  ingest.rules.onEvent(p.event!, p.t0)
+  return true
+}
+
+/** The steps of a telemetry publish, in order. */
+const TELEMETRY_STEPS: readonly Step[] = [decode, quarantine, append, evaluateRules]
 
 export class Ingest {
-  private readonly listeners: EventListener[] = []
-  /** The rules run here, before the commit: a decision never waits for the disk. */
-  control: Control | null = null
+  private readonly parts: IngestParts
 
-  constructor (
-    private readonly outbox: Outbox,
-    private readonly metrics: GatewayMetrics,
-    private readonly maxPayloadBytes: number,
-  ) {}
-
-  onEvent (listener: EventListener): void {
-    this.listeners.push(listener)
+  constructor (outbox: Outbox, rules: RulesStep, metrics: GatewayMetrics, maxPayloadBytes: number) {
+    this.parts = { outbox, rules, metrics, maxPayloadBytes }
   }
 
   /** Ingests one telemetry publish of `deviceId`; cb(err) only when nothing could be stored. */
-  telemetry (deviceId: string, packet: PublishPacket, cb: (err?: GatewayError | null) => void): void {
-    const t0 = performance.now()
-    const payload = packet.payload as Buffer
-    const decoded = decodePayload(payload, this.maxPayloadBytes)
-    if (!decoded.ok) {
-      this.metrics.rejected.inc({ reason: decoded.reason })
-      this.metrics.quarantined.inc({ reason: decoded.reason })
-      // The quarantined copy is durable before the device gets its PUBACK, so it will not resend it.
-      this.outbox.appendDeadLetter({ deviceId, topic: packet.topic, reason: decoded.reason, detail: decoded.detail, payload }, (err) => cb(err))
-      return
-    }
-    // A reading the device stamped with its own ts has an identity: a resend of it (its PUBACK was
-    // lost) is acknowledged once the first copy is durable, and neither stored nor evaluated again.
-    const deviceTs = this.outbox.recognisesResends ? decoded.value.tsMs : null
-    const hash = deviceTs === null ? 0 : payloadHash(payload)
-    if (deviceTs !== null && this.outbox.acceptResend(deviceId, deviceTs, hash, cb)) return
-    const ingestTsMs = Date.now()
-    const t = eventTime(decoded.value.tsMs, ingestTsMs)
-    const ev: IncomingEvent = {
-      deviceId,
-      lane: LANE_TELEMETRY,
-      eventTsMs: t.eventTsMs,
-      ingestTsMs,
-      eventTsFromGateway: t.fromGateway,
-      readings: decoded.value.readings,
-      labels: decoded.value.labels,
-    }
-    this.control?.onEvent(ev, t0)
-    this.outbox.appendEvent(ev, (err, seq) => {
-      if (err) return cb(err)
-      for (const l of this.listeners) l(ev, seq!)
-      cb(null)
-    }, deviceTs, hash)
+  telemetry (deviceId: string, packet: PublishPacket, cb: Done): void {
+    const p: Publish = { deviceId, packet, cb, t0: performance.now(), decoded: null, event: null }
+    for (const step of TELEMETRY_STEPS) if (!step(this.parts, p)) return
   }
 }

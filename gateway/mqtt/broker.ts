@@ -41,8 +41,13 @@ interface Session {
 
 export interface BrokerPorts { mqtt: number, ws: number | null, tls: number | null }
 
-/** Handles a device's command acknowledgement, or its PUBACK of a command (wired to the command tracker). */
-export type CommandAckHandler = (deviceId: string, payload: Buffer) => void
+/** What the broker reports about commands to actuators (the command tracker takes them). */
+export interface CommandReceipts {
+  /** A device's acknowledgement on devices/{id}/commands/ack. */
+  acknowledged: (deviceId: string, payload: Buffer) => void
+  /** A device's PUBACK of a QoS 1 command: it reached the device. */
+  delivered: (deviceId: string, payload: Buffer) => void
+}
 
 export class Broker {
   readonly aedes: Aedes
@@ -51,13 +56,12 @@ export class Broker {
   private wss: WebSocketServer | null = null
   private openConnections = 0
   private closed = false
-  commandAck: CommandAckHandler = () => {}
-  commandDelivered: CommandAckHandler = () => {}
 
   constructor (
     private readonly cfg: GatewayConfig['mqtt'],
     private readonly registry: DeviceRegistry,
     private readonly ingest: Ingest,
+    private readonly commands: CommandReceipts,
     private readonly log: Logger,
     private readonly metrics: GatewayMetrics,
   ) {
@@ -76,9 +80,9 @@ export class Broker {
     // only for persistent sessions (clean: false); for clean ones it passes undefined.
     this.aedes.on('ack', (packet, client) => {
       const s = client ? this.sessions.get(client) : undefined
-      if (s && packet?.cmd === 'publish' && packet.payload) this.commandDelivered(s.deviceId, packet.payload as Buffer)
+      if (s && packet?.cmd === 'publish' && packet.payload) this.commands.delivered(s.deviceId, packet.payload as Buffer)
     })
-    this.aedes.on('clientError', (client, err) => this.log.debug({ deviceId: this.sessions.get(client)?.deviceId, err: err.message }, 'client error'))
+    this.aedes.on('clientError', (client, err) => this.log.debug({ deviceId: this.sessions.get(client)?.deviceId, err }, 'client error'))
   }
 
   /** Starts the listeners; resolves with the bound ports. */
@@ -191,7 +195,7 @@ export class Broker {
       return done(new GatewayError('GW_ERR_NOT_AUTHORIZED', `publish to ${packet.topic} not allowed`))
     }
     if (kind === 'command_ack') {
-      this.commandAck(s.deviceId, packet.payload as Buffer)
+      this.commands.acknowledged(s.deviceId, packet.payload as Buffer)
       return done(null)
     }
     this.throttle(s, done, () => this.ingest.telemetry(s.deviceId, packet, done))

@@ -5,8 +5,9 @@ import { randomBytes } from 'node:crypto'
 import type { GatewayConfig } from '../config.ts'
 import type { Logger } from '../log.ts'
 import type { GatewayMetrics } from '../metrics.ts'
-import type { IncomingControl } from '../store/outbox.ts'
+import type { IncomingControl } from '../store/outbox-types.ts'
 import { commandTopic } from '../../proto/topics.ts'
+import type { CloudCommand } from '../../proto/command.ts'
 
 export type CommandStatus = 'sent' | 'delivered' | 'acknowledged' | 'rejected' | 'timed_out' | 'expired'
 
@@ -63,10 +64,17 @@ export class CommandTracker {
     return id
   }
 
+  /** Sends a command queued by the cloud, with the cloud's id; what is left of its lifetime becomes its ttl. */
+  fromCloud (cmd: CloudCommand): string {
+    const ttlMs = cmd.expiresAtMs ? cmd.expiresAtMs - Date.now() : undefined
+    // An expired command is not sent: send() records it as expired at once.
+    return this.send({ id: cmd.id, deviceId: cmd.deviceId, name: cmd.name, args: cmd.args, ttlMs: ttlMs !== undefined ? Math.max(0, ttlMs) : undefined, origin: { source: 'cloud' } })
+  }
+
   private transmit (p: Pending): void {
     p.attempts++
     const payload = Buffer.from(JSON.stringify({ id: p.id, name: p.req.name, args: p.req.args ?? {}, expiresAtMs: p.expiresAtMs }))
-    this.sink.publish(commandTopic(p.req.deviceId), payload).catch((err: Error) => this.log.warn({ err: err.message, deviceId: p.req.deviceId, commandId: p.id }, 'command publish failed'))
+    this.sink.publish(commandTopic(p.req.deviceId), payload).catch((err: Error) => this.log.warn({ err, deviceId: p.req.deviceId, commandId: p.id }, 'command publish failed'))
     if (p.attempts === 1) this.record(p, 'sent')
     const wait = Math.min(this.cfg.ackTimeoutMs, Math.max(0, p.expiresAtMs - Date.now()))
     p.timer = setTimeout(() => this.onTimeout(p), wait)

@@ -1,8 +1,10 @@
 // A rule compiled for the engine: its condition tree and state layout, the devices it concerns,
 // its actions prepared (frozen, placeholders split into templates) and a fingerprint of its
 // definition that replaceRuleSet compares to decide whether the rule's state can be kept.
-import { compileCondition, groupMembers, Layout, type CondNode } from './conditions.ts'
-import type { DecisionTrigger, RuleState } from './engine.ts'
+// RuleState, the per-device state of one rule, lives here too: engine.ts imports this file, never
+// the other way round.
+import { compileCondition, groupMembers, Layout, type CondNode, type Scope } from './conditions.ts'
+import type { DecisionTrigger } from './decision.ts'
 import type { Action, CommandAction, Condition, Rule } from '../../proto/rules/schema.ts'
 
 /** An action ready to emit: shared and frozen; templates (device or id, message) when it has placeholders. */
@@ -40,6 +42,19 @@ export class CompiledRule {
     this.then = def.then.map(prepare)
     this.else = (def.else ?? []).map(prepare)
   }
+}
+
+/** One rule for one device (deviceId '' for a group rule), with its edge state. */
+export class RuleState {
+  active = false
+  lastFiredAt = -Infinity
+  /** Earliest time the clock alone may change this state (a lower bound; tick re-evaluates then). A new state is due at once, so the first tick learns its real deadline. */
+  deadline = -Infinity
+  trigReading: string | undefined = undefined
+  trigValue = NaN
+  trigTsMs = NaN
+  trigDevice = ''
+  constructor (readonly rule: CompiledRule, readonly deviceId: string, readonly scope: Scope) {}
 }
 
 // Placeholders are split out at load, so filling one on the decision path is a concatenation, not

@@ -16,7 +16,7 @@ const K_AND = 6
 const K_OR = 7
 const K_NOT = 8
 
-/** The part of an ingested event the rules read (IncomingEvent from outbox.ts fits). */
+/** The part of an ingested event the rules read (IncomingEvent from store/outbox-types.ts fits). */
 export interface RuleEvent {
   deviceId: string
   eventTsMs: number

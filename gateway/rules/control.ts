@@ -7,7 +7,7 @@ import type { CommandTracker } from './command-tracker.ts'
 import type { GatewayConfig } from '../config.ts'
 import type { Logger } from '../log.ts'
 import type { GatewayMetrics } from '../metrics.ts'
-import type { IncomingControl, IncomingEvent } from '../store/outbox.ts'
+import type { IncomingControl, IncomingEvent } from '../store/outbox-types.ts'
 import { RuleEngine, type Decision } from './engine.ts'
 import { parseRuleSetText, RulesError } from '../../proto/rules/schema.ts'
 
@@ -43,7 +43,7 @@ export class Control {
         try {
           this.load(readFileSync(file, 'utf8'), 'file')
         } catch (err) {
-          this.log.error({ err: (err as Error).message, file }, 'cannot read the rules file; the running rules stay')
+          this.log.error({ err, file }, 'cannot read the rules file; the running rules stay')
         }
       })
     }
@@ -79,12 +79,12 @@ export class Control {
       if (!(err instanceof RulesError)) throw err
       this.metrics.rulesReloads.inc({ source, result: 'invalid' })
       if (strict) throw err
-      this.log.error({ err: err.message, source, version: this.version }, 'invalid rule set refused; the running rules stay')
+      this.log.error({ err, source, version: this.version }, 'invalid rule set refused; the running rules stay')
       return err
     }
   }
 
-  /** Runs on the ingest path for every accepted event; t0 = when its publish arrived (performance.now()). */
+  /** Runs on the ingest path for every new reading (not for a resend), once it is queued for commit; t0 = when its publish arrived (performance.now()). */
   onEvent (ev: IncomingEvent, t0: number): void {
     if (!this.engine) return
     const decisions = this.engine.evaluate(ev)

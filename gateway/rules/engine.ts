@@ -5,26 +5,12 @@
 // Time-based changes (staleness, debounce completion, windows closing, cooldown ends) come from
 // tick(), which the caller runs every ~100 ms.
 import { Evaluator, Scope, type RuleEvent } from './conditions.ts'
-import { CompiledRule, fillAction } from './compiled.ts'
+import { CompiledRule, fillAction, RuleState } from './compiled.ts'
+import type { Decision, DecisionTrigger } from './decision.ts'
 import { MAX_WINDOW_POINTS, parseRuleSet, type Action, type RuleSet } from '../../proto/rules/schema.ts'
 
 export type { RuleEvent } from './conditions.ts'
-
-/** What triggered a decision: the device, and the reading/value that flipped (when one did). */
-export interface DecisionTrigger { deviceId: string, reading?: string, value?: number, eventTsMs?: number }
-
-/** A rule fired (its `then` actions) or cleared (its `else` actions); alert actions already deduplicated. */
-export interface Decision {
-  ruleId: string
-  ruleSetVersion: string
-  trigger: DecisionTrigger
-  actions: Action[]
-  kind: 'fired' | 'cleared'
-  /** Engine clock when decided. */
-  atMs: number
-  /** Time from the start of evaluate()/tick() to this decision, in microseconds. */
-  evalMicros: number
-}
+export type { Decision, DecisionTrigger } from './decision.ts'
 
 /** Options of the engine. */
 export interface RuleEngineOptions {
@@ -67,19 +53,6 @@ export interface RuleSetSwap {
   removed: string[]
   /** Rule states that were fired when their rule changed or went away: their else-actions will not run. */
   droppedActive: Array<{ ruleId: string, deviceId: string }>
-}
-
-/** One rule for one device (deviceId '' for a group rule), with its edge state. */
-export class RuleState {
-  active = false
-  lastFiredAt = -Infinity
-  /** Earliest time the clock alone may change this state (a lower bound; tick re-evaluates then). A new state is due at once, so the first tick learns its real deadline. */
-  deadline = -Infinity
-  trigReading: string | undefined = undefined
-  trigValue = NaN
-  trigTsMs = NaN
-  trigDevice = ''
-  constructor (readonly rule: CompiledRule, readonly deviceId: string, readonly scope: Scope) {}
 }
 
 // Rule states that concern one device, in rule-set order; wildcard rules attach on its first event.

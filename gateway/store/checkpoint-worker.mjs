@@ -21,7 +21,8 @@ function checkpoint () {
     const r = /** @type {Array<{ busy: number, log: number, checkpointed: number }>} */ (db.pragma('wal_checkpoint(PASSIVE)'))[0]
     port.postMessage({ kind: 'checkpoint', ms: performance.now() - t0, walFrames: r.log, checkpointedFrames: r.checkpointed, pageSize })
   } catch (err) {
-    port.postMessage({ kind: 'error', message: /** @type {Error} */ (err).message })
+    const e = /** @type {Error & { code?: string }} */ (err)
+    port.postMessage({ kind: 'error', message: e.message, code: e.code })
   }
 }
 

@@ -25,7 +25,7 @@ interface CheckpointWorkerData { file: string, intervalMs: number, synchronous: 
 /** What it sends: one checkpoint (duration, WAL frames in all, frames now in the database file), an error, or its goodbye. */
 type CheckpointWorkerMessage =
   | { kind: 'checkpoint', ms: number, walFrames: number, checkpointedFrames: number, pageSize: number }
-  | { kind: 'error', message: string }
+  | { kind: 'error', message: string, code?: string }
   | { kind: 'closed' }
 
 /** SQLite's default: checkpoint on the commit that takes the WAL past this many pages. */
@@ -64,7 +64,8 @@ export class Checkpointer {
       this.walOverLimit = walBytes > this.opts.maxWalBytes
     } else if (m.kind === 'error') {
       this.metrics.checkpointFailures.inc()
-      this.log.warn({ err: m.message }, 'WAL checkpoint failed; retried on the next interval')
+      // Rebuilt from its message and code: an Error crosses the thread boundary without its code.
+      this.log.warn({ err: Object.assign(new Error(m.message), { code: m.code }) }, 'WAL checkpoint failed; retried on the next interval')
     }
   }
 
@@ -83,7 +84,7 @@ export class Checkpointer {
     if (this.worker === null) return
     this.worker = null
     this.metrics.checkpointFailures.inc()
-    this.log.error({ err: err.message }, 'checkpoint worker failed; SQLite checkpoints on the ingest connection from now on')
+    this.log.error({ err }, 'checkpoint worker failed; SQLite checkpoints on the ingest connection from now on')
     if (this.db.open) this.db.pragma(`wal_autocheckpoint = ${SQLITE_AUTOCHECKPOINT_PAGES}`)
   }
 

@@ -9,10 +9,10 @@ export type Db = Database.Database
 /**
  * 1: the first schema. 2: device_seq.recent (the resend window, gateway/store/resend-window.ts).
  * 3: device numbers (device_seq.num, events.dev): a row names its device by number (stored-event.ts).
-/** Opens (creating if needed) gateway.db under dataDir. durability 'full' starts with synchronous=FULL; the outbox then commits with NORMAL and fsyncs the WAL itself (wal-sync.ts). */
+ */
 export const SCHEMA_VERSION = 3
 
-/** Opens (creating if needed) gateway.db under dataDir. durability 'full' fsyncs every commit. */
+/** Opens (creating if needed) gateway.db under dataDir. durability 'full' starts with synchronous=FULL; the outbox then commits with NORMAL and fsyncs the WAL itself (wal-sync.ts). */
 export function openDb (dataDir: string, durability: 'full' | 'normal' = 'full'): Db {
   mkdirSync(dataDir, { recursive: true })
   const db = new Database(join(dataDir, 'gateway.db'))

@@ -4,13 +4,17 @@
 import { AckPolicy, DeliverPolicy, jetstreamManager, type ConsumerMessages } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
 import { CLOUD_BUCKETS, STREAMS, subjects } from '../../proto/index.ts'
-import type { CommandTracker } from '../rules/command-tracker.ts'
-import type { Control } from '../rules/control.ts'
+import { parseCloudCommand, type CloudCommand } from '../../proto/command.ts'
 import type { Logger } from '../log.ts'
 import type { UplinkLink } from './link.ts'
 
-/** A command from the cloud, as JSON on iot.<gatewayId>.commands. */
-export interface CloudCommand { id: string, deviceId: string, name: string, args?: Record<string, unknown>, expiresAtMs?: number }
+/** Where the channel hands on what the cloud sends (gateway.ts wires it to the rules and the command tracker). */
+export interface CloudInbox {
+  /** A rule set from the cloud's rules bucket; returns why it was refused, or null once it runs. */
+  loadRules: (text: string) => Error | null
+  /** A command from the cloud, already validated; an expired one is recorded as such, not sent. */
+  command: (cmd: CloudCommand) => void
+}
 
 export class CloudChannel {
   private stops: Array<() => void> = []
@@ -20,8 +24,7 @@ export class CloudChannel {
   constructor (
     private readonly link: UplinkLink,
     private readonly gatewayId: string,
-    private readonly control: Control,
-    private readonly commands: CommandTracker,
+    private readonly inbox: CloudInbox,
     private readonly log: Logger,
   ) {}
 
@@ -29,7 +32,7 @@ export class CloudChannel {
     this.link.onState((s) => {
       if (s === 'up' && !this.attaching && !this.closed) {
         this.attaching = this.attach().catch((err: Error) => {
-          this.log.warn({ err: err.message }, 'cloud channel not attached (rules bucket or commands stream missing?); will retry on reconnect')
+          this.log.warn({ err }, 'cloud channel not attached (rules bucket or commands stream missing?); will retry on reconnect')
         }).finally(() => { this.attaching = null })
       }
     })
@@ -46,8 +49,8 @@ export class CloudChannel {
     void (async () => {
       for await (const e of watch) {
         if (e.operation !== 'PUT') continue
-        const err = this.control.load(e.string(), 'cloud')
-        if (err) this.log.error({ err: err.message, revision: e.revision }, 'rule set from the cloud refused')
+        const err = this.inbox.loadRules(e.string())
+        if (err) this.log.error({ err, revision: e.revision }, 'rule set from the cloud refused')
       }
     })()
     // Commands: this gateway's durable consumer on the COMMANDS stream.
@@ -63,17 +66,13 @@ export class CloudChannel {
     this.stops.push(() => { void messages.close() })
     void (async () => {
       for await (const m of messages) {
-        let cmd: CloudCommand
-        try {
-          cmd = m.json<CloudCommand>()
-        } catch {
-          this.log.error({ seq: m.seq }, 'malformed command from the cloud dropped')
+        const parsed = parseCloudCommand(m.string())
+        if (!parsed.ok) {
+          this.log.error({ seq: m.seq, reason: parsed.reason }, 'malformed command from the cloud dropped')
           m.term()
           continue
         }
-        const ttlMs = cmd.expiresAtMs ? cmd.expiresAtMs - Date.now() : undefined
-        // An expired command is not sent: the tracker records it as expired at once.
-        this.commands.send({ id: cmd.id, deviceId: cmd.deviceId, name: cmd.name, args: cmd.args, ttlMs: ttlMs !== undefined ? Math.max(0, ttlMs) : undefined, origin: { source: 'cloud' } })
+        this.inbox.command(parsed.command)
         m.ack()
       }
     })()

@@ -31,7 +31,7 @@ export class Heartbeat {
     try {
       conn.nc.publish(subjects.status(this.gatewayId), v1.GatewayStatus.encode(this.status()).finish())
     } catch (err) {
-      this.log.debug({ err: (err as Error).message }, 'heartbeat not sent')
+      this.log.debug({ err }, 'heartbeat not sent')
     }
   }
 

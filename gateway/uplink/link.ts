@@ -74,7 +74,7 @@ export class UplinkLink {
         this.setState(kind === 'auth' ? 'refused' : 'down', `${kind}: ${(err as Error).message}`)
         const wait = backoffMs(this.attempt++, this.cfg.reconnectMinMs, this.cfg.reconnectMaxMs)
         const log = kind === 'auth' ? this.log.error.bind(this.log) : this.log.warn.bind(this.log)
-        log({ err: (err as Error).message, kind, retryInMs: wait, servers: this.cfg.servers }, kind === 'auth' ? 'cloud refused our credentials; events keep buffering' : 'cannot reach the cloud; events keep buffering')
+        log({ err, kind, retryInMs: wait, servers: this.cfg.servers }, kind === 'auth' ? 'cloud refused our credentials; events keep buffering' : 'cannot reach the cloud; events keep buffering')
         await this.sleep(wait)
         continue
       }
@@ -92,7 +92,7 @@ export class UplinkLink {
       this.js = null
       if (this.closed) break
       this.setState(err && classify(err) === 'auth' ? 'refused' : 'down', err ? (err as Error).message : 'closed')
-      this.log.warn({ err: err ? (err as Error).message : undefined }, 'uplink closed; reconnecting')
+      this.log.warn({ err }, 'uplink closed; reconnecting')
       await this.sleep(backoffMs(this.attempt++, this.cfg.reconnectMinMs, this.cfg.reconnectMaxMs))
     }
   }
@@ -114,7 +114,7 @@ export class UplinkLink {
           const kind = classify(s.error)
           this.metrics.uplinkErrors.inc({ kind })
           this.lastError = `${kind}: ${s.error.message}`
-          this.log.error({ err: s.error.message, kind }, 'uplink error from the cloud')
+          this.log.error({ err: s.error, kind }, 'uplink error from the cloud')
           break
         }
         case 'staleConnection':

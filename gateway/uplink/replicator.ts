@@ -8,7 +8,8 @@ import type { GatewayConfig } from '../config.ts'
 import { GatewayError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { GatewayMetrics } from '../metrics.ts'
-import { LANE_PRIORITY, LANE_TELEMETRY, type InflightBatch, type Lane, type Outbox, type UplinkRow } from '../store/outbox.ts'
+import { LANE_PRIORITY, LANE_TELEMETRY, type InflightBatch, type Lane, type UplinkRow } from '../store/outbox-types.ts'
+import type { OutboxReader } from '../store/outbox-reader.ts'
 import { TokenBucket } from '../../lib/token-bucket.ts'
 import { encodeBatch } from '../store/stored-event.ts'
 import { backoffMs, classify, type UplinkLink } from './link.ts'
@@ -60,7 +61,7 @@ export class Replicator {
   ackedEvents = 0
 
   constructor (
-    private readonly outbox: Outbox,
+    private readonly reader: OutboxReader,
     private readonly link: UplinkLink,
     private readonly cfg: GatewayConfig['uplink'],
     private readonly gatewayId: string,
@@ -76,7 +77,7 @@ export class Replicator {
 
   /** Loads batches left in flight by the last run (to re-send with their ids) and starts following commits. */
   start (): void {
-    for (const b of this.outbox.loadInflight()) {
+    for (const b of this.reader.loadInflight()) {
       const batch = this.rebuild(b)
       this.retry.push(batch)
       if (b.lane === LANE_PRIORITY) this.prioCursor = Math.max(this.prioCursor, b.lastId)
@@ -85,14 +86,14 @@ export class Replicator {
     }
     this.skip.sort((a, b) => a.firstId - b.firstId)
     if (this.retry.length > 0) this.log.info({ batches: this.retry.length }, 're-sending batches left in flight by the last run')
-    this.outbox.onCommit(() => this.schedule())
+    this.reader.onCommit(() => this.schedule())
     this.link.onState((s) => { if (s === 'up') this.onLinkUp() })
     if (this.link.state === 'up') this.onLinkUp()
   }
 
   // Everything buffered until now becomes backlog; what is ingested from now on goes out live.
   private onLinkUp (): void {
-    const max = this.outbox.maxId(LANE_TELEMETRY)
+    const max = this.reader.maxId(LANE_TELEMETRY)
     if (max > this.liveCursor) {
       this.backlog.push({ after: this.liveCursor, upto: max })
       this.liveCursor = max
@@ -167,7 +168,7 @@ export class Replicator {
       fresh.push(b)
       toSend.push(b)
     }
-    if (fresh.length > 0) this.outbox.recordInflight(fresh)
+    if (fresh.length > 0) this.reader.recordInflight(fresh)
     this.metrics.uplinkInFlight.set(this.inFlight.size)
     for (const b of toSend) this.publish(conn.js, b)
     if (more) this.schedule()
@@ -184,7 +185,7 @@ export class Replicator {
       this.inFlight.delete(b.batchId)
       const queued = this.retry.indexOf(b)
       if (queued >= 0) this.retry.splice(queued, 1)
-      const freed = this.outbox.ackBatch(b)
+      const freed = this.reader.ackBatch(b)
       const now = Date.now()
       this.lastAckTs = now
       this.ackedEvents += freed.events
@@ -207,15 +208,15 @@ export class Replicator {
       if (!this.retryTimer && !this.closed) {
         const wait = backoffMs(this.failures++, this.cfg.reconnectMinMs, this.cfg.reconnectMaxMs)
         const level = kind === 'timeout' || kind === 'connection' ? 'warn' : 'error'
-        this.log[level]({ err: err.message, kind, batchId: b.batchId, retryInMs: wait }, kind === 'no_stream' ? 'cloud has no stream for our subject; events keep buffering' : 'batch publish failed; will retry with the same id')
+        this.log[level]({ err, kind, batchId: b.batchId, retryInMs: wait }, kind === 'no_stream' ? 'cloud has no stream for our subject; events keep buffering' : 'batch publish failed; will retry with the same id')
         this.retryTimer = setTimeout(() => { this.retryTimer = null; this.schedule() }, wait)
       }
     })
   }
 
   private nextPriority (): Batch | null {
-    const rows = this.outbox.readLane(LANE_PRIORITY, this.prioCursor, Number.MAX_SAFE_INTEGER, this.cfg.batchMaxEvents, this.cfg.batchMaxBytes)
-    const gaps = this.outbox.readGaps(this.gapCursor, Number.MAX_SAFE_INTEGER, 1000)
+    const rows = this.reader.readLane(LANE_PRIORITY, this.prioCursor, Number.MAX_SAFE_INTEGER, this.cfg.batchMaxEvents, this.cfg.batchMaxBytes)
+    const gaps = this.reader.readGaps(this.gapCursor, Number.MAX_SAFE_INTEGER, 1000)
     if (rows.length === 0 && gaps.length === 0) return null
     const firstId = rows.length ? rows[0].id : this.prioCursor + 1
     const lastId = rows.length ? rows[rows.length - 1].id : this.prioCursor
@@ -233,7 +234,7 @@ export class Replicator {
       if (!this.lingerTimer && !this.closed) this.lingerTimer = setTimeout(() => { this.lingerTimer = null; this.schedule() }, Math.ceil(wait))
       return null
     }
-    const rows = this.outbox.readLane(LANE_TELEMETRY, this.liveCursor, Number.MAX_SAFE_INTEGER, this.cfg.batchMaxEvents, this.cfg.batchMaxBytes)
+    const rows = this.reader.readLane(LANE_TELEMETRY, this.liveCursor, Number.MAX_SAFE_INTEGER, this.cfg.batchMaxEvents, this.cfg.batchMaxBytes)
     if (rows.length === 0) return null
     if (!this.spend(rows, false)) return null
     this.liveCursor = rows[rows.length - 1].id
@@ -246,7 +247,7 @@ export class Replicator {
       const r = this.backlog[0]
       const skip = this.skip.find((s) => s.lastId > r.after && s.firstId <= r.upto)
       const upto = skip ? Math.min(r.upto, skip.firstId - 1) : r.upto
-      const rows = upto > r.after ? this.outbox.readLane(LANE_TELEMETRY, r.after, upto, this.cfg.batchMaxEvents, this.cfg.batchMaxBytes) : []
+      const rows = upto > r.after ? this.reader.readLane(LANE_TELEMETRY, r.after, upto, this.cfg.batchMaxEvents, this.cfg.batchMaxBytes) : []
       if (rows.length === 0) {
         if (skip && skip.firstId <= r.upto) {
           r.after = Math.max(r.after, skip.lastId)
@@ -270,7 +271,7 @@ export class Replicator {
     const now = performance.now()
     if (backlog && now < this.throttledUntil) { this.wakeAfterThrottle(); return false }
     let bytes = 0
-    for (const r of rows) bytes += r.body.length + (r.dev === null ? 0 : this.outbox.deviceField(r.dev).length)
+    for (const r of rows) bytes += r.body.length + (r.dev === null ? 0 : this.reader.deviceField(r.dev).length)
     let wait = this.bandwidth ? this.bandwidth.take(now, bytes) : 0
     if (backlog && this.drain) wait = Math.max(wait, this.drain.take(now, rows.length))
     if (wait > 0) {
@@ -293,22 +294,22 @@ export class Replicator {
   // with its device_id field put back in front of the stored body (stored-event.ts). The drain does
   // no per-event protobuf work and allocates one buffer per batch.
   private build (kind: Kind, lane: Lane, rows: UplinkRow[], firstId: number, lastId: number, gapFirst: number, gapLast: number): Batch {
-    const batchId = `${this.gatewayId}.${this.outbox.epoch}.${lane}.${firstId}-${lastId}.${gapFirst}-${gapLast}`
-    const gaps = gapLast >= gapFirst ? this.outbox.readGaps(gapFirst - 1, gapLast, gapLast - gapFirst + 1) : []
+    const batchId = `${this.gatewayId}.${this.reader.epoch}.${lane}.${firstId}-${lastId}.${gapFirst}-${gapLast}`
+    const gaps = gapLast >= gapFirst ? this.reader.readGaps(gapFirst - 1, gapLast, gapLast - gapFirst + 1) : []
     const header = v1.ReplicationBatch.encode({
       gatewayId: this.gatewayId,
       batchId,
       sentTsMs: Date.now(),
       gaps: gaps.map((g) => ({ gatewayId: this.gatewayId, deviceId: g.deviceId, fromSeq: g.fromSeq, toSeq: g.toSeq, count: g.count, reason: g.reason, recordedTsMs: g.tsMs })),
     }).finish()
-    const payload = encodeBatch(header, lane === LANE_PRIORITY ? 6 : 3, rows, (dev) => this.outbox.deviceField(dev))
+    const payload = encodeBatch(header, lane === LANE_PRIORITY ? 6 : 3, rows, (dev) => this.reader.deviceField(dev))
     const newestIngestTs = kind === 'live' && rows.length > 0 ? Number(v1.TelemetryEvent.decode(rows[rows.length - 1].body).ingestTsMs) : 0
     return { batchId, lane, firstId, lastId, gapFirst, gapLast, kind, events: rows.length, payload, newestIngestTs, attempt: 0, done: false }
   }
 
   // Re-creates a batch recorded by the last run from its row ranges (rows shed since are simply absent).
   private rebuild (b: InflightBatch): Batch {
-    const rows = b.lastId >= b.firstId ? this.outbox.readLane(b.lane, b.firstId - 1, b.lastId, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER) : []
+    const rows = b.lastId >= b.firstId ? this.reader.readLane(b.lane, b.firstId - 1, b.lastId, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER) : []
     const batch = this.build(b.lane === LANE_PRIORITY ? 'priority' : 'backlog', b.lane, rows, b.firstId, b.lastId, b.gapFirst, b.gapLast)
     return { ...batch, batchId: b.batchId }
   }

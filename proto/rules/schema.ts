@@ -1,6 +1,6 @@
 // The rule-set format: rules are data (a YAML/JSON file, or a document from the cloud's rules
 // bucket), validated before they replace the running rules. zod checks shapes and types; the
-// walker in rules-check.ts checks what zod cannot express (one kind per condition, known groups,
+// walker in check.ts checks what zod cannot express (one kind per condition, known groups,
 // unique ids). Every error names the rule and the field, so an operator can fix a file without
 // reading the code: `rule "cooler-on": when.above: expected number`.
 import { parse as parseYaml } from 'yaml'
@@ -40,7 +40,7 @@ const span = z.number().int().min(0).max(MAX_SPAN_MS)
 const positiveSpan = z.number().int().positive().max(MAX_SPAN_MS)
 
 // One wide object rather than a union: a union would answer a typo with "Invalid input", while
-// this names the field (when.above: expected number). rules-check.ts then enforces one kind.
+// this names the field (when.above: expected number). check.ts then enforces one kind.
 const conditionSchema: z.ZodType<Condition> = z.lazy(() => z.object({
   reading: z.string().min(1).max(64).optional(),
   above: z.number().optional(),
@@ -63,7 +63,7 @@ const conditionSchema: z.ZodType<Condition> = z.lazy(() => z.object({
   for: span.optional(),
 }).strict()) as unknown as z.ZodType<Condition>
 
-// Same reasoning as conditions: one object, exactly one key checked by rules-check.ts.
+// Same reasoning as conditions: one object, exactly one key checked by check.ts.
 const actionSchema = z.object({
   command: z.object({
     device: z.string().min(1).max(64),

@@ -27,7 +27,7 @@ export interface OrCondition extends Debounce { or: Condition[] }
 /** The negation of a condition. */
 export interface NotCondition extends Debounce { not: Condition }
 
-/** A rule's condition: composable; checked by rules-check.ts to be exactly one of these kinds. */
+/** A rule's condition: composable; checked by check.ts to be exactly one of these kinds. */
 export type Condition =
   | AboveCondition | BelowCondition | RateCondition | WindowCondition | StaleCondition
   | GroupCondition | AndCondition | OrCondition | NotCondition

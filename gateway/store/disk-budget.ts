@@ -1,0 +1,136 @@
+// The outbox's disk budget: running totals of what it holds (events, bytes, events shed), kept in
+// outbox_state in the same transaction as the rows they count, and the overflow policy that makes
+// room for a new row. Shedding deletes the oldest rows (routine telemetry first) and records a gap
+// per device, so the loss reaches the cloud; it is counted and logged, never silent.
+import type { Statement } from 'better-sqlite3'
+import type { Db } from './db.ts'
+import type { DeviceNumbers } from './device-numbers.ts'
+import type { Logger } from '../log.ts'
+import type { GatewayMetrics } from '../metrics.ts'
+import { decodeStored, LANE_PRIORITY, LANE_TELEMETRY, ROW_OVERHEAD_BYTES, type Lane, type OutboxOptions } from './outbox-types.ts'
+
+/** The running totals of the outbox. */
+export interface BudgetTotals { events: number, bytes: number, shedEvents: number }
+
+export class DiskBudget {
+  private totals: BudgetTotals = { events: 0, bytes: 0, shedEvents: 0 }
+  private readonly stmts: {
+    saveState: Statement
+    oldestTelemetry: Statement
+    oldestAny: Statement
+    deleteUpTo: Statement
+    insertGap: Statement
+  }
+
+  /**
+   * Every method that writes runs inside a transaction of the caller (the writer's commit, the
+   * reader's ack). onGap: the id of each gap record written, which the writer's watermark follows.
+   */
+  constructor (
+    db: Db,
+    private readonly opts: Pick<OutboxOptions, 'budgetBytes' | 'overflow'>,
+    private readonly devices: Pick<DeviceNumbers, 'idOf'>,
+    private readonly onGap: (gapId: number) => void,
+    private readonly log: Logger,
+    private readonly metrics: GatewayMetrics,
+  ) {
+    this.stmts = {
+      saveState: db.prepare('UPDATE outbox_state SET events = ?, bytes = ?, shed_events = ? WHERE id = 1'),
+      oldestTelemetry: db.prepare(`SELECT id, lane, dev, body FROM events WHERE lane = ${LANE_TELEMETRY} ORDER BY id LIMIT ?`),
+      oldestAny: db.prepare('SELECT id, lane, dev, body FROM events ORDER BY id LIMIT ?'),
+      deleteUpTo: db.prepare('DELETE FROM events WHERE id <= ? AND (? OR lane = ' + LANE_TELEMETRY + ')'),
+      insertGap: db.prepare('INSERT INTO gaps (device_id, from_seq, to_seq, count, reason, ts) VALUES (?, ?, ?, ?, ?, ?)'),
+    }
+    const s = db.prepare('SELECT events, bytes, shed_events FROM outbox_state WHERE id = 1').get() as { events: number, bytes: number, shed_events: number }
+    this.totals = { events: s.events, bytes: s.bytes, shedEvents: s.shed_events }
+    this.metrics.outboxBudgetBytes.set(opts.budgetBytes)
+  }
+
+  /** A copy of the totals, e.g. to restore after a failed commit. */
+  snapshot (): BudgetTotals {
+    return { ...this.totals }
+  }
+
+  /** After a rolled-back transaction: the totals as they were before it. */
+  restore (totals: BudgetTotals): void {
+    this.totals = { ...totals }
+  }
+
+  /** Whether a row of `size` bytes fits, after making room by the overflow policy if need be. */
+  fits (size: number, lane: Lane): boolean {
+    return this.totals.bytes + size <= this.opts.budgetBytes || this.makeRoom(size, lane)
+  }
+
+  /** A row of `size` bytes was inserted. */
+  added (size: number): void {
+    this.totals.events++
+    this.totals.bytes += size
+  }
+
+  /** Rows were deleted (the cloud has them): counted out and saved. */
+  released (events: number, bytes: number): void {
+    this.totals.events -= events
+    this.totals.bytes -= bytes
+    this.save()
+  }
+
+  /** Writes the totals to outbox_state (in the caller's transaction). */
+  save (): void {
+    this.stmts.saveState.run(this.totals.events, this.totals.bytes, this.totals.shedEvents)
+  }
+
+  stats (): BudgetTotals {
+    return { ...this.totals }
+  }
+
+  updateGauges (): void {
+    this.metrics.outboxEvents.set(this.totals.events)
+    this.metrics.outboxBytes.set(this.totals.bytes)
+  }
+
+  // Frees room for `size` bytes by the overflow policy. Shedding goes a little past the need (2% of
+  // the budget) so that a full outbox does not shed on every single commit.
+  private makeRoom (size: number, lane: Lane): boolean {
+    if (this.opts.overflow === 'reject-new') return false
+    if (size > this.opts.budgetBytes) return false
+    const target = this.totals.bytes + size - this.opts.budgetBytes + Math.floor(this.opts.budgetBytes * 0.02)
+    let freed = this.shed(target, false)
+    // Routine telemetry goes first; priority events are shed only for other priority events.
+    if (this.totals.bytes + size > this.opts.budgetBytes && lane === LANE_PRIORITY) freed += this.shed(target - freed, true)
+    return this.totals.bytes + size <= this.opts.budgetBytes
+  }
+
+  private shed (bytesWanted: number, includePriority: boolean): number {
+    let freed = 0
+    let count = 0
+    let lastId = -1
+    const ranges = new Map<string, { from: number, to: number, count: number }>()
+    const stmt = includePriority ? this.stmts.oldestAny : this.stmts.oldestTelemetry
+    while (freed < bytesWanted) {
+      const rows = stmt.all(512) as Array<{ id: number, lane: Lane, dev: number | null, body: Buffer }>
+      const fresh = rows.filter((r) => r.id > lastId)
+      if (fresh.length === 0) break
+      for (const row of fresh) {
+        const ev = decodeStored(row.lane, row.body)
+        const deviceId = row.dev === null ? ev.deviceId : this.devices.idOf(row.dev)
+        const seq = Number(ev.seq)
+        const r = ranges.get(deviceId)
+        if (r) { r.from = Math.min(r.from, seq); r.to = Math.max(r.to, seq); r.count++ } else ranges.set(deviceId, { from: seq, to: seq, count: 1 })
+        freed += row.body.length + ROW_OVERHEAD_BYTES
+        count++
+        lastId = row.id
+        if (freed >= bytesWanted) break
+      }
+      this.stmts.deleteUpTo.run(lastId, includePriority ? 1 : 0)
+    }
+    if (count === 0) return 0
+    const now = Date.now()
+    for (const [deviceId, r] of ranges) this.onGap(Number(this.stmts.insertGap.run(deviceId, r.from, r.to, r.count, 'shed', now).lastInsertRowid))
+    this.totals.events -= count
+    this.totals.bytes -= freed
+    this.totals.shedEvents += count
+    this.metrics.shed.inc({ lane: includePriority ? 'any' : 'telemetry' }, count)
+    this.log.warn({ shedEvents: count, shedBytes: freed, devices: ranges.size, budgetBytes: this.opts.budgetBytes }, 'outbox over budget: shed oldest events, gaps recorded')
+    return freed
+  }
+}
