@@ -157,7 +157,7 @@ export class Replicator {
       if (this.count('priority') < LANE_LIMIT.priority) b = this.nextPriority()
       // The priority lane goes first: while records of it wait for a slot, no telemetry batch
       // overtakes them (a priority ack schedules the next turn).
-      else if (this.outbox.maxId(LANE_PRIORITY) > this.prioCursor) break
+      else if (this.reader.maxId(LANE_PRIORITY) > this.prioCursor) break
       if (!b && this.count('live') < LANE_LIMIT.live) b = this.nextLive()
       if (!b && this.count('backlog') < this.cfg.maxInFlight) {
         if (performance.now() >= this.throttledUntil) b = this.nextBacklog()
