@@ -13,18 +13,18 @@
 //
 // Control events (batch field 6: decisions, alerts, command outcomes; device "$control", the
 // gateway's control seq) go the same way: the per-gateway decision, alert and command documents and
-// the per-device references are each idempotent by seq (control-apply.ts), applied in step 2; the
+// the per-device references are each idempotent by seq (control/), applied in step 2; the
 // dedupe state and accounting of (gateway, "$control", seq) is a device document, applied in step 3.
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import { CONTROL_DEVICE_ID, STREAMS, v1, type ControlEventProps, type GatewayStatus, type ReplicationBatch } from '../../proto/index.ts'
 import { applyToDevice, applyToRollup, hourOf, newDeviceDoc, newRollupDoc, type ApplyEvent, type ApplyGap, type DeviceApplyStats, type DeviceDoc, type RollupDoc } from './apply.ts'
-import { appendHealth, applyAlerts, applyCommands, applyDecisions, applyDeviceControl, dedupeEvent, DEFAULT_CONTROL_LIMITS, newAlertsDoc, newCommandsDoc, newDecisionsDoc, newDeviceControlDoc, newHealthDoc, parseDetail, type ControlEv, type ControlLimits, type HealthDoc, type LagDoc } from './control-apply.ts'
+import { applyAlerts, applyCommands, applyDecisions, applyDeviceControl, dedupeEvent, DEFAULT_CONTROL_LIMITS, newAlertsDoc, newCommandsDoc, newDecisionsDoc, newDeviceControlDoc, parseDetail, type ControlEv, type ControlLimits } from './control/index.ts'
+import { appendHealth, newHealthDoc, replicationLag, type GatewayDoc, type HealthDoc, type LagDoc } from './gateway-docs.ts'
 import { CloudError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { CloudMetrics } from '../metrics.ts'
 import { DEVICE_ID, GATEWAY_ID, viewKeys, type ViewStore } from '../store/view-store.ts'
-import { replicationLag, type GatewayDoc } from '../views/views.ts'
 
 export interface AggregatorOptions {
   /** Prefix of the durable consumer names (`<prefix>-telemetry`, `<prefix>-events`); replicas share them. */

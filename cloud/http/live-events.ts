@@ -16,7 +16,7 @@
 import type { ServerResponse } from 'node:http'
 import { KvWatchInclude, type KV, type KvWatchEntry } from '@nats-io/kv'
 import type { DeviceDoc } from '../apply/apply.ts'
-import { isAcknowledged, type AlertsDoc, type CommandsDoc, type DecisionsDoc } from '../apply/control-apply.ts'
+import { isAcknowledged, type AlertsDoc, type CommandsDoc, type DecisionsDoc } from '../apply/control/index.ts'
 import type { Logger } from '../log.ts'
 import type { FleetViews } from '../views/views.ts'
 
