@@ -47,7 +47,7 @@ function sessionCookie (req: FastifyRequest, value: string, maxAgeS: number): st
 const loginBody = z.object({
   user: z.string().catch(''),
   password: z.string().catch(''),
-  next: z.unknown(),
+  next: z.unknown().optional(),
 }).catch({ user: '', password: '', next: undefined })
 
 /** Registers the session guard and the login, logout and session routes. Call before the app listens. */
