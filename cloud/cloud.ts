@@ -1,11 +1,17 @@
-// The cloud process as one component: NATS connection, provisioning, view store, aggregator and API.
-// Starts in dependency order and closes in reverse.
+// The cloud process as one component (the composition): NATS connection, provisioning, view store,
+// aggregator, and the API with the NATS-backed pieces it is handed (JetStream client for commands,
+// the RULES bucket, live events over the VIEWS bucket). Starts in dependency order and closes in
+// reverse.
 import { readFileSync } from 'node:fs'
+import { jetstream } from '@nats-io/jetstream'
+import { Kvm } from '@nats-io/kv'
 import { connect, credsAuthenticator, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node'
+import { CLOUD_BUCKETS } from '../proto/index.ts'
 import { Aggregator } from './apply/aggregator.ts'
 import { ApiServer } from './http/api.ts'
+import { ConsoleAuth } from './http/auth.ts'
+import { LiveEvents } from './http/live-events.ts'
 import type { CloudConfig } from './config.ts'
-import { ConsoleAuth } from './console/index.ts'
 import { KvViewStore } from './store/kv-view-store.ts'
 import type { Logger } from './log.ts'
 import { createCloudMetrics, type CloudMetrics } from './metrics.ts'
@@ -23,6 +29,7 @@ export class Cloud {
   aggregator: Aggregator | null = null
   views: FleetViews | null = null
   api: ApiServer | null = null
+  live: LiveEvents | null = null
   private closing: Promise<void> | null = null
 
   constructor (private readonly config: CloudConfig, private readonly log: Logger, opts: { defaultMetrics?: boolean } = {}) {
@@ -37,8 +44,8 @@ export class Cloud {
     this.nc = await connect(nopts)
     await provisionStreams(this.nc, { replicas: c.replicas, duplicateWindowMs: c.duplicateWindowMs, maxAgeMs: c.streamMaxAgeMs })
     await provisionViews(this.nc, { replicas: c.replicas, bucket: c.viewsBucket })
-    this.store = await KvViewStore.open(this.nc, c.viewsBucket)
-    this.views = new FleetViews(this.store, { offlineTimeoutMs: c.offlineTimeoutMs })
+    const store = this.store = await KvViewStore.open(this.nc, c.viewsBucket)
+    this.views = new FleetViews(store, { offlineTimeoutMs: c.offlineTimeoutMs })
     if (c.aggregator.enabled) {
       const { enabled: _, ...aopts } = c.aggregator
       this.aggregator = new Aggregator(this.nc, this.store, this.metrics, this.log.child({ component: 'aggregator' }), aopts)
@@ -47,7 +54,11 @@ export class Cloud {
     let http: number | null = null
     if (c.http.port !== null) {
       const consoleAuth = await ConsoleAuth.create(c.console, { host: c.http.host, registry: this.metrics.registry, log: this.log.child({ component: 'console' }) })
-      this.api = new ApiServer({ views: this.views, registry: this.metrics.registry, log: this.log, ready: () => this.ready(), console: consoleAuth, nats: this.nc ?? undefined })
+      const js = jetstream(this.nc)
+      // Provisioned above (provisionStreams); commands and rule sets go through the same client.
+      const rules = await new Kvm(js).open(CLOUD_BUCKETS.rules)
+      this.live = new LiveEvents(store.kv, this.views, this.log.child({ component: 'live-events' }))
+      this.api = new ApiServer({ views: this.views, registry: this.metrics.registry, log: this.log, ready: () => this.ready(), console: consoleAuth, js, rules, live: this.live })
       http = await this.api.start(c.http.host, c.http.port)
     }
     this.log.info({ http, servers: c.nats.servers, replicas: c.replicas }, 'cloud started')
@@ -60,9 +71,13 @@ export class Cloud {
     return { ready: nats && aggregator !== false && !this.closing, detail: { nats, aggregator, stats: this.aggregator?.stats() } }
   }
 
-  /** Reverse order: API, aggregator (finishes and acks its group), store, NATS (drained). Idempotent. */
+  /**
+   * Reverse order: live streams (ended, so that the API's close does not wait on them), API,
+   * aggregator (finishes and acks its group), store, NATS (drained). Idempotent.
+   */
   close (): Promise<void> {
     this.closing ??= (async () => {
+      this.live?.close()
       await this.api?.close()
       await this.aggregator?.close()
       await this.store?.close()
@@ -73,6 +88,7 @@ export class Cloud {
   }
 
   destroy (err?: Error): void {
+    this.live?.close()
     this.api?.destroy()
     this.aggregator?.destroy(err)
     void this.nc?.close()

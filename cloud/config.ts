@@ -46,7 +46,7 @@ export const cloudConfigSchema = z.object({
     /** JSON API, /metrics, /healthz, /readyz; null turns it off. */
     port: port.nullable().default(8080),
   }).strict().prefault({}),
-  /** The console's login, in front of the web UI and the whole /api (cloud/console/). */
+  /** The console's login, in front of the web UI and the whole /api (cloud/http/session.ts, cloud/http/auth.ts). */
   console: z.object({
     user: z.string().min(1).default('admin'),
     /** scrypt hash from `cloud/hash-password.ts`; preferred over a clear password. */

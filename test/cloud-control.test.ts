@@ -8,8 +8,9 @@ import { test } from 'node:test'
 import { jetstream } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { subjects, v1, type ControlEventProps } from '../proto/index.ts'
-import { applyAlerts, applyCommands, applyDecisions, applyDeviceControl, newAlertsDoc, newCommandsDoc, newDecisionsDoc, newDeviceControlDoc, parseDetail, recordQueued, type ControlEv } from '../cloud/apply/control-apply.ts'
-import { checkRuleSetText } from '../cloud/http/rules-text.ts'
+import { applyAlerts, applyCommands, applyDecisions, applyDeviceControl, newAlertsDoc, newCommandsDoc, newDecisionsDoc, newDeviceControlDoc, parseDetail, recordQueued, type ControlEv } from '../cloud/apply/control/index.ts'
+import { checkRuleSetText } from '../cloud/http/rule-set-check.ts'
+import { parseRuleSetText } from '../proto/rules/schema.ts'
 import { connectDevice, startGateway, tempDir, startNats, type NatsServer, waitFor } from '../devkit/index.ts'
 import { actuator, coolerRules } from './harness/actuator.ts'
 import { deferrer, startCloud, rng, shuffle } from './harness/cloud.ts'
@@ -411,11 +412,21 @@ test('cloud control apply: any order, any chunking, any duplicates give the same
   assert.deepEqual(early.commands[0].timeline.map((e) => e.status), ['queued', 'sent', 'delivered', 'acknowledged'])
 })
 
-test('cloud rules check: YAML or JSON with a version and a rules array of rules with ids', () => {
+test('cloud rules check: the gateway\'s own schema and checker, so the cloud stores only what a gateway runs; a refusal names the rule and the field', () => {
   assert.deepEqual(checkRuleSetText(coolerRules('v9', 3)), { ok: true, summary: { version: 'v9', rules: 1, ruleIds: ['cold-room-warm'] } })
-  assert.equal(checkRuleSetText('{"version": 2, "rules": []}').ok, true)
-  for (const [text, why] of [['rules: []', /version/], ['version: a\nrules: {}', /rules: expected an array/], ['version: a\nrules: [{ when: {} }]', /id/], ['version: a\nrules: [{ id: x, when: {} }, { id: x, when: {} }]', /twice/], ['version: [', /not YAML/], ['- 1', /mapping/]] as const) {
+  const rule = '{ id: x, when: { reading: t, above: 1 }, then: [{ clearAlert: { id: a } }] }'
+  for (const [text, why] of [
+    // A numeric version: the gateway refuses it, so the cloud must not store it (the old light check did).
+    ['{"version": 2, "rules": []}', /version: expected string/],
+    ['rules: []', /version: required/],
+    ['version: a\nrules: {}', /rules: expected array/],
+    ['version: a\nrules: [{ when: {} }]', /rules\[0\]: id: required/],
+    [`version: a\nrules: [${rule}, ${rule}]`, /rule "x": id: duplicate rule id/],
+    ['version: [', /not valid YAML/],
+    ['- 1', /\(root\): expected object/],
+  ] as const) {
     const r = checkRuleSetText(text)
     assert.ok(!r.ok && why.test(r.message), `${text}: ${JSON.stringify(r)}`)
+    assert.throws(() => parseRuleSetText(text), (err: Error) => r.ok === false && r.message === err.message, `${text}: the gateway's message differs`)
   }
 })

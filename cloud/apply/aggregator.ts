@@ -1,30 +1,34 @@
 // The aggregator: durable pull consumers on TELEMETRY and EVENTS, heartbeats on iot.*.status, and an
-// idempotent apply into the view store.
+// idempotent apply into the view store. This file is the consumer side: the durable consumers, the
+// loop that takes what they deliver as groups of at most maxBatchMessages, acks a group once applied
+// and naks it (with a backoff) when the apply fails, and the lifecycle (start, close, destroy).
 //
-// Per delivery group (the messages the consumer has ready, up to maxBatchMessages):
-//   1. decode and validate every batch (the batch's gateway must be the subject's),
-//   2. apply to the rollup documents (one per device and hour of event time), compare-and-set,
-//   3. apply to the device documents (latest, dedupe state, accounting), compare-and-set,
-//   4. ack every message of the group.
-// Each document is idempotent on its own (it keeps the seqs it has absorbed), so a crash between any
-// two steps, a redelivery, a replay long after JetStream's de-duplication window, or two replicas
-// racing on one device changes nothing but the duplicate count. Documents only grow (seq sets are
-// monotone), which is why a locally cached copy can decide "already applied" without a read.
+// The apply is elsewhere: decode.ts (decoding, validation, grouping by document), apply-group.ts (the
+// steps of a group's apply), doc-writer.ts (cache and compare-and-set retries), heartbeat.ts
+// (gateway documents and link health), and the pure document logic in apply.ts (telemetry),
+// control/ (decisions, alerts, commands, device references) and gateway-docs.ts.
+// Documents only grow (seq sets are monotone), which is why a locally cached copy can decide
+// "already applied" without a read, and why a redelivery changes nothing but the duplicate count.
 //
 // Control events (batch field 6: decisions, alerts, command outcomes; device "$control", the
 // gateway's control seq) go the same way: the per-gateway decision, alert and command documents and
-// the per-device references are each idempotent by seq (control-apply.ts), applied in step 2; the
-// dedupe state and accounting of (gateway, "$control", seq) is a device document, applied in step 3.
+// the per-device references are each idempotent by seq (control/), applied beside the rollups; the
+// dedupe state and accounting of (gateway, "$control", seq) is a device document, applied with the
+// devices.
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import { CONTROL_DEVICE_ID, STREAMS, v1, type ControlEventProps, type GatewayStatus, type ReplicationBatch } from '../../proto/index.ts'
-import { applyToDevice, applyToRollup, hourOf, newDeviceDoc, newRollupDoc, type ApplyEvent, type ApplyGap, type DeviceApplyStats, type DeviceDoc, type RollupDoc } from './apply.ts'
-import { appendHealth, applyAlerts, applyCommands, applyDecisions, applyDeviceControl, dedupeEvent, DEFAULT_CONTROL_LIMITS, newAlertsDoc, newCommandsDoc, newDecisionsDoc, newDeviceControlDoc, newHealthDoc, parseDetail, type ControlEv, type ControlLimits, type HealthDoc, type LagDoc } from './control-apply.ts'
-import { CloudError } from '../errors.ts'
+import { STREAMS } from '../../proto/index.ts'
 import type { Logger } from '../log.ts'
 import type { CloudMetrics } from '../metrics.ts'
-import { DEVICE_ID, GATEWAY_ID, viewKeys, type ViewStore } from '../store/view-store.ts'
-import { replicationLag, type GatewayDoc } from '../views/views.ts'
+import type { ViewStore } from '../store/view-store.ts'
+import { newStats, rejecter, type AggregatorStats, type ApplyContext } from './apply-context.ts'
+import { GroupApplier } from './apply-group.ts'
+import { DEFAULT_CONTROL_LIMITS, type ControlLimits } from './control/index.ts'
+import type { GroupMsg } from './decode.ts'
+import { DocWriter } from './doc-writer.ts'
+import { HeartbeatApplier } from './heartbeat.ts'
+
+export type { AggregatorStats } from './apply-context.ts'
 
 export interface AggregatorOptions {
   /** Prefix of the durable consumer names (`<prefix>-telemetry`, `<prefix>-events`); replicas share them. */
@@ -52,17 +56,13 @@ export interface AggregatorOptions {
   now?: () => number
 }
 
-export interface AggregatorStats { batches: number, applied: number, duplicates: number, rejected: number, flushes: number, heartbeats: number, conflicts: number, controlApplied: number, controlDuplicates: number }
-
-interface Group { gatewayId: string, deviceId: string, events: ApplyEvent[], gaps: ApplyGap[] }
-interface ControlGroup { gatewayId: string, events: ControlEv[], gaps: ApplyGap[] }
-interface Cached { value: unknown, rev: number }
-
 const STREAM_OF = { telemetry: STREAMS.telemetry.name, events: STREAMS.events.name } as const
 
 export class Aggregator {
   private readonly opts: Required<Omit<AggregatorOptions, 'now' | 'controlLimits'>> & { now: () => number, controlLimits: ControlLimits }
-  private readonly cache = new Map<string, Cached>()
+  private readonly counts: AggregatorStats = newStats()
+  private readonly groups: GroupApplier
+  private readonly heartbeats: HeartbeatApplier
   private readonly iters: ConsumerMessages[] = []
   private readonly loops: Promise<void>[] = []
   private sub: Subscription | null = null
@@ -72,13 +72,10 @@ export class Aggregator {
   private applying: Promise<unknown> = Promise.resolve()
   private state: 'new' | 'starting' | 'running' | 'closing' | 'closed' = 'new'
   private closing: Promise<void> | null = null
-  private readonly counts: AggregatorStats = { batches: 0, applied: 0, duplicates: 0, rejected: 0, flushes: 0, heartbeats: 0, conflicts: 0, controlApplied: 0, controlDuplicates: 0 }
-  /** Per gateway: when this replica last wrote its apply lag (bounded by the number of gateways). */
-  private readonly lagWritten = new Map<string, number>()
 
   constructor (
     private readonly nc: NatsConnection,
-    private readonly store: ViewStore,
+    store: ViewStore,
     private readonly metrics: CloudMetrics,
     private readonly log: Logger,
     opts: AggregatorOptions = {},
@@ -97,6 +94,11 @@ export class Aggregator {
       lagWriteMs: opts.lagWriteMs ?? 1000,
       now: opts.now ?? Date.now,
     }
+    const o = this.opts
+    const writer = new DocWriter(store, { cacheDocs: o.cacheDocs, casAttempts: o.casAttempts, onConflict: () => { this.counts.conflicts++; metrics.storeConflicts.inc() } })
+    const ctx: ApplyContext = { store, writer, metrics, log, counts: this.counts, now: o.now, reject: rejecter(this.counts, metrics, log) }
+    this.groups = new GroupApplier(ctx, { maxRanges: o.maxRanges, controlLimits: o.controlLimits, lagWriteMs: o.lagWriteMs })
+    this.heartbeats = new HeartbeatApplier(ctx, { healthSamples: o.healthSamples })
   }
 
   /** Creates (or updates) the durable consumers, subscribes to heartbeats and starts consuming. */
@@ -106,7 +108,7 @@ export class Aggregator {
     this.jsm = await jetstreamManager(this.nc)
     this.js = jetstream(this.nc)
     for (const s of this.opts.streams) await this.ensureConsumer(STREAM_OF[s], this.durable(s))
-    this.sub = this.nc.subscribe('iot.*.status', { queue: this.opts.statusQueue, callback: (err, msg) => { if (!err) void this.onHeartbeat(msg.subject, msg.data) } })
+    this.sub = this.nc.subscribe('iot.*.status', { queue: this.opts.statusQueue, callback: (err, msg) => { if (!err) void this.heartbeats.apply(msg.subject, msg.data) } })
     for (const s of this.opts.streams) {
       const consumer = await this.js.consumers.get(STREAM_OF[s], this.durable(s))
       this.loops.push(this.run(s, consumer).catch((err) => this.log.error({ err, stream: STREAM_OF[s] }, 'consumer stopped')))
@@ -227,341 +229,7 @@ export class Aggregator {
   }
 
   /** Applies a group of replication batches to the views, then acks them. Exposed for benchmarks. */
-  async applyGroup (stream: string, msgs: Array<Pick<JsMsg, 'subject' | 'data' | 'ack' | 'term'>>): Promise<void> {
-    const t0 = performance.now()
-    const devices = new Map<string, Group>()
-    const rollups = new Map<string, Group & { hour: number }>()
-    const controls = new Map<string, ControlGroup>()
-    const newest: number[] = []
-    const newestByGateway = new Map<string, number>()
-    const accepted: typeof msgs = []
-    for (const m of msgs) {
-      const batch = this.decode(m)
-      if (!batch) continue
-      accepted.push(m)
-      let maxIngest = 0
-      for (const ev of batch.events) {
-        const deviceId = ev.deviceId ?? ''
-        const seq = Number(ev.seq)
-        const eventTsMs = Number(ev.eventTsMs)
-        if (!DEVICE_ID.test(deviceId) || !Number.isSafeInteger(seq) || seq < 1 || !Number.isFinite(eventTsMs)) {
-          this.reject(DEVICE_ID.test(deviceId) ? 'bad_event' : 'bad_device_id', { gatewayId: batch.gatewayId, deviceId, seq })
-          continue
-        }
-        const e: ApplyEvent = {
-          deviceId,
-          seq,
-          eventTsMs,
-          ingestTsMs: Number(ev.ingestTsMs),
-          readings: (ev.readings ?? []).map((r: { name?: string | null, value?: number | null }) => ({ name: r.name ?? '', value: r.value ?? 0 })),
-          labels: ev.labels && Object.keys(ev.labels).length > 0 ? { ...ev.labels } : undefined,
-          eventTsFromGateway: ev.eventTsFromGateway === true,
-        }
-        if (e.ingestTsMs > maxIngest) maxIngest = e.ingestTsMs
-        this.group(devices, viewKeys.device(batch.gatewayId, deviceId), batch.gatewayId, deviceId).events.push(e)
-        const hour = hourOf(eventTsMs)
-        const rk = viewKeys.rollup(batch.gatewayId, deviceId, hour)
-        const rg = rollups.get(rk)
-        if (rg) rg.events.push(e)
-        else rollups.set(rk, { gatewayId: batch.gatewayId, deviceId, hour, events: [e], gaps: [] })
-      }
-      for (const c of batch.control) {
-        const ev = this.controlEvent(batch.gatewayId, c)
-        if (!ev) continue
-        this.controlGroup(controls, batch.gatewayId).events.push(ev)
-        if (ev.ingestTsMs > maxIngest) maxIngest = ev.ingestTsMs
-      }
-      for (const g of batch.gaps) {
-        const deviceId = g.deviceId ?? ''
-        const fromSeq = Number(g.fromSeq)
-        const toSeq = Number(g.toSeq)
-        const control = deviceId === CONTROL_DEVICE_ID
-        if ((!control && !DEVICE_ID.test(deviceId)) || !(fromSeq >= 1) || !(toSeq >= fromSeq)) {
-          this.reject('bad_gap', { gatewayId: batch.gatewayId, deviceId, fromSeq, toSeq })
-          continue
-        }
-        // Shed control events (the gateway sheds its priority lane last) are explained in the control accounting.
-        const gap = { deviceId, fromSeq, toSeq, reason: g.reason ?? '' }
-        if (control) this.controlGroup(controls, batch.gatewayId).gaps.push(gap)
-        else this.group(devices, viewKeys.device(batch.gatewayId, deviceId), batch.gatewayId, deviceId).gaps.push(gap)
-      }
-      if (maxIngest > 0) {
-        newest.push(maxIngest)
-        if (maxIngest > (newestByGateway.get(batch.gatewayId) ?? 0)) newestByGateway.set(batch.gatewayId, maxIngest)
-      }
-    }
-
-    // Rollups first, then devices: each is idempotent on its own, so the order only decides what a
-    // crash in between leaves behind (rollups ahead of the device view, fixed by the redelivery).
-    // Control views (decisions, alerts, commands, per-device references) beside the rollups.
-    await Promise.all([
-      ...[...rollups].map(([key, g]) => this.update<RollupDoc>(key,
-        () => newRollupDoc(g.gatewayId, g.deviceId, g.hour),
-        (doc) => applyToRollup(doc, g.events) > 0)),
-      ...[...controls.values()].flatMap((g) => this.controlViewUpdates(g)),
-    ])
-    const now = this.opts.now()
-    const results = new Map<string, DeviceApplyStats>()
-    const controlResults = new Map<string, DeviceApplyStats>()
-    await Promise.all([
-      ...[...devices].map(([key, g]) => this.update<DeviceDoc>(key,
-        () => newDeviceDoc(g.gatewayId, g.deviceId),
-        (doc) => {
-          const s = applyToDevice(doc, g.events, g.gaps, now, this.opts.maxRanges)
-          results.set(key, s)
-          return s.applied > 0 || s.duplicates > 0 || g.gaps.length > 0
-        })),
-      ...[...controls.values()].map((g) => this.update<DeviceDoc>(viewKeys.control(g.gatewayId),
-        () => newDeviceDoc(g.gatewayId, CONTROL_DEVICE_ID),
-        (doc) => {
-          const s = applyToDevice(doc, g.events.map(dedupeEvent), g.gaps, now, this.opts.maxRanges)
-          controlResults.set(g.gatewayId, s)
-          return s.applied > 0 || s.duplicates > 0 || g.gaps.length > 0
-        })),
-    ])
-
-    for (const m of accepted) m.ack()
-    const applied = this.opts.now()
-    let nApplied = 0
-    let nDup = 0
-    let explained = 0
-    let filled = 0
-    for (const s of results.values()) { nApplied += s.applied; nDup += s.duplicates; explained += s.explained; filled += s.lateFilled }
-    this.counts.applied += nApplied
-    this.counts.duplicates += nDup
-    // Control events count in the metrics (stream label) but have their own totals in stats().
-    for (const s of controlResults.values()) {
-      this.counts.controlApplied += s.applied
-      this.counts.controlDuplicates += s.duplicates
-      nApplied += s.applied; nDup += s.duplicates; explained += s.explained; filled += s.lateFilled
-    }
-    this.counts.batches += accepted.length
-    this.counts.flushes++
-    this.metrics.applied.inc({ stream }, nApplied)
-    if (nDup > 0) {
-      this.metrics.duplicates.inc({ stream }, nDup)
-      this.log.debug({ stream, duplicates: nDup }, 'duplicate events dropped')
-    }
-    if (explained > 0) this.metrics.gapSeqs.inc({ kind: 'explained' }, explained)
-    if (filled > 0) this.metrics.gapSeqs.inc({ kind: 'filled' }, filled)
-    this.metrics.batches.inc({ stream }, accepted.length)
-    this.metrics.flushBatches.observe(msgs.length)
-    this.metrics.flushSeconds.observe((performance.now() - t0) / 1000)
-    for (const ts of newest) this.metrics.latencySeconds.observe(Math.max(0, applied - ts) / 1000)
-    // Lag only where something new was applied: a replay of old batches says nothing about the link.
-    const fresh = new Set<string>()
-    for (const [key, st] of results) if (st.applied > 0) fresh.add(devices.get(key)!.gatewayId)
-    for (const [gw, st] of controlResults) if (st.applied > 0) fresh.add(gw)
-    for (const gw of newestByGateway.keys()) if (!fresh.has(gw)) newestByGateway.delete(gw)
-    await this.writeLag(newestByGateway, applied)
-  }
-
-  /** Decodes one control event; null (counted) when it cannot be applied. */
-  private controlEvent (gatewayId: string, c: ControlEventProps): ControlEv | null {
-    const seq = Number(c.seq)
-    if (c.deviceId !== CONTROL_DEVICE_ID || !Number.isSafeInteger(seq) || seq < 1) {
-      this.reject('bad_control_event', { gatewayId, deviceId: c.deviceId, seq })
-      return null
-    }
-    return {
-      seq,
-      kind: c.kind ?? '',
-      eventTsMs: Number(c.eventTsMs ?? 0),
-      ingestTsMs: Number(c.ingestTsMs ?? 0),
-      // A subject that is not a valid device id gets no per-device references (and is not shown as one).
-      deviceId: DEVICE_ID.test(c.subjectDeviceId ?? '') ? c.subjectDeviceId! : '',
-      ruleId: c.ruleId ?? '',
-      ruleSetVersion: c.ruleSetVersion ?? '',
-      alertId: (c.alertId ?? '').slice(0, 128),
-      severity: c.severity ?? '',
-      message: (c.message ?? '').slice(0, 500),
-      commandId: (c.commandId ?? '').slice(0, 128),
-      commandName: c.commandName ?? '',
-      commandStatus: c.commandStatus ?? '',
-      durationMs: Number.isFinite(c.durationMs) ? Number(c.durationMs) : 0,
-      detail: parseDetail(c.detailJson),
-    }
-  }
-
-  private controlGroup (map: Map<string, ControlGroup>, gatewayId: string): ControlGroup {
-    let g = map.get(gatewayId)
-    if (!g) map.set(gatewayId, g = { gatewayId, events: [], gaps: [] })
-    return g
-  }
-
-  /** The updates of a gateway's control views for one group (documents it does not touch are not read). */
-  private controlViewUpdates (g: ControlGroup): Promise<void>[] {
-    const gw = g.gatewayId
-    const lim = this.opts.controlLimits
-    const has = (...kinds: string[]): boolean => g.events.some((e) => kinds.includes(e.kind))
-    const out: Promise<void>[] = []
-    if (has('decision')) out.push(this.update(viewKeys.decisions(gw), () => newDecisionsDoc(gw), (doc) => applyDecisions(doc, g.events, lim.decisions) > 0))
-    if (has('alert_raised', 'alert_cleared')) out.push(this.update(viewKeys.alerts(gw), () => newAlertsDoc(gw), (doc) => applyAlerts(doc, g.events, lim)))
-    if (has('command_result')) out.push(this.update(viewKeys.commands(gw), () => newCommandsDoc(gw), (doc) => applyCommands(doc, g.events, lim)))
-    const byDevice = new Map<string, ControlEv[]>()
-    for (const e of g.events) {
-      if (e.deviceId === '') continue
-      const list = byDevice.get(e.deviceId)
-      if (list) list.push(e)
-      else byDevice.set(e.deviceId, [e])
-    }
-    for (const [deviceId, events] of byDevice) {
-      out.push(this.update(viewKeys.deviceControl(gw, deviceId), () => newDeviceControlDoc(gw, deviceId), (doc) => applyDeviceControl(doc, events, lim.deviceRefs)))
-    }
-    return out
-  }
-
-  /**
-   * Records, per gateway, the ingest -> applied lag of the newest events just applied (gateway clock
-   * to cloud clock). Last writer wins; each replica writes a gateway at most once per lagWriteMs.
-   */
-  private async writeLag (newestByGateway: Map<string, number>, appliedMs: number): Promise<void> {
-    for (const [gatewayId, ingestTs] of newestByGateway) {
-      const last = this.lagWritten.get(gatewayId) ?? 0
-      if (appliedMs - last < this.opts.lagWriteMs) continue
-      this.lagWritten.delete(gatewayId)
-      this.lagWritten.set(gatewayId, appliedMs)
-      if (this.lagWritten.size > 100_000) this.lagWritten.delete(this.lagWritten.keys().next().value!)
-      const doc: LagDoc = { v: 1, gatewayId, applyLagMs: Math.max(0, appliedMs - ingestTs), atMs: appliedMs }
-      try {
-        await this.store.put(viewKeys.lag(gatewayId), doc)
-      } catch (err) {
-        // A statistic: a lost write is retried by the next group.
-        this.lagWritten.delete(gatewayId)
-        this.log.debug({ err, gatewayId }, 'apply lag not stored')
-      }
-    }
-  }
-
-  private group (map: Map<string, Group>, key: string, gatewayId: string, deviceId: string): Group {
-    let g = map.get(key)
-    if (!g) map.set(key, g = { gatewayId, deviceId, events: [], gaps: [] })
-    return g
-  }
-
-  /** Decodes a batch and checks it belongs to the gateway of its subject; terminates it otherwise. */
-  private decode (m: Pick<JsMsg, 'subject' | 'data' | 'term'>): ReplicationBatch | null {
-    const gatewayId = m.subject.split('.')[1] ?? ''
-    let batch: ReplicationBatch
-    try {
-      batch = v1.ReplicationBatch.decode(m.data)
-    } catch (err) {
-      this.reject('malformed_batch', { subject: m.subject, err: (err as Error).message })
-      m.term('malformed batch')
-      return null
-    }
-    // NATS permissions confine a gateway to its subjects; the batch must not claim another identity.
-    if (batch.gatewayId !== gatewayId || !GATEWAY_ID.test(gatewayId)) {
-      this.reject('gateway_mismatch', { subject: m.subject, batchGatewayId: batch.gatewayId })
-      m.term('gateway id does not match the subject')
-      return null
-    }
-    return batch
-  }
-
-  private reject (reason: string, detail: Record<string, unknown>): void {
-    this.counts.rejected++
-    this.metrics.rejected.inc({ reason })
-    this.log.warn({ reason, ...detail }, 'rejected replicated data')
-  }
-
-  /**
-   * Read-modify-write of one document with compare-and-set. `fn` changes the document in place and
-   * says whether it changed; on a conflict the copy is dropped, re-read and `fn` runs again.
-   */
-  private async update<T> (key: string, create: () => T, fn: (doc: T) => boolean): Promise<void> {
-    for (let attempt = 0; attempt < this.opts.casAttempts; attempt++) {
-      let cur = this.cache.get(key) as { value: T, rev: number } | undefined
-      if (cur) this.cache.delete(key)
-      else cur = (await this.store.get<T>(key)) ?? { value: create(), rev: 0 }
-      if (!fn(cur.value)) {
-        this.remember(key, cur)
-        return
-      }
-      // A failed write leaves the copy changed but unwritten: it is not cached again.
-      const rev = await this.store.cas(key, cur.value, cur.rev)
-      if (rev !== null) {
-        this.remember(key, { value: cur.value, rev })
-        return
-      }
-      this.counts.conflicts++
-      this.metrics.storeConflicts.inc()
-    }
-    throw new CloudError('CLOUD_ERR_VIEW_CONFLICT', `view document ${key}: ${this.opts.casAttempts} compare-and-set conflicts in a row`)
-  }
-
-  private remember (key: string, entry: Cached): void {
-    this.cache.set(key, entry)
-    if (this.cache.size > this.opts.cacheDocs) this.cache.delete(this.cache.keys().next().value!)
-  }
-
-  private async onHeartbeat (subject: string, data: Uint8Array): Promise<void> {
-    const gatewayId = subject.split('.')[1] ?? ''
-    let s: GatewayStatus
-    try {
-      s = v1.GatewayStatus.decode(data)
-    } catch {
-      this.reject('malformed_status', { subject })
-      return
-    }
-    if (s.gatewayId !== gatewayId || !GATEWAY_ID.test(gatewayId)) {
-      this.reject('gateway_mismatch', { subject, statusGatewayId: s.gatewayId })
-      return
-    }
-    const doc: GatewayDoc = {
-      v: 1,
-      gatewayId,
-      lastSeenMs: this.opts.now(),
-      status: {
-        tsMs: Number(s.tsMs),
-        version: s.version,
-        linkState: s.linkState,
-        backlogEvents: Number(s.backlogEvents),
-        backlogBytes: Number(s.backlogBytes),
-        oldestUnsentAgeMs: Number(s.oldestUnsentAgeMs),
-        ingestEventsPerSec: s.ingestEventsPerSec,
-        uplinkEventsPerSec: s.uplinkEventsPerSec,
-        connectedDevices: s.connectedDevices,
-        rejectedTotal: Number(s.rejectedTotal),
-        shedEventsTotal: Number(s.shedEventsTotal),
-        startedTsMs: Number(s.startedTsMs),
-        lastAckTsMs: Number(s.lastAckTsMs),
-        lastError: s.lastError,
-        ruleSetVersion: s.ruleSetVersion,
-        decisionP99Ms: Number.isFinite(s.decisionP99Ms) ? s.decisionP99Ms : 0,
-        quarantinedTotal: Number(s.quarantinedTotal),
-      },
-    }
-    try {
-      await this.store.put(viewKeys.gateway(gatewayId), doc)
-      this.counts.heartbeats++
-      this.metrics.heartbeats.inc()
-    } catch (err) {
-      this.metrics.storeErrors.inc()
-      this.log.warn({ err, gatewayId }, 'heartbeat not stored')
-      return
-    }
-    try {
-      await this.recordHealth(doc)
-    } catch (err) {
-      this.metrics.storeErrors.inc()
-      this.log.warn({ err, gatewayId }, 'link-health sample not stored')
-    }
-  }
-
-  /** One link-health sample per heartbeat (cloud receive time), for the gateway page's charts. */
-  private async recordHealth (doc: GatewayDoc): Promise<void> {
-    const lag = await this.store.get<LagDoc>(viewKeys.lag(doc.gatewayId))
-    const s = doc.status
-    const sample = {
-      t: doc.lastSeenMs,
-      backlogEvents: s.backlogEvents,
-      oldestUnsentAgeMs: s.oldestUnsentAgeMs,
-      replicationLagMs: replicationLag(doc, lag?.value ?? null, doc.lastSeenMs),
-      ingestEventsPerSec: s.ingestEventsPerSec,
-      uplinkEventsPerSec: s.uplinkEventsPerSec,
-      linkUp: s.linkState === 'up' ? 1 : 0,
-    }
-    await this.update<HealthDoc>(viewKeys.health(doc.gatewayId), () => newHealthDoc(doc.gatewayId), (h) => appendHealth(h, sample, this.opts.healthSamples))
+  applyGroup (stream: string, msgs: GroupMsg[]): Promise<void> {
+    return this.groups.applyGroup(stream, msgs)
   }
 }

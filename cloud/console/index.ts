@@ -1,3 +1,2 @@
-// The operator's console: login, session guard and the web UI served beside the JSON API.
-export { ConsoleAuth, hashPassword, type LoginResult, type Session } from '../http/auth.ts'
-export { registerConsole, SESSION_COOKIE, type ConsoleServerOptions } from './server.ts'
+// The operator's console: the static web UI served beside the JSON API (login and session are cloud/http/).
+export { CONSOLE_OPEN_PATHS, registerConsole } from './server.ts'

@@ -1,15 +1,26 @@
 // The cloud's HTTP JSON API over the fleet views (shape documented in cloud/API.md), plus the
 // operations endpoints: /healthz, /readyz, /metrics. Stateless: every answer is read from the
-// view store, so any number of API replicas answer the same.
+// view store, so any number of API replicas answer the same. This file owns the fastify instance
+// and its lifecycle; the routes are registered by concern (routes-fleet.ts, routes-control.ts,
+// routes-rules.ts, routes-live.ts, session.ts), and one error handler answers every route
+// (error-handler.ts). The NATS-backed pieces (JetStream client, rules bucket, live events) are made
+// by the composition (cloud.ts) and handed in.
+import type { JetStreamClient } from '@nats-io/jetstream'
+import type { KV } from '@nats-io/kv'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { AddressInfo } from 'node:net'
-import type { NatsConnection } from '@nats-io/transport-node'
 import type { Registry } from 'prom-client'
-import { registerConsole, type ConsoleAuth } from '../console/index.ts'
-import { registerControlRoutes } from './control-api.ts'
+import { CONSOLE_OPEN_PATHS, registerConsole } from '../console/index.ts'
 import type { Logger } from '../log.ts'
-import { DEVICE_ID, GATEWAY_ID } from '../store/view-store.ts'
-import type { FleetViews, Resolution } from '../views/views.ts'
+import type { FleetViews } from '../views/views.ts'
+import type { ConsoleAuth } from './auth.ts'
+import { registerErrorHandler } from './error-handler.ts'
+import type { LiveEvents } from './live-events.ts'
+import { registerControlRoutes } from './routes-control.ts'
+import { registerFleetRoutes } from './routes-fleet.ts'
+import { registerLiveRoutes } from './routes-live.ts'
+import { registerRuleRoutes } from './routes-rules.ts'
+import { registerSession } from './session.ts'
 
 export interface ApiOptions {
   views: FleetViews
@@ -17,21 +28,14 @@ export interface ApiOptions {
   /** Ready = consuming and the store answers; 503 otherwise (and while closing). */
   ready: () => { ready: boolean, detail?: Record<string, unknown> }
   log: Logger
-  /** The console login and web UI (cloud/console/); without it the API is open, as in unit tests. */
+  /** The console login (session guard, login routes) and web UI; without it the API is open, as in unit tests. */
   console?: ConsoleAuth
-  /** For commands, rule sets and live events (control-api.ts); default: the connection of the views' KV bucket. */
-  nats?: NatsConnection
-}
-
-const badRequest = (message: string): { statusCode: number, body: { error: string, message: string } } =>
-  ({ statusCode: 400, body: { error: 'bad_request', message } })
-
-/** Parses a time given as ms since the epoch or an ISO 8601 string. */
-function parseTime (v: unknown, fallback: number): number | null {
-  if (v === undefined || v === '') return fallback
-  const s = String(v)
-  const n = /^-?\d+$/.test(s) ? Number(s) : Date.parse(s)
-  return Number.isFinite(n) ? n : null
+  /** Publishes commands; without it POST /api/commands answers 503. */
+  js?: JetStreamClient
+  /** The RULES bucket (opened with `js`); without it the rule-set routes answer 503. */
+  rules?: KV
+  /** Live updates (GET /api/events); without it that route answers 503. Closed by its owner before close(). */
+  live?: LiveEvents
 }
 
 export class ApiServer {
@@ -40,15 +44,21 @@ export class ApiServer {
 
   constructor (private readonly opts: ApiOptions) {
     // Fastify logs through our pino logger (a child); per-request logs are off (errors are still logged).
-    this.app = Fastify({ loggerInstance: opts.log.child({ component: 'api' }) as unknown as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
-    if (opts.console) registerConsole(this.app, { auth: opts.console })
+    const log = opts.log.child({ component: 'api' })
+    this.app = Fastify({ loggerInstance: log as unknown as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
+    registerErrorHandler(this.app, log)
+    if (opts.console) {
+      registerSession(this.app, { auth: opts.console, openPaths: CONSOLE_OPEN_PATHS })
+      registerConsole(this.app)
+    }
     this.routes()
   }
 
   private routes (): void {
-    const { views } = this.opts
+    const { views, log } = this.opts
     const app = this.app
     app.get('/healthz', async () => ({ status: 'ok' }))
+    // A probe's answer, not an error: 503 with what is not ready.
     app.get('/readyz', async (_req, reply) => {
       const r = this.opts.ready()
       return reply.code(r.ready && !this.closing ? 200 : 503).send({ status: r.ready && !this.closing ? 'ready' : 'not_ready', ...r.detail })
@@ -57,57 +67,11 @@ export class ApiServer {
       const text = await this.opts.registry.metrics()
       return reply.type(this.opts.registry.contentType).send(text)
     })
-
-    app.get('/api/fleet', async () => {
-      const gateways = await views.gateways()
-      return { gateways, online: gateways.filter((g) => g.online).length, total: gateways.length }
-    })
-
-    app.get<{ Params: { id: string } }>('/api/gateways/:id', async (req, reply) => {
-      const id = req.params.id
-      if (!GATEWAY_ID.test(id)) return reply.code(400).send(badRequest('bad gateway id').body)
-      const [gateway, devices] = await Promise.all([views.gateway(id), views.devices(id)])
-      if (!gateway && devices.length === 0) return reply.code(404).send({ error: 'not_found', message: `no gateway ${id}` })
-      return {
-        gatewayId: id,
-        status: gateway,
-        devices: devices.map((d) => ({ deviceId: d.deviceId, lastEventTsMs: d.latest?.eventTsMs ?? null, received: d.accounting.received, duplicates: d.accounting.duplicates, gapsOpen: d.accounting.gapsOpen })),
-      }
-    })
-
-    app.get<{ Params: { gw: string, device: string } }>('/api/devices/:gw/:device', async (req, reply) => {
-      const { gw, device } = req.params
-      if (!GATEWAY_ID.test(gw) || !DEVICE_ID.test(device)) return reply.code(400).send(badRequest('bad gateway or device id').body)
-      const d = await views.device(gw, device)
-      if (!d) return reply.code(404).send({ error: 'not_found', message: `no device ${gw}/${device}` })
-      return d
-    })
-
-    app.get<{ Params: { gw: string, device: string }, Querystring: { from?: string, to?: string, res?: string } }>('/api/devices/:gw/:device/history', async (req, reply) => {
-      const { gw, device } = req.params
-      if (!GATEWAY_ID.test(gw) || !DEVICE_ID.test(device)) return reply.code(400).send(badRequest('bad gateway or device id').body)
-      const res = (req.query.res ?? '1m') as Resolution
-      if (res !== '1m' && res !== '1h') return reply.code(400).send(badRequest('res must be 1m or 1h').body)
-      const now = Date.now()
-      const to = parseTime(req.query.to, now)
-      const from = parseTime(req.query.from, (to ?? now) - (res === '1m' ? 3600_000 : 24 * 3600_000))
-      if (from === null || to === null || from >= to) return reply.code(400).send(badRequest('from and to must be times (ms or ISO 8601) with from < to').body)
-      try {
-        return { gatewayId: gw, deviceId: device, res, from, to, buckets: await views.history(gw, device, from, to, res) }
-      } catch (err) {
-        if (err instanceof RangeError) return reply.code(400).send(badRequest(err.message).body)
-        throw err
-      }
-    })
-
-    app.get<{ Querystring: { gateway?: string } }>('/api/accounting', async (req, reply) => {
-      const gw = req.query.gateway
-      if (gw !== undefined && !GATEWAY_ID.test(gw)) return reply.code(400).send(badRequest('bad gateway id').body)
-      return views.accounting(gw)
-    })
-
-    // Alerts, decisions, commands, rule sets, link health, live events.
-    registerControlRoutes(app, { views, nats: this.opts.nats, log: this.opts.log })
+    registerFleetRoutes(app, views)
+    registerControlRoutes(app, { views, js: this.opts.js ?? null, log })
+    const { js, rules } = this.opts
+    registerRuleRoutes(app, { views, rules: js && rules ? { js, kv: rules } : null, log })
+    registerLiveRoutes(app, this.opts.live ?? null)
   }
 
   /** Listens; resolves with the bound port (0 = ephemeral). */

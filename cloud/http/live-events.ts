@@ -16,7 +16,7 @@
 import type { ServerResponse } from 'node:http'
 import { KvWatchInclude, type KV, type KvWatchEntry } from '@nats-io/kv'
 import type { DeviceDoc } from '../apply/apply.ts'
-import { isAcknowledged, type AlertsDoc, type CommandsDoc, type DecisionsDoc } from '../apply/control-apply.ts'
+import { isAcknowledged, type AlertsDoc, type CommandsDoc, type DecisionsDoc } from '../apply/control/index.ts'
 import type { Logger } from '../log.ts'
 import type { FleetViews } from '../views/views.ts'
 
@@ -61,9 +61,12 @@ export class LiveEvents {
   /** Clients connected now. */
   get size (): number { return this.clients.size }
 
-  /** Takes over a response as an event stream; false when full or closed (the caller answers 503). */
+  /** True when attach() would take a client now (not closed, below maxClients). */
+  accepting (): boolean { return !this.closed && this.clients.size < this.opts.maxClients }
+
+  /** Takes over a response as an event stream; false when full or closed (see accepting()). */
   attach (res: ServerResponse, filter: LiveFilter): boolean {
-    if (this.closed || this.clients.size >= this.opts.maxClients) return false
+    if (!this.accepting()) return false
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' })
     const client: Client = { res, filter, congested: false, missed: false, told: false }
     this.clients.add(client)

@@ -69,9 +69,6 @@ export async function updateDoc<T> (store: ViewStore, key: string, create: () =>
   throw new CloudError('CLOUD_ERR_VIEW_CONFLICT', `view document ${key}: ${attempts} compare-and-set conflicts in a row`)
 }
 
-/** Ids the cloud accepts in keys (the gateway's own rules: see gateway/config.ts and the registry). */
-export { DEVICE_ID, GATEWAY_ID } from '../../proto/ids.ts'
-
 /** An in-process store: documents are kept as JSON text, so readers never share objects with writers. */
 export class MemoryViewStore implements ViewStore {
   private readonly docs = new Map<string, { text: string, rev: number }>()

@@ -2,7 +2,8 @@
 // health) and the two writes the API makes into them: an operator's alert acknowledgement and a
 // command the cloud queued. Both writes use compare-and-set on the same documents the aggregator
 // writes, so neither side loses the other's change.
-import { ackAlert, DEFAULT_CONTROL_LIMITS, healthSamples, isAcknowledged, newCommandsDoc, newDeviceControlDoc, recordQueued, recordQueuedRef, type AlertEventEntry, type AlertState, type AlertsDoc, type CommandState, type CommandsDoc, type ControlLimits, type DecisionEntry, type DecisionsDoc, type DeviceAlertRef, type DeviceCommandRef, type DeviceControlDoc, type DeviceDecisionRef, type HealthDoc, type HealthSample, type QueuedCommand } from '../apply/control-apply.ts'
+import { ackAlert, DEFAULT_CONTROL_LIMITS, isAcknowledged, newCommandsDoc, newDeviceControlDoc, recordQueued, recordQueuedRef, type AlertEventEntry, type AlertState, type AlertsDoc, type CommandState, type CommandsDoc, type ControlLimits, type DecisionEntry, type DecisionsDoc, type DeviceAlertRef, type DeviceCommandRef, type DeviceControlDoc, type DeviceDecisionRef, type QueuedCommand } from '../apply/control/index.ts'
+import { healthSamples, type HealthDoc, type HealthSample } from '../apply/gateway-docs.ts'
 import { updateDoc, viewKeys, type ViewStore } from '../store/view-store.ts'
 
 export interface AlertView extends Omit<AlertState, 'ack'> {

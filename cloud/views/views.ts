@@ -2,38 +2,9 @@
 // ViewStore, so any console replica answers the same; online/offline is derived at read time from
 // the last heartbeat and the offline timeout, so a silent gateway turns offline without a writer.
 import { accountingOf, HOUR_MS, MINUTE_MS, type Agg, type DeviceAccounting, type DeviceDoc, type Latest, type RollupDoc } from '../apply/apply.ts'
-import type { LagDoc } from '../apply/control-apply.ts'
+import { replicationLag, type GatewayDoc, type LagDoc } from '../apply/gateway-docs.ts'
 import { ControlViews } from './control-views.ts'
 import { viewKeys, type ViewStore } from '../store/view-store.ts'
-
-/** The heartbeat as stored: the gateway's status plus when the cloud last heard it. */
-export interface GatewayDoc {
-  v: 1
-  gatewayId: string
-  /** Cloud clock, ms: when the last heartbeat was received (not the gateway's clock). */
-  lastSeenMs: number
-  status: {
-    tsMs: number
-    version: string
-    linkState: string
-    backlogEvents: number
-    backlogBytes: number
-    oldestUnsentAgeMs: number
-    ingestEventsPerSec: number
-    uplinkEventsPerSec: number
-    connectedDevices: number
-    rejectedTotal: number
-    shedEventsTotal: number
-    startedTsMs: number
-    lastAckTsMs: number
-    lastError: string
-    /** Version of the rule set the gateway runs ('' = none). Absent in documents written before it existed. */
-    ruleSetVersion?: string
-    /** Decision latency p99 (publish received -> command sent) over the gateway's recent decisions, ms. */
-    decisionP99Ms?: number
-    quarantinedTotal?: number
-  }
-}
 
 export interface GatewayView extends Omit<GatewayDoc['status'], 'tsMs' | 'ruleSetVersion' | 'decisionP99Ms' | 'quarantinedTotal'> {
   gatewayId: string
@@ -51,18 +22,6 @@ export interface GatewayView extends Omit<GatewayDoc['status'], 'tsMs' | 'ruleSe
   applyLagAtMs: number | null
   /** How far the views are behind the gateway: see replicationLag(). */
   replicationLagMs: number
-}
-
-/**
- * How far the cloud views are behind a gateway, in ms: the age of the oldest event the gateway has
- * not had acknowledged (when it has a backlog), or else the ingest -> applied lag last measured by an
- * aggregator (when measured within a minute of the heartbeat), or 0.
- */
-export function replicationLag (doc: GatewayDoc, lag: LagDoc | null, nowMs: number): number {
-  const s = doc.status
-  const backlog = s.backlogEvents > 0 ? s.oldestUnsentAgeMs : 0
-  const applied = lag && nowMs - lag.atMs <= 60_000 ? lag.applyLagMs : 0
-  return Math.max(backlog, applied)
 }
 
 export interface DeviceView { gatewayId: string, deviceId: string, latest: Latest | null, accounting: DeviceAccounting, updatedMs: number }

@@ -1,0 +1,75 @@
+// The fleet routes (shape in cloud/API.md): the fleet, a gateway and its devices, a device, a
+// device's history from the rollups, the delivery accounting, and a gateway's link-health history.
+// Reads only: every answer comes from the view store, so any API replica answers the same.
+import type { FastifyInstance } from 'fastify'
+import { z } from 'zod'
+import { CloudError } from '../errors.ts'
+import type { FleetViews } from '../views/views.ts'
+import { deviceParams, gatewayId, gatewayParams, parse, time } from './validate.ts'
+
+const historyQuery = z.object({
+  res: z.enum(['1m', '1h'], { error: '1m or 1h' }).default('1m'),
+  from: time,
+  to: time,
+})
+
+const healthQuery = z.object({
+  from: z.string().optional().transform((v, ctx) => {
+    if (v === undefined || v === '') return undefined
+    const n = Number(v)
+    if (!Number.isFinite(n)) ctx.addIssue({ code: 'custom', message: 'ms since the epoch' })
+    return n
+  }),
+})
+
+export function registerFleetRoutes (app: FastifyInstance, views: FleetViews): void {
+  app.get('/api/fleet', async () => {
+    const gateways = await views.gateways()
+    return { gateways, online: gateways.filter((g) => g.online).length, total: gateways.length }
+  })
+
+  app.get('/api/gateways/:id', async (req) => {
+    const { id } = parse(gatewayParams, req.params)
+    const [gateway, devices] = await Promise.all([views.gateway(id), views.devices(id)])
+    if (!gateway && devices.length === 0) throw new CloudError('CLOUD_ERR_NOT_FOUND', `no gateway ${id}`)
+    return {
+      gatewayId: id,
+      status: gateway,
+      devices: devices.map((d) => ({ deviceId: d.deviceId, lastEventTsMs: d.latest?.eventTsMs ?? null, received: d.accounting.received, duplicates: d.accounting.duplicates, gapsOpen: d.accounting.gapsOpen })),
+    }
+  })
+
+  app.get('/api/devices/:gw/:device', async (req) => {
+    const { gw, device } = parse(deviceParams, req.params)
+    const d = await views.device(gw, device)
+    if (!d) throw new CloudError('CLOUD_ERR_NOT_FOUND', `no device ${gw}/${device}`)
+    return d
+  })
+
+  app.get('/api/devices/:gw/:device/history', async (req) => {
+    const { gw, device } = parse(deviceParams, req.params)
+    const q = parse(historyQuery, req.query)
+    const to = q.to ?? Date.now()
+    const from = q.from ?? to - (q.res === '1m' ? 3600_000 : 24 * 3600_000)
+    if (from >= to) throw new CloudError('CLOUD_ERR_BAD_REQUEST', 'from and to must be times (ms or ISO 8601) with from < to')
+    try {
+      return { gatewayId: gw, deviceId: device, res: q.res, from, to, buckets: await views.history(gw, device, from, to, q.res) }
+    } catch (err) {
+      if (err instanceof RangeError) throw new CloudError('CLOUD_ERR_BAD_REQUEST', err.message, { cause: err })
+      throw err
+    }
+  })
+
+  app.get('/api/accounting', async (req) => {
+    const { gateway } = parse(z.object({ gateway: gatewayId.optional() }), req.query)
+    return views.accounting(gateway)
+  })
+
+  app.get('/api/gateways/:id/health', async (req) => {
+    const { id } = parse(gatewayParams, req.params)
+    const { from } = parse(healthQuery, req.query)
+    const samples = await views.control.health(id, { fromMs: from })
+    if (!samples) throw new CloudError('CLOUD_ERR_NOT_FOUND', `no link-health samples for ${id}`)
+    return { gatewayId: id, samples }
+  })
+}
