@@ -28,29 +28,17 @@ import { createCloudMetrics } from '../cloud/metrics.ts'
 import { provisionStreams } from '../cloud/provision.ts'
 import { provisionViews } from '../cloud/provision.ts'
 import { MemoryViewStore } from '../cloud/store/view-store.ts'
-import { STREAMS, subjects, v1 } from '../proto/index.ts'
+import { STREAMS, v1 } from '../proto/index.ts'
 import { killOnExit } from './children.ts'
 import { cpuMeter, otherCpuPct } from './proc-cpu.ts'
-import type { BenchOptions, BenchReport } from './run.ts'
+import type { BenchOptions, BenchReport } from './bench-types.ts'
+import { fillBacklog, liveLoad, settingsFor, type Settings } from './aggregate-load.ts'
 
 const TARGET_PER_REPLICA = 150_000
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const REPLICA_SCRIPT = 'bench/aggregate-replica.ts'
 /** Busy CPU outside the measured processes above which a row is flagged as skewed (% of a core). */
 const OTHER_CPU_WARN_PCT = 15
-
-interface Settings {
-  mode: string
-  backlogEvents: number
-  batches: number
-  eventsPerBatch: number
-  gateways: number
-  devicesPerGateway: number
-  readingsPerEvent: number
-  replicaCounts: number[]
-  live: { ratePerSec: number, tickMs: number, gateways: number, devicesPerGateway: number, warmupMs: number, durationMs: number }
-  drainTimeoutMs: number
-}
 
 interface Replica { pid: number, applied: number, eventsPerSec: number, conflicts: number, duplicates: number, flushes: number }
 interface Latency {
@@ -86,77 +74,8 @@ interface Result {
   cpuPct: Record<string, number | null>
 }
 
-function settingsFor (quick: boolean): Settings {
-  const batches = quick ? 50 : 500
-  const eventsPerBatch = 2000
-  return {
-    mode: quick ? 'quick' : 'full',
-    backlogEvents: batches * eventsPerBatch,
-    batches,
-    eventsPerBatch,
-    gateways: 10,
-    devicesPerGateway: 100,
-    readingsPerEvent: 2,
-    replicaCounts: [1, 2],
-    live: { ratePerSec: 5000, tickMs: 20, gateways: 10, devicesPerGateway: 100, warmupMs: quick ? 500 : 2000, durationMs: quick ? 2000 : 20000 },
-    drainTimeoutMs: quick ? 30_000 : 120_000,
-  }
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 const round = (x: number, digits: number): number => Math.round(x * 10 ** digits) / 10 ** digits
-
-/** The backlog: batches round-robin over the gateways, each spread over its gateway's devices, seqs advancing batch by batch. */
-async function fillBacklog (js: JetStreamClient, s: Settings): Promise<void> {
-  const now = Date.now()
-  const sent = new Array<number>(s.gateways).fill(0)
-  const pubs: Promise<unknown>[] = []
-  for (let b = 0; b < s.batches; b++) {
-    const g = b % s.gateways
-    const gatewayId = `bench-${g}`
-    const events = []
-    for (let i = 0; i < s.eventsPerBatch; i++) {
-      const n = sent[g]++
-      const seq = Math.floor(n / s.devicesPerGateway) + 1
-      events.push({ deviceId: `dev-${n % s.devicesPerGateway}`, seq, eventTsMs: now - 3600_000 + seq * 100, ingestTsMs: now, readings: [{ name: 'temperature', value: 20 + (n % 50) / 10 }, { name: 'humidity', value: 40 }] })
-    }
-    pubs.push(js.publish(subjects.telemetry(gatewayId), v1.ReplicationBatch.encode({ gatewayId, batchId: `b${b}`, events }).finish(), { msgID: `${gatewayId}-b${b}` }))
-    if (pubs.length >= 32) await Promise.all(pubs.splice(0))
-  }
-  await Promise.all(pubs)
-}
-
-/** Steady live load: every tick, one batch per gateway with ingestTsMs = now; seqs continue across calls. */
-async function liveLoad (js: JetStreamClient, s: Settings['live'], durationMs: number, seqs: number[]): Promise<{ events: number, batches: number, errors: number, ms: number }> {
-  const perBatch = Math.max(1, Math.round(s.ratePerSec * s.tickMs / 1000 / s.gateways))
-  const pubs: Promise<unknown>[] = []
-  let errors = 0
-  let events = 0
-  let batches = 0
-  const t0 = performance.now()
-  for (let tick = 0; performance.now() - t0 < durationMs; tick++) {
-    const now = Date.now()
-    for (let g = 0; g < s.gateways; g++) {
-      const gatewayId = `live-${g}`
-      const evs = []
-      for (let i = 0; i < perBatch; i++) {
-        const n = seqs[g]++
-        const seq = Math.floor(n / s.devicesPerGateway) + 1
-        evs.push({ deviceId: `dev-${n % s.devicesPerGateway}`, seq, eventTsMs: now, ingestTsMs: now, readings: [{ name: 'temperature', value: 20 + (n % 50) / 10 }, { name: 'humidity', value: 40 }] })
-      }
-      const batchId = `${gatewayId}-${seqs[g]}`
-      pubs.push(js.publish(subjects.telemetry(gatewayId), v1.ReplicationBatch.encode({ gatewayId, batchId, events: evs }).finish(), { msgID: batchId }).catch(() => { errors++ }))
-      events += perBatch
-      batches++
-    }
-    if (pubs.length >= 256) await Promise.all(pubs.splice(0))
-    const next = t0 + (tick + 1) * s.tickMs
-    const wait = next - performance.now()
-    if (wait > 0) await sleep(wait)
-  }
-  await Promise.all(pubs)
-  return { events, batches, errors, ms: performance.now() - t0 }
-}
 
 /** A replica process and the latest of its JSON lines. */
 class ReplicaProc {

@@ -2,11 +2,13 @@
 // DESIGN targets, a table and notes. Every gateway-side figure is a delta between two scrapes of
 // /metrics that bracket the same window as the outside measurement.
 import { latencyUs, type LatencyUs, type ProbeCounts, type ProbeWindow } from './decide-probe.ts'
-import type { ScenarioKey } from './decide.ts'
 import { bucketDelta, bucketQuantile, type Scrape } from './metrics-scrape.ts'
 import type { FillResult } from './outbox-fill.ts'
 import type { PacedLoadResult } from './paced-load.ts'
-import type { BenchReport } from './run.ts'
+import type { BenchReport } from './bench-types.ts'
+
+/** The decide benchmark's scenarios: idle, 5k events/s background, the same while a backlog drains, and background with durability=normal. */
+export type ScenarioKey = 'idle' | 'load' | 'drain' | 'load-normal'
 
 /** DESIGN.md "Targets": decision latency p99 at 5k events/s background, and while a 1M backlog drains. */
 const TARGET_P99_MS: Record<ScenarioKey, number | null> = { idle: null, load: 2, drain: 3, 'load-normal': 2 }

@@ -17,12 +17,12 @@ import { startNats, type NatsServer, spawnGateway, tempDir, type ChildGateway, w
 import { killOnExit, stopGateway } from './children.ts'
 import type { ProbeCounts } from './decide-probe.ts'
 import { ProbeChild } from './decide-probe-child.ts'
-import { report, type DecideSettings, type Mark, type Poll, type ScenarioRun } from './decide-report.ts'
+import { report, type DecideSettings, type Mark, type Poll, type ScenarioKey, type ScenarioRun } from './decide-report.ts'
 import { scrapeAll } from './metrics-scrape.ts'
 import { fillOutbox, type FillResult } from './outbox-fill.ts'
 import { runPacedLoad, type PacedLoadResult } from './paced-load.ts'
 import { machineBusyMs, procCpuMs } from './proc-cpu.ts'
-import type { BenchOptions, BenchReport } from './run.ts'
+import type { BenchOptions, BenchReport } from './bench-types.ts'
 
 const GATEWAY_ID = 'bench-decide'
 const SENSOR = 'sensor-x'
@@ -30,7 +30,6 @@ const ACTUATOR = 'act-x'
 /** The backlog counts as drained once the outbox holds fewer events than this (live telemetry waiting for its batch stays far below). */
 const DRAINED_BELOW = 2000
 
-export type ScenarioKey = 'idle' | 'load' | 'drain' | 'load-normal'
 export interface Scenario { key: ScenarioKey, background: boolean, backlog: boolean, durability: 'full' | 'normal' }
 
 const SCENARIOS: Scenario[] = [

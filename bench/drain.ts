@@ -18,7 +18,7 @@ import { runJsPublish, type JsPublishResult } from './js-publish-peer.ts'
 import { bucketQuantile, scrapeAll, type Scrape } from './metrics-scrape.ts'
 import { deviceName, fillOutbox, type FillResult } from './outbox-fill.ts'
 import { cpuMeter, otherCpuPct } from './proc-cpu.ts'
-import type { BenchOptions, BenchReport } from './run.ts'
+import type { BenchOptions, BenchReport } from './bench-types.ts'
 
 /** DESIGN.md "Targets": backlog drain edge -> cloud, and online freshness p99. */
 const TARGET_DRAIN_PER_SEC = 200_000

@@ -10,7 +10,7 @@ import { spawnGateway, tempDir } from '../devkit/index.ts'
 import { stopGateway } from './children.ts'
 import { scrapeAll } from './metrics-scrape.ts'
 import { fillOutbox } from './outbox-fill.ts'
-import type { BenchOptions, BenchReport } from './run.ts'
+import type { BenchOptions, BenchReport } from './bench-types.ts'
 
 const TARGET_BYTES_PER_10M = 1e9
 const TARGET_RESTART_MS = 2000

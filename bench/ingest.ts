@@ -14,7 +14,7 @@ import { startBareAedes } from './peers/aedes-bare.ts'
 import type { PeerBroker } from './peers/external.ts'
 import { MOSQUITTO, mosquittoConfig, startMosquitto } from './peers/mosquitto.ts'
 import { NATS_MQTT, NATS_SINK, natsMqttConfig, startNatsMqtt, type NatsMqttPeer } from './peers/nats-mqtt.ts'
-import type { BenchOptions, BenchReport } from './run.ts'
+import type { BenchOptions, BenchReport } from './bench-types.ts'
 
 /** Publisher counts measured; quick mode keeps only the 8-publisher case (the one the targets are read at). */
 const PUBLISHER_COUNTS = [1, 8]

@@ -11,7 +11,7 @@ import { scrapeAll } from './metrics-scrape.ts'
 import { killOnExit } from './children.ts'
 import { spawnWithLifetime, type Wrapped } from './peers/external.ts'
 import { awaitPortsFile, gatewayArgs, tempDir, waitFor } from '../devkit/index.ts'
-import type { BenchOptions, BenchReport } from './run.ts'
+import type { BenchOptions, BenchReport } from './bench-types.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const TARGET_BYTES = 200e6

@@ -13,28 +13,11 @@ import { aggregate } from './aggregate.ts'
 import { footprint } from './footprint.ts'
 import { memory } from './memory.ts'
 import { writeReport } from './report.ts'
+import type { Bench, BenchOptions, BenchReport } from './bench-types.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const RESULTS_DIR = join(ROOT, 'bench-results')
 
-export interface BenchOptions {
-  /** Short measurements (a few seconds each) for a smoke run; numbers are noisier. */
-  quick: boolean
-}
-
-/** What a benchmark hands back: run.ts prints the table and stores the rest as JSON. */
-export interface BenchReport {
-  settings: Record<string, unknown>
-  results: unknown[]
-  /** Target ÷ peer, as plain numbers. */
-  ratios: unknown[]
-  table: { columns: string[], rows: string[][] }
-  notes: string[]
-  /** Anything that makes the figures untrustworthy (lost acks, disconnects, errors). */
-  failures: string[]
-}
-
-export type Bench = (opts: BenchOptions) => Promise<BenchReport>
 
 /** Every known benchmark, by the name given on the command line. */
 const BENCHES: Record<string, Bench> = { ingest, drain, aggregate, footprint, decide, memory }
