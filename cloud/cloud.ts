@@ -19,10 +19,11 @@ import { provisionStreams } from './provision.ts'
 import { provisionViews } from './provision.ts'
 import type { ViewStore } from './store/view-store.ts'
 import { FleetViews } from './views/views.ts'
+import { Lifecycle } from '../lib/lifecycle.ts'
 
 export interface CloudPorts { http: number | null }
 
-export class Cloud {
+export class Cloud extends Lifecycle {
   readonly metrics: CloudMetrics
   nc: NatsConnection | null = null
   store: ViewStore | null = null
@@ -30,9 +31,9 @@ export class Cloud {
   views: FleetViews | null = null
   api: ApiServer | null = null
   live: LiveEvents | null = null
-  private closing: Promise<void> | null = null
 
   constructor (private readonly config: CloudConfig, private readonly log: Logger, opts: { defaultMetrics?: boolean } = {}) {
+    super()
     this.metrics = createCloudMetrics({ defaultMetrics: opts.defaultMetrics })
   }
 
@@ -68,27 +69,24 @@ export class Cloud {
   ready (): { ready: boolean, detail: Record<string, unknown> } {
     const nats = this.nc !== null && !this.nc.isClosed()
     const aggregator = this.aggregator ? this.aggregator.ready() : null
-    return { ready: nats && aggregator !== false && !this.closing, detail: { nats, aggregator, stats: this.aggregator?.stats() } }
+    return { ready: nats && aggregator !== false && !this.isClosing, detail: { nats, aggregator, stats: this.aggregator?.stats() } }
   }
 
   /**
    * Reverse order: live streams (ended, so that the API's close does not wait on them), API,
-   * aggregator (finishes and acks its group), store, NATS (drained). Idempotent.
+   * aggregator (finishes and acks its group), store, NATS (drained).
    */
-  close (): Promise<void> {
-    this.closing ??= (async () => {
-      this.live?.close()
-      await this.api?.close()
-      await this.aggregator?.close()
-      await this.store?.close()
-      if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => this.nc?.close())
-      this.log.info('cloud closed')
-    })()
-    return this.closing
+  protected async onClose (): Promise<void> {
+    await this.live?.close()
+    await this.api?.close()
+    await this.aggregator?.close()
+    await this.store?.close()
+    if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => this.nc?.close())
+    this.log.info('cloud closed')
   }
 
-  destroy (err?: Error): void {
-    this.live?.close()
+  protected onDestroy (err?: Error): void {
+    this.live?.destroy()
     this.api?.destroy()
     this.aggregator?.destroy(err)
     void this.nc?.close()

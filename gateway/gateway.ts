@@ -20,12 +20,13 @@ import { CommandTracker } from './rules/command-tracker.ts'
 import { Control } from './rules/control.ts'
 import { CloudChannel } from './uplink/cloud-channel.ts'
 import type { IncomingControl } from './store/outbox-types.ts'
+import { Lifecycle } from '../lib/lifecycle.ts'
 
 export const VERSION = '0.1.0'
 
 export interface GatewayPorts extends BrokerPorts { http: number | null }
 
-export class Gateway {
+export class Gateway extends Lifecycle {
   readonly metrics: GatewayMetrics
   db!: Db
   outbox!: Outbox
@@ -41,23 +42,24 @@ export class Gateway {
   private heartbeat: Heartbeat | null = null
   private readonly startedTs = Date.now()
   private ops: OpsServer | null = null
-  private state: 'new' | 'starting' | 'running' | 'closing' | 'closed' = 'new'
-  private closing: Promise<void> | null = null
+  /** How far start() has got; closing and closed are the lifecycle's (lib/lifecycle.ts). */
+  private phase: 'new' | 'starting' | 'running' = 'new'
   ports: GatewayPorts | null = null
 
   constructor (readonly config: GatewayConfig, private readonly log: Logger, opts: { defaultMetrics?: boolean } = {}) {
+    super()
     this.metrics = createMetrics({
       ...opts,
       oldestAgeSeconds: () => {
-        const ts = this.state === 'running' ? this.outbox.oldestIngestTs() : null
+        const ts = this.phase === 'running' && !this.isClosing ? this.outbox.oldestIngestTs() : null
         return ts === null ? 0 : (Date.now() - ts) / 1000
       },
     })
   }
 
   async start (): Promise<GatewayPorts> {
-    if (this.state !== 'new') throw new Error(`gateway already ${this.state}`)
-    this.state = 'starting'
+    if (this.phase !== 'new' || this.isClosing) throw new Error(`gateway already ${this.state()}`)
+    this.phase = 'starting'
     const cfg = this.config
     const t0 = performance.now()
     this.db = openDb(cfg.dataDir, cfg.outbox.durability)
@@ -98,7 +100,7 @@ export class Gateway {
       command: (cmd) => { this.commands.fromCloud(cmd) },
     }, this.log.child({ component: 'cloud-channel' }))
     this.cloudChannel.start()
-    this.state = 'running'
+    this.phase = 'running'
     const stats = this.outbox.stats()
     this.log.info({ ports: this.ports, outboxEvents: stats.events, outboxBytes: stats.bytes, durability: cfg.outbox.durability, durationMs: Math.round(performance.now() - t0) }, 'gateway started')
     if (cfg.portsFile) {
@@ -137,43 +139,30 @@ export class Gateway {
 
   private readiness (): { ready: boolean, detail: Record<string, unknown> } {
     const s = this.outbox.stats()
-    return { ready: this.state === 'running', detail: { state: this.state, outboxEvents: s.events, outboxBytes: s.bytes, pending: s.pending, uplink: { link: this.link.state, lastError: this.link.lastError, ...this.replicator.stats() } } }
+    return { ready: this.phase === 'running' && !this.isClosing, detail: { state: this.state(), outboxEvents: s.events, outboxBytes: s.bytes, pending: s.pending, uplink: { link: this.link.state, lastError: this.link.lastError, ...this.replicator.stats() } } }
   }
 
-  /** Graceful: stop accepting, commit what is queued, close the database. Idempotent. */
-  close (): Promise<void> {
-    if (this.closing) return this.closing
-    this.closing = (async () => {
-      this.state = 'closing'
-      await this.broker?.close()
-      this.control?.close()
-      this.commands?.close()
-      await this.cloudChannel?.close()
-      this.outbox?.close()
-      this.heartbeat?.close()
-      await this.replicator?.close()
-      await this.link?.close()
-      await this.ops?.close()
-      await this.checkpointer?.close()
-      this.db?.close()
-      this.state = 'closed'
-      this.log.info('gateway closed')
-    })()
-    return this.closing
+  private state (): string { return this.isClosing ? this.lifecycleState : this.phase }
+
+  /** Graceful: stop accepting, commit what is queued, close the database; parts close in reverse order of start. */
+  protected async onClose (): Promise<void> {
+    await this.broker?.close()
+    await this.control?.close()
+    await this.commands?.close()
+    await this.cloudChannel?.close()
+    await this.outbox?.close()
+    await this.heartbeat?.close()
+    await this.replicator?.close()
+    await this.link?.close()
+    await this.ops?.close()
+    await this.checkpointer?.close()
+    this.db?.close()
+    this.log.info('gateway closed')
   }
 
   /** Immediate: refuse what is queued (nothing unacknowledged is lost: devices resend) and close. */
-  destroy (err?: Error): void {
-    this.state = 'closed'
-    this.control?.close()
-    void this.cloudChannel?.close()
-    this.outbox?.destroy(err)
-    this.heartbeat?.close()
-    this.replicator?.destroy()
-    void this.link?.close()
-    void this.broker?.close()
-    void this.ops?.close()
-    this.checkpointer?.destroy()
+  protected onDestroy (err?: Error): void {
+    for (const part of [this.control, this.commands, this.cloudChannel, this.outbox, this.heartbeat, this.replicator, this.link, this.broker, this.ops, this.checkpointer]) part?.destroy(err)
     if (this.db?.open) this.db.close()
   }
 }

@@ -2,6 +2,7 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Registry } from 'prom-client'
+import { Lifecycle } from '../lib/lifecycle.ts'
 
 export interface HealthSource {
   /** Ready = accepting and committing input. */
@@ -9,10 +10,12 @@ export interface HealthSource {
 }
 
 /** Serves /metrics, /healthz (process alive) and /readyz (503 until ready, and again while closing). */
-export class OpsServer {
+export class OpsServer extends Lifecycle {
   private server: Server | null = null
 
-  constructor (private readonly registry: Registry, private readonly health: HealthSource) {}
+  constructor (private readonly registry: Registry, private readonly health: HealthSource) {
+    super()
+  }
 
   async start (host: string, port: number): Promise<number> {
     const server = createServer((req, res) => {
@@ -38,11 +41,17 @@ export class OpsServer {
     return (server.address() as AddressInfo).port
   }
 
-  async close (): Promise<void> {
+  protected async onClose (): Promise<void> {
     const s = this.server
     this.server = null
     if (!s) return
     s.closeAllConnections()
     await new Promise<void>((resolve) => s.close(() => resolve()))
+  }
+
+  protected onDestroy (): void {
+    this.server?.closeAllConnections()
+    this.server?.close()
+    this.server = null
   }
 }

@@ -55,3 +55,14 @@ test('lifecycle: destroy() during a close releases at once and closed() resolves
   await closing
   assert.equal(p.lifecycleState, 'destroyed')
 })
+
+test('lifecycle: the gateway and every long-lived part of it share it; a closed gateway\'s closed() resolves', async () => {
+  const { startGateway } = await import('../devkit/index.ts')
+  const gw = await startGateway()
+  const g = gw.gateway
+  const parts = { gateway: g, outbox: g.outbox, broker: g.broker, link: g.link, replicator: g.replicator, commands: g.commands, control: g.control }
+  for (const [name, part] of Object.entries(parts)) assert.ok(part instanceof Lifecycle, `${name} does not use lib/lifecycle.ts`)
+  await Promise.all([gw.close(), g.close()])
+  assert.equal(await g.closed(), undefined)
+  for (const [name, part] of Object.entries(parts)) assert.equal(part.lifecycleState, 'closed', `${name} is ${part.lifecycleState} after the gateway closed`)
+})

@@ -27,6 +27,7 @@ import { DEFAULT_CONTROL_LIMITS, type ControlLimits } from './control/index.ts'
 import type { GroupMsg } from './decode.ts'
 import { DocWriter } from './doc-writer.ts'
 import { HeartbeatApplier } from './heartbeat.ts'
+import { Lifecycle } from '../../lib/lifecycle.ts'
 
 export type { AggregatorStats } from './apply-context.ts'
 
@@ -58,7 +59,7 @@ export interface AggregatorOptions {
 
 const STREAM_OF = { telemetry: STREAMS.telemetry.name, events: STREAMS.events.name } as const
 
-export class Aggregator {
+export class Aggregator extends Lifecycle {
   private readonly opts: Required<Omit<AggregatorOptions, 'now' | 'controlLimits'>> & { now: () => number, controlLimits: ControlLimits }
   private readonly counts: AggregatorStats = newStats()
   private readonly groups: GroupApplier
@@ -70,8 +71,8 @@ export class Aggregator {
   private jsm: JetStreamManager | null = null
   // One apply at a time in this process: the two consumer loops never race on a cached document.
   private applying: Promise<unknown> = Promise.resolve()
-  private state: 'new' | 'starting' | 'running' | 'closing' | 'closed' = 'new'
-  private closing: Promise<void> | null = null
+  /** How far start() has got; closing and closed are the lifecycle's (lib/lifecycle.ts). */
+  private phase: 'new' | 'starting' | 'running' = 'new'
 
   constructor (
     private readonly nc: NatsConnection,
@@ -80,6 +81,7 @@ export class Aggregator {
     private readonly log: Logger,
     opts: AggregatorOptions = {},
   ) {
+    super()
     this.opts = {
       durablePrefix: opts.durablePrefix ?? 'aggregator',
       maxBatchMessages: opts.maxBatchMessages ?? 64,
@@ -103,8 +105,8 @@ export class Aggregator {
 
   /** Creates (or updates) the durable consumers, subscribes to heartbeats and starts consuming. */
   async start (): Promise<void> {
-    if (this.state !== 'new') throw new Error(`aggregator cannot start: ${this.state}`)
-    this.state = 'starting'
+    if (this.phase !== 'new' || this.isClosing) throw new Error(`aggregator cannot start: ${this.isClosing ? this.lifecycleState : this.phase}`)
+    this.phase = 'starting'
     this.jsm = await jetstreamManager(this.nc)
     this.js = jetstream(this.nc)
     for (const s of this.opts.streams) await this.ensureConsumer(STREAM_OF[s], this.durable(s))
@@ -114,35 +116,28 @@ export class Aggregator {
       this.loops.push(this.run(s, consumer).catch((err) => this.log.error({ err, stream: STREAM_OF[s] }, 'consumer stopped')))
     }
     this.metrics.setLagSource(() => this.lag())
-    if ((this.state as string) === 'starting') this.state = 'running'
+    if (!this.isClosing) this.phase = 'running'
     this.log.info({ streams: this.opts.streams, durablePrefix: this.opts.durablePrefix }, 'aggregator started')
   }
 
   /** True while consuming. */
-  ready (): boolean { return this.state === 'running' }
+  ready (): boolean { return this.phase === 'running' && !this.isClosing }
 
   stats (): AggregatorStats { return { ...this.counts } }
 
   /** Stops pulling, finishes (and acks) the group being applied, then stops. Idempotent. */
-  close (): Promise<void> {
-    this.closing ??= (async () => {
-      this.state = 'closing'
-      this.metrics.setLagSource(null)
-      this.sub?.unsubscribe()
-      await Promise.all(this.iters.map((it) => it.close().catch(() => {})))
-      await Promise.allSettled(this.loops)
-      await this.applying.catch(() => {})
-      this.state = 'closed'
-      this.log.info(this.stats(), 'aggregator closed')
-    })()
-    return this.closing
+  protected async onClose (): Promise<void> {
+    this.metrics.setLagSource(null)
+    this.sub?.unsubscribe()
+    await Promise.all(this.iters.map((it) => it.close().catch(() => {})))
+    await Promise.allSettled(this.loops)
+    await this.applying.catch(() => {})
+    this.log.info(this.stats(), 'aggregator closed')
   }
 
   /** Stops at once: what is not acked yet is redelivered by JetStream after ackWaitMs. */
-  destroy (err?: Error): void {
+  protected onDestroy (err?: Error): void {
     if (err) this.log.error({ err }, 'aggregator destroyed')
-    this.state = 'closed'
-    this.closing ??= Promise.resolve()
     this.metrics.setLagSource(null)
     this.sub?.unsubscribe()
     for (const it of this.iters) it.stop()
@@ -199,7 +194,7 @@ export class Aggregator {
     let ended = false
     void iter.closed().then(() => { ended = true; wake?.() })
     let failures = 0
-    while (!ended && this.state !== 'closing' && this.state !== 'closed') {
+    while (!ended && !this.isClosing) {
       if (buffer.length === 0) {
         await new Promise<void>((resolve) => { wake = resolve })
         wake = null

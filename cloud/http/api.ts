@@ -21,6 +21,7 @@ import { registerFleetRoutes } from './routes-fleet.ts'
 import { registerLiveRoutes } from './routes-live.ts'
 import { registerRuleRoutes } from './routes-rules.ts'
 import { registerSession } from './session.ts'
+import { Lifecycle } from '../../lib/lifecycle.ts'
 
 export interface ApiOptions {
   views: FleetViews
@@ -38,11 +39,11 @@ export interface ApiOptions {
   live?: LiveEvents
 }
 
-export class ApiServer {
+export class ApiServer extends Lifecycle {
   private readonly app: FastifyInstance
-  private closing: Promise<void> | null = null
 
   constructor (private readonly opts: ApiOptions) {
+    super()
     // Fastify logs through our pino logger (a child); per-request logs are off (errors are still logged).
     const log = opts.log.child({ component: 'api' })
     this.app = Fastify({ loggerInstance: log as unknown as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
@@ -61,7 +62,7 @@ export class ApiServer {
     // A probe's answer, not an error: 503 with what is not ready.
     app.get('/readyz', async (_req, reply) => {
       const r = this.opts.ready()
-      return reply.code(r.ready && !this.closing ? 200 : 503).send({ status: r.ready && !this.closing ? 'ready' : 'not_ready', ...r.detail })
+      return reply.code(r.ready && !this.isClosing ? 200 : 503).send({ status: r.ready && !this.isClosing ? 'ready' : 'not_ready', ...r.detail })
     })
     app.get('/metrics', async (_req, reply) => {
       const text = await this.opts.registry.metrics()
@@ -80,15 +81,14 @@ export class ApiServer {
     return (this.app.server.address() as AddressInfo).port
   }
 
-  /** Stops accepting, lets in-flight requests finish. Idempotent. */
-  close (): Promise<void> {
-    this.closing ??= this.app.close()
-    return this.closing
+  /** Stops accepting, lets in-flight requests finish. */
+  protected async onClose (): Promise<void> {
+    await this.app.close()
   }
 
   /** Closes every connection at once. */
-  destroy (): void {
+  protected onDestroy (): void {
     this.app.server.closeAllConnections()
-    void this.close()
+    void this.app.close()
   }
 }

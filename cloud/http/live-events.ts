@@ -19,6 +19,7 @@ import type { DeviceDoc } from '../apply/apply.ts'
 import { isAcknowledged, type AlertsDoc, type CommandsDoc, type DecisionsDoc } from '../apply/control/index.ts'
 import type { Logger } from '../log.ts'
 import type { FleetViews } from '../views/views.ts'
+import { Lifecycle } from '../../lib/lifecycle.ts'
 
 export interface LiveFilter { gatewayId?: string, deviceId?: string, types?: ReadonlySet<string> }
 
@@ -42,7 +43,7 @@ interface Client { res: ServerResponse, filter: LiveFilter, congested: boolean, 
 
 const PREFIXES = new Set(['dev', 'gw', 'alr', 'cmd', 'dec'])
 
-export class LiveEvents {
+export class LiveEvents extends Lifecycle {
   private readonly clients = new Set<Client>()
   private readonly dirty = new Map<string, number>()
   private readonly summaries = new Map<string, Map<string, string> | number>()
@@ -52,9 +53,9 @@ export class LiveEvents {
   private flushTimer: NodeJS.Timeout | null = null
   private keepAlive: NodeJS.Timeout | null = null
   private flushing = false
-  private closed = false
 
   constructor (private readonly kv: KV, private readonly views: FleetViews, private readonly log: Logger, opts: LiveEventsOptions = {}) {
+    super()
     this.opts = { coalesceMs: opts.coalesceMs ?? 250, maxDirty: opts.maxDirty ?? 10_000, maxClients: opts.maxClients ?? 1000, keepAliveMs: opts.keepAliveMs ?? 15_000 }
   }
 
@@ -62,7 +63,7 @@ export class LiveEvents {
   get size (): number { return this.clients.size }
 
   /** True when attach() would take a client now (not closed, below maxClients). */
-  accepting (): boolean { return !this.closed && this.clients.size < this.opts.maxClients }
+  accepting (): boolean { return !this.isClosing && this.clients.size < this.opts.maxClients }
 
   /** Takes over a response as an event stream; false when full or closed (see accepting()). */
   attach (res: ServerResponse, filter: LiveFilter): boolean {
@@ -90,9 +91,7 @@ export class LiveEvents {
   }
 
   /** Ends every stream and stops the watch. Idempotent. */
-  close (): void {
-    if (this.closed) return
-    this.closed = true
+  protected onClose (): void {
     for (const c of [...this.clients]) {
       c.res.end()
       c.res.socket?.destroySoon()
@@ -121,7 +120,7 @@ export class LiveEvents {
   }
 
   private ensureWatch (): Promise<void> {
-    if (this.watch || this.closed) return Promise.resolve()
+    if (this.watch || this.isClosing) return Promise.resolve()
     this.starting ??= this.startWatch().catch((err) => {
       this.log.warn({ err }, 'live events: cannot watch the views bucket; retrying')
       setTimeout(() => { if (this.clients.size > 0) void this.ensureWatch() }, 2000).unref()
@@ -131,7 +130,7 @@ export class LiveEvents {
 
   private async startWatch (): Promise<void> {
     const w = await this.kv.watch({ key: '>', headers_only: true, include: KvWatchInclude.UpdatesOnly, ignoreDeletes: true })
-    if (this.closed || this.clients.size === 0) { w.stop(); return }
+    if (this.isClosing || this.clients.size === 0) { w.stop(); return }
     this.watch = w
     // What alert, command and decision documents hold now, so the first change is told as a change.
     await this.prime()
@@ -146,7 +145,7 @@ export class LiveEvents {
         // Ended under us (e.g. the connection closed): clients refetch; a new watch starts if any remain.
         this.watch = null
         this.broadcastRaw('event: resync\ndata: {}\n\n')
-        if (!this.closed && this.clients.size > 0) setTimeout(() => { void this.ensureWatch() }, 1000).unref()
+        if (!this.isClosing && this.clients.size > 0) setTimeout(() => { void this.ensureWatch() }, 1000).unref()
       }
     })()
   }
@@ -297,6 +296,10 @@ export class LiveEvents {
   private write (c: Client, chunk: string): void {
     if (c.congested) { c.missed = true; return }
     if (!c.res.write(chunk)) c.congested = true
+  }
+
+  protected onDestroy (): void {
+    this.onClose()
   }
 }
 

@@ -16,6 +16,7 @@ import type { GatewayMetrics } from '../metrics.ts'
 import { guardPacketSize } from './packet-size-guard.ts'
 import { TokenBucket } from '../../lib/token-bucket.ts'
 import { DEVICE_ID, maySubscribe, publishKind } from '../../proto/topics.ts'
+import { Lifecycle } from '../../lib/lifecycle.ts'
 
 // mqtt-packet (aedes' encoder) by default builds, on the first packet it writes, a cache of all
 // 65,536 two-byte message-id Buffers: ~7 MB of heap held for good, to save a 2-byte allocation per
@@ -49,13 +50,12 @@ export interface CommandReceipts {
   delivered: (deviceId: string, payload: Buffer) => void
 }
 
-export class Broker {
+export class Broker extends Lifecycle {
   readonly aedes: Aedes
   private readonly sessions = new WeakMap<Client, Session>()
   private servers: Array<NetServer | TlsServer | HttpServer> = []
   private wss: WebSocketServer | null = null
   private openConnections = 0
-  private closed = false
 
   constructor (
     private readonly cfg: GatewayConfig['mqtt'],
@@ -65,6 +65,7 @@ export class Broker {
     private readonly log: Logger,
     private readonly metrics: GatewayMetrics,
   ) {
+    super()
     this.aedes = new Aedes({ drainTimeout: 30000, connectTimeout: 10000 })
     this.aedes.preConnect = (client, _packet, done) => this.preConnect(client, done)
     this.aedes.authenticate = (client, username, password, done) => this.authenticate(client, username, password, done)
@@ -130,7 +131,7 @@ export class Broker {
   }
 
   private preConnect (client: Client, done: (err: Error | null, ok: boolean) => void): void {
-    if (this.closed) return done(new Error('gateway is shutting down'), false)
+    if (this.isClosing) return done(new Error('gateway is shutting down'), false)
     if (this.aedes.connectedClients >= this.cfg.maxConnections) {
       this.metrics.rejected.inc({ reason: 'too_many_connections' })
       return done(new Error(`connection limit ${this.cfg.maxConnections} reached`), false)
@@ -246,12 +247,15 @@ export class Broker {
   }
 
   /** Stops accepting connections, then closes every client and the broker. Idempotent. */
-  async close (): Promise<void> {
-    if (this.closed) return
-    this.closed = true
+  protected async onClose (): Promise<void> {
     this.wss?.close()
     const stopped = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()))
     await stopped
+  }
+
+  protected onDestroy (): void {
+    // The broker has nothing to flush: refusing new work and closing the sockets is all there is.
+    void this.onClose()
   }
 }

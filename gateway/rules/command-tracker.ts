@@ -8,6 +8,7 @@ import type { GatewayMetrics } from '../metrics.ts'
 import type { IncomingControl } from '../store/outbox-types.ts'
 import { commandTopic } from '../../proto/topics.ts'
 import type { CloudCommand } from '../../proto/command.ts'
+import { Lifecycle } from '../../lib/lifecycle.ts'
 
 export type CommandStatus = 'sent' | 'delivered' | 'acknowledged' | 'rejected' | 'timed_out' | 'expired'
 
@@ -31,26 +32,27 @@ export interface CommandSink {
   record: (ev: IncomingControl) => void
 }
 
-export class CommandTracker {
+export class CommandTracker extends Lifecycle {
   private readonly pending = new Map<string, Pending>()
   private readonly prefix = randomBytes(4).toString('hex')
   private counter = 0
-  private closed = false
 
   constructor (
     private readonly cfg: GatewayConfig['commands'],
     private readonly sink: CommandSink,
     private readonly log: Logger,
     private readonly metrics: GatewayMetrics,
-  ) {}
+  ) {
+    super()
+  }
 
   /** Sends a command now (never waits for anything); returns its id. */
   send (req: CommandRequest): string {
     const id = req.id ?? `${this.prefix}-${++this.counter}`
     const now = Date.now()
     const p: Pending = { req, id, expiresAtMs: now + (req.ttlMs ?? this.cfg.defaultTtlMs), attempts: 0, firstSentMs: now, timer: null, delivered: false }
-    if (this.closed || this.pending.size >= this.cfg.maxPending) {
-      this.finish(p, 'rejected', this.closed ? 'gateway closing' : `more than ${this.cfg.maxPending} commands pending`)
+    if (this.isClosing || this.pending.size >= this.cfg.maxPending) {
+      this.finish(p, 'rejected', this.isClosing ? 'gateway closing' : `more than ${this.cfg.maxPending} commands pending`)
       return id
     }
     if (this.pending.has(id)) return id // the same command again (e.g. redelivered by the cloud): already on its way
@@ -152,9 +154,11 @@ export class CommandTracker {
   size (): number { return this.pending.size }
 
   /** Stops timers; commands still pending are recorded as rejected (the gateway is going away). */
-  close (): void {
-    if (this.closed) return
-    this.closed = true
+  protected onClose (): void {
     for (const p of [...this.pending.values()]) this.finish(p, 'rejected', 'gateway closing')
+  }
+
+  protected onDestroy (): void {
+    this.onClose()
   }
 }

@@ -10,15 +10,15 @@ import type { GatewayMetrics } from '../metrics.ts'
 import type { IncomingControl, IncomingEvent } from '../store/outbox-types.ts'
 import { RuleEngine, type Decision } from './engine.ts'
 import { parseRuleSetText, RulesError } from '../../proto/rules/schema.ts'
+import { Lifecycle } from '../../lib/lifecycle.ts'
 
 export type RulesSource = 'none' | 'file' | 'cloud'
 
-export class Control {
+export class Control extends Lifecycle {
   private engine: RuleEngine | null = null
   source: RulesSource = 'none'
   private tickTimer: NodeJS.Timeout | null = null
   private fileMtime = 0
-  private closed = false
   /** Recent decision latencies (ms), a bounded ring for the heartbeat's p99. */
   private readonly recent = new Float64Array(1024)
   private recentCount = 0
@@ -29,7 +29,9 @@ export class Control {
     private readonly record: (ev: IncomingControl) => void,
     private readonly log: Logger,
     private readonly metrics: GatewayMetrics,
-  ) {}
+  ) {
+    super()
+  }
 
   /** Loads the rules file (a bad file at start is an error: GW_ERR_RULES) and starts the tick and the file watch. */
   start (): void {
@@ -92,7 +94,7 @@ export class Control {
   }
 
   private apply (decisions: readonly Decision[], t0: number): void {
-    if (decisions.length === 0 || this.closed) return
+    if (decisions.length === 0 || this.isClosing) return
     for (const d of decisions) {
       for (const a of d.actions) {
         if ('command' in a) {
@@ -121,10 +123,12 @@ export class Control {
     return sorted[Math.min(n - 1, Math.floor(n * 0.99))]
   }
 
-  close (): void {
-    if (this.closed) return
-    this.closed = true
+  protected onClose (): void {
     if (this.tickTimer) clearInterval(this.tickTimer)
     if (this.cfg.file) unwatchFile(this.cfg.file)
+  }
+
+  protected onDestroy (): void {
+    this.onClose()
   }
 }

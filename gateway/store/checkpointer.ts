@@ -10,6 +10,7 @@ import { Worker } from 'node:worker_threads'
 import type { Db } from './db.ts'
 import type { Logger } from '../log.ts'
 import type { GatewayMetrics } from '../metrics.ts'
+import { Lifecycle } from '../../lib/lifecycle.ts'
 
 export interface CheckpointerOptions {
   /** Database file (the one `db` has open). */
@@ -32,12 +33,13 @@ type CheckpointWorkerMessage =
 const SQLITE_AUTOCHECKPOINT_PAGES = 1000
 
 /** Lifecycle: start(), close() (one last checkpoint), destroy(). */
-export class Checkpointer {
+export class Checkpointer extends Lifecycle {
   private worker: Worker | null = null
-  private closed: Promise<void> | null = null
   private walOverLimit = false
 
-  constructor (private readonly db: Db, private readonly opts: CheckpointerOptions, private readonly log: Logger, private readonly metrics: GatewayMetrics) {}
+  constructor (private readonly db: Db, private readonly opts: CheckpointerOptions, private readonly log: Logger, private readonly metrics: GatewayMetrics) {
+    super()
+  }
 
   start (): void {
     this.db.pragma('wal_autocheckpoint = 0')
@@ -52,7 +54,7 @@ export class Checkpointer {
     worker.unref()
     worker.on('message', (m: CheckpointWorkerMessage) => this.onMessage(m))
     worker.on('error', (err) => this.fallBack(err))
-    worker.on('exit', (code) => { if (this.closed === null) this.fallBack(new Error(`checkpoint worker exited with code ${code}`)) })
+    worker.on('exit', (code) => { if (!this.isClosing) this.fallBack(new Error(`checkpoint worker exited with code ${code}`)) })
     this.worker = worker
   }
 
@@ -89,10 +91,9 @@ export class Checkpointer {
   }
 
   /** Runs one last checkpoint in the worker and stops it. Idempotent. */
-  close (): Promise<void> {
-    if (this.closed) return this.closed
+  protected onClose (): Promise<void> {
     const worker = this.worker
-    this.closed = worker === null
+    const done = worker === null
       ? Promise.resolve()
       : new Promise<void>((resolve) => {
         // The worker is unref'd so that it never keeps a process alive; while we wait for its last
@@ -103,12 +104,11 @@ export class Checkpointer {
         worker.postMessage({ cmd: 'close' })
       })
     this.worker = null
-    return this.closed
+    return done
   }
 
   /** Stops the worker at once (its connection closes with the thread; the WAL stays valid). */
-  destroy (): void {
-    if (this.closed === null) this.closed = Promise.resolve()
+  protected onDestroy (): void {
     void this.worker?.terminate()
     this.worker = null
   }

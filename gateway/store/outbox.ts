@@ -15,6 +15,7 @@ import { DeviceNumbers } from './device-numbers.ts'
 import { DiskBudget } from './disk-budget.ts'
 import { OutboxReader } from './outbox-reader.ts'
 import { WalSync } from './wal-sync.ts'
+import { Lifecycle } from '../../lib/lifecycle.ts'
 import {
   decodeStored, encodeControl, encodeTelemetry, LANE_PRIORITY, ROW_OVERHEAD_BYTES,
   type CommitCallback, type DeadLetter, type IncomingControl, type IncomingEvent, type Lane, type OutboxOptions,
@@ -30,10 +31,11 @@ type Pending =
   | { kind: 'dead', dl: DeadLetter, cb: CommitCallback, at: number }
 
 /** The SQLite outbox with group commit. Lifecycle: start(), close() (flushes), destroy(). */
-export class Outbox {
+export class Outbox extends Lifecycle {
+  /** Set once close() has drained the queue, or by destroy(): new input is refused from then on. */
+  private refusing = false
   private queue: Pending[] = []
   private flushScheduled = false
-  private closed = false
   private readonly lastSeq = new Map<string, number>()
   /** Device numbers (device_seq.num, events.dev). */
   private readonly devices = new DeviceNumbers()
@@ -60,6 +62,7 @@ export class Outbox {
   }
 
   constructor (private readonly db: Db, private readonly opts: OutboxOptions, private readonly log: Logger, private readonly metrics: GatewayMetrics) {
+    super()
     this.resends = new ResendWindows(opts.resendWindow)
   }
 
@@ -167,7 +170,7 @@ export class Outbox {
 
   /** False when p was refused at once (its callback has run). */
   private enqueue (p: Pending): boolean {
-    if (this.closed) {
+    if (this.refusing) {
       p.cb(new GatewayError('GW_ERR_OUTBOX_CLOSED', 'outbox is closed'))
       return false
     }
@@ -191,7 +194,7 @@ export class Outbox {
   flush (): void {
     this.flushScheduled = false
     if (this.queue.length > 0) this.commitGroup(this.takeGroup())
-    if (this.queue.length > 0 && !this.closed) {
+    if (this.queue.length > 0 && !this.refusing) {
       // Yield between groups so that the broker keeps serving other clients.
       this.flushScheduled = true
       setImmediate(() => this.flush())
@@ -360,7 +363,7 @@ export class Outbox {
 
   /** Ingest time (ms) of the oldest buffered event, or null when the outbox is empty. */
   oldestIngestTs (): number | null {
-    if (this.closed) return null
+    if (this.refusing) return null
     const row = this.stmts.firstBody.get() as { lane: Lane, body: Buffer } | undefined
     return row ? Number(decodeStored(row.lane, row.body).ingestTsMs) : null
   }
@@ -371,17 +374,16 @@ export class Outbox {
   }
 
   /** Commits what is queued, then refuses new input. Idempotent. */
-  close (): void {
-    if (this.closed) return
+  protected onClose (): void {
     while (this.queue.length > 0) this.commitGroup(this.takeGroup())
     // The last groups' sync, on this thread: their callbacks run before close returns.
     this.walSync?.close()
-    this.closed = true
+    this.refusing = true
   }
 
   /** Refuses everything queued and stops at once. */
-  destroy (err?: Error): void {
-    this.closed = true
+  protected onDestroy (err?: Error): void {
+    this.refusing = true
     const e = new GatewayError('GW_ERR_OUTBOX_CLOSED', 'outbox destroyed', { cause: err })
     const q = this.queue
     this.queue = []

@@ -7,25 +7,29 @@
 // before it was called, through any descriptor, so each callback runs only after a sync that started
 // after its commit. Commits made while one sync is running share the next one.
 import { closeSync, fsync, fsyncSync, openSync } from 'node:fs'
+import { Lifecycle } from '../../lib/lifecycle.ts'
 
 export type SyncCallback = (err: Error | null) => void
 
 interface SyncBatch { callbacks: SyncCallback[], done: boolean }
 
-export class WalSync {
+export class WalSync extends Lifecycle {
   private fd: number | null = null
   private waiting: SyncCallback[] = []
   private running: SyncBatch | null = null
   /** Async fsyncs not returned yet: the descriptor is closed only when none is. */
   private inFlight = 0
-  private closed = false
+  /** Set once close() has flushed: no new sync is accepted. */
+  private shut = false
 
   /** `file`: the WAL (gateway.db-wal); onSynced(ms) observes each sync's duration. */
-  constructor (private readonly file: string, private readonly onSynced: (ms: number) => void = () => {}) {}
+  constructor (private readonly file: string, private readonly onSynced: (ms: number) => void = () => {}) {
+    super()
+  }
 
   /** Runs cb once everything written to the WAL until now is on disk (err: the sync failed). */
   after (cb: SyncCallback): void {
-    if (this.closed) return cb(new Error('WAL sync is closed'))
+    if (this.shut) return cb(new Error('WAL sync is closed'))
     this.waiting.push(cb)
     if (this.running === null) this.start()
   }
@@ -61,7 +65,7 @@ export class WalSync {
       batch.done = true
       for (const cb of batch.callbacks) cb(err)
     }
-    if (this.running === null && this.waiting.length > 0 && !this.closed) this.start()
+    if (this.running === null && this.waiting.length > 0 && !this.shut) this.start()
   }
 
   /** Syncs now, on this thread, and runs every callback still waiting. For shutdown. */
@@ -79,16 +83,20 @@ export class WalSync {
   }
 
   /** Flushes, then closes the descriptor (once no async sync still uses it). Idempotent. */
-  close (): void {
-    if (this.closed) return
+  protected onClose (): void {
     this.flushSync()
-    this.closed = true
+    this.shut = true
     this.closeFdWhenIdle()
   }
 
   private closeFdWhenIdle (): void {
-    if (!this.closed || this.inFlight > 0 || this.fd === null) return
+    if (!this.shut || this.inFlight > 0 || this.fd === null) return
     closeSync(this.fd)
     this.fd = null
+  }
+
+  protected onDestroy (): void {
+    // Nothing to flush on the way out: the callbacks waiting get the final sync all the same.
+    this.onClose()
   }
 }

@@ -7,6 +7,7 @@ import { CLOUD_BUCKETS, STREAMS, subjects } from '../../proto/index.ts'
 import { parseCloudCommand, type CloudCommand } from '../../proto/command.ts'
 import type { Logger } from '../log.ts'
 import type { UplinkLink } from './link.ts'
+import { Lifecycle } from '../../lib/lifecycle.ts'
 
 /** Where the channel hands on what the cloud sends (gateway.ts wires it to the rules and the command tracker). */
 export interface CloudInbox {
@@ -16,9 +17,8 @@ export interface CloudInbox {
   command: (cmd: CloudCommand) => void
 }
 
-export class CloudChannel {
+export class CloudChannel extends Lifecycle {
   private stops: Array<() => void> = []
-  private closed = false
   private attaching: Promise<void> | null = null
 
   constructor (
@@ -26,11 +26,13 @@ export class CloudChannel {
     private readonly gatewayId: string,
     private readonly inbox: CloudInbox,
     private readonly log: Logger,
-  ) {}
+  ) {
+    super()
+  }
 
   start (): void {
     this.link.onState((s) => {
-      if (s === 'up' && !this.attaching && !this.closed) {
+      if (s === 'up' && !this.attaching && !this.isClosing) {
         this.attaching = this.attach().catch((err: Error) => {
           this.log.warn({ err }, 'cloud channel not attached (rules bucket or commands stream missing?); will retry on reconnect')
         }).finally(() => { this.attaching = null })
@@ -79,9 +81,12 @@ export class CloudChannel {
     this.log.info({ durable }, 'cloud channel attached: rules and commands')
   }
 
-  async close (): Promise<void> {
-    this.closed = true
+  protected async onClose (): Promise<void> {
     for (const stop of this.stops.splice(0)) stop()
     await this.attaching
+  }
+
+  protected onDestroy (): void {
+    for (const stop of this.stops.splice(0)) stop()
   }
 }

@@ -3,10 +3,11 @@
 import { subjects, v1, type GatewayStatusProps } from '../../proto/index.ts'
 import type { Logger } from '../log.ts'
 import type { UplinkLink } from './link.ts'
+import { Lifecycle } from '../../lib/lifecycle.ts'
 
 export type StatusSource = () => GatewayStatusProps
 
-export class Heartbeat {
+export class Heartbeat extends Lifecycle {
   private timer: NodeJS.Timeout | null = null
 
   constructor (
@@ -15,7 +16,9 @@ export class Heartbeat {
     private readonly intervalMs: number,
     private readonly status: StatusSource,
     private readonly log: Logger,
-  ) {}
+  ) {
+    super()
+  }
 
   start (): void {
     if (this.timer) return
@@ -35,8 +38,12 @@ export class Heartbeat {
     }
   }
 
-  close (): void {
+  protected onClose (): void {
     if (this.timer) clearInterval(this.timer)
     this.timer = null
+  }
+
+  protected onDestroy (): void {
+    this.onClose()
   }
 }

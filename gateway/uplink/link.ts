@@ -7,6 +7,7 @@ import { jetstream, type JetStreamClient } from '@nats-io/jetstream'
 import type { GatewayConfig } from '../config.ts'
 import type { Logger } from '../log.ts'
 import type { GatewayMetrics } from '../metrics.ts'
+import { Lifecycle } from '../../lib/lifecycle.ts'
 
 export type LinkState = 'down' | 'up' | 'refused'
 
@@ -16,10 +17,9 @@ export function backoffMs (attempt: number, minMs: number, maxMs: number, random
   return Math.round(cap * (0.5 + random() / 2))
 }
 
-export class UplinkLink {
+export class UplinkLink extends Lifecycle {
   private nc: NatsConnection | null = null
   private js: JetStreamClient | null = null
-  private closed = false
   private attempt = 0
   private stateValue: LinkState = 'down'
   private loop: Promise<void> | null = null
@@ -32,7 +32,9 @@ export class UplinkLink {
     private readonly gatewayId: string,
     private readonly log: Logger,
     private readonly metrics: GatewayMetrics,
-  ) {}
+  ) {
+    super()
+  }
 
   get state (): LinkState { return this.stateValue }
 
@@ -64,7 +66,7 @@ export class UplinkLink {
   }
 
   private async run (): Promise<void> {
-    while (!this.closed) {
+    while (!this.isClosing) {
       let nc: NatsConnection
       try {
         nc = await connect(this.options())
@@ -78,7 +80,7 @@ export class UplinkLink {
         await this.sleep(wait)
         continue
       }
-      if (this.closed) { await nc.close(); break }
+      if (this.isClosing) { await nc.close(); break }
       this.attempt = 0
       this.nc = nc
       this.js = jetstream(nc, { timeout: this.cfg.publishTimeoutMs })
@@ -90,7 +92,7 @@ export class UplinkLink {
       const err = await nc.closed()
       this.nc = null
       this.js = null
-      if (this.closed) break
+      if (this.isClosing) break
       this.setState(err && classify(err) === 'auth' ? 'refused' : 'down', err ? (err as Error).message : 'closed')
       this.log.warn({ err }, 'uplink closed; reconnecting')
       await this.sleep(backoffMs(this.attempt++, this.cfg.reconnectMinMs, this.cfg.reconnectMaxMs))
@@ -165,9 +167,7 @@ export class UplinkLink {
   }
 
   /** Drains the connection (flushing what is in flight) and stops reconnecting. Idempotent. */
-  async close (): Promise<void> {
-    if (this.closed) return
-    this.closed = true
+  protected async onClose (): Promise<void> {
     this.wake?.()
     const nc = this.nc
     if (nc && !nc.isClosed()) {
@@ -180,6 +180,12 @@ export class UplinkLink {
     }
     await this.loop
     this.setState('down')
+  }
+
+  protected onDestroy (): void {
+    this.wake?.()
+    const nc = this.nc
+    if (nc && !nc.isClosed()) void nc.close().catch(() => {})
   }
 }
 

@@ -13,6 +13,7 @@ import type { OutboxReader } from '../store/outbox-reader.ts'
 import { TokenBucket } from '../../lib/token-bucket.ts'
 import { encodeBatch } from '../store/stored-event.ts'
 import { backoffMs, classify, type UplinkLink } from './link.ts'
+import { Lifecycle } from '../../lib/lifecycle.ts'
 
 type Kind = 'priority' | 'live' | 'backlog'
 
@@ -32,7 +33,7 @@ interface Range { after: number, upto: number }
 
 const LANE_LIMIT: Record<Kind, number> = { priority: 2, live: 2, backlog: 0 }
 
-export class Replicator {
+export class Replicator extends Lifecycle {
   private readonly inFlight = new Map<string, Batch>()
   private retry: Batch[] = []
   private prioCursor = 0
@@ -47,8 +48,6 @@ export class Replicator {
   private retryTimer: NodeJS.Timeout | null = null
   private throttleTimer: NodeJS.Timeout | null = null
   private failures = 0
-  /** Set by close(): no new batch starts, but acks of those in flight are still recorded. */
-  private closed = false
   /** Set once closed or destroyed: the database may be gone, so nothing touches it any more. */
   private released = false
   private readonly drain: TokenBucket | null
@@ -68,6 +67,7 @@ export class Replicator {
     private readonly log: Logger,
     private readonly metrics: GatewayMetrics,
   ) {
+    super()
     const now = performance.now()
     // Bursts of one batch or 100 ms of the rate, whichever is larger: a burst of a whole second
     // let a small backlog drain uncapped (a 200k backlog under a 200k/s cap went out at once).
@@ -107,7 +107,7 @@ export class Replicator {
   }
 
   private schedule (): void {
-    if (this.pumpScheduled || this.closed) return
+    if (this.pumpScheduled || this.isClosing) return
     this.pumpScheduled = true
     setImmediate(() => {
       this.pumpScheduled = false
@@ -138,7 +138,7 @@ export class Replicator {
   }
 
   private pump (): void {
-    if (this.closed || this.retryTimer || this.halted) return
+    if (this.isClosing || this.retryTimer || this.halted) return
     const conn = this.link.current()
     if (!conn) return
     const fresh: Batch[] = []
@@ -198,14 +198,14 @@ export class Replicator {
       this.metrics.uplinkInFlight.set(this.inFlight.size)
       this.schedule()
     }, (err: Error) => {
-      if (b.done || attempt !== b.attempt || this.closed) return
+      if (b.done || attempt !== b.attempt || this.isClosing) return
       this.inFlight.delete(b.batchId)
       const kind = classify(err)
       this.link.refused(kind, err)
       // Keep the batch (same id, same rows) and try again after a backoff; nothing is dropped.
       this.retry.push(b)
       this.retry.sort((x, y) => order(x) - order(y) || x.firstId - y.firstId)
-      if (!this.retryTimer && !this.closed) {
+      if (!this.retryTimer && !this.isClosing) {
         const wait = backoffMs(this.failures++, this.cfg.reconnectMinMs, this.cfg.reconnectMaxMs)
         const level = kind === 'timeout' || kind === 'connection' ? 'warn' : 'error'
         this.log[level]({ err, kind, batchId: b.batchId, retryInMs: wait }, kind === 'no_stream' ? 'cloud has no stream for our subject; events keep buffering' : 'batch publish failed; will retry with the same id')
@@ -231,7 +231,7 @@ export class Replicator {
     const wait = this.lastLiveAt + this.cfg.liveLingerMs - performance.now()
     if (wait > 0) {
       // Rows that arrive meanwhile join the next batch; a timer makes sure it goes.
-      if (!this.lingerTimer && !this.closed) this.lingerTimer = setTimeout(() => { this.lingerTimer = null; this.schedule() }, Math.ceil(wait))
+      if (!this.lingerTimer && !this.isClosing) this.lingerTimer = setTimeout(() => { this.lingerTimer = null; this.schedule() }, Math.ceil(wait))
       return null
     }
     const rows = this.reader.readLane(LANE_TELEMETRY, this.liveCursor, Number.MAX_SAFE_INTEGER, this.cfg.batchMaxEvents, this.cfg.batchMaxBytes)
@@ -284,7 +284,7 @@ export class Replicator {
   // Timers may fire a fraction of a millisecond early against performance.now(), so the pump
   // re-arms this whenever it finds the backlog still throttled.
   private wakeAfterThrottle (): void {
-    if (this.throttleTimer || this.closed) return
+    if (this.throttleTimer || this.isClosing) return
     const wait = Math.max(1, Math.ceil(this.throttledUntil - performance.now()))
     this.throttleTimer = setTimeout(() => { this.throttleTimer = null; this.schedule() }, wait)
   }
@@ -329,25 +329,25 @@ export class Replicator {
   }
 
   /**
-   * Stops sending; waits (bounded by timeoutMs) for the batches in flight, recording their acks as
+   * Stops sending; waits (bounded by uplink.publishTimeoutMs) for the batches in flight, recording their acks as
    * they come, so a clean shutdown leaves nothing to re-send. Idempotent.
    */
-  async close (timeoutMs = this.cfg.publishTimeoutMs): Promise<void> {
-    if (this.closed) return
+  protected async onClose (): Promise<void> {
     this.stopTimers()
-    const deadline = Date.now() + timeoutMs
+    const deadline = Date.now() + this.cfg.publishTimeoutMs
     while (this.inFlight.size > 0 && Date.now() < deadline && this.link.current() && !this.released) await new Promise((resolve) => setTimeout(resolve, 10))
     this.released = true
   }
 
   /** Stops at once; acks that arrive later are ignored (the batches are re-sent by the next run). */
-  destroy (): void {
+  protected onDestroy (): void {
     this.stopTimers()
     this.released = true
   }
 
+  // After close() or destroy() (isClosing), no new batch starts; acks of those in flight are still
+  // recorded until `released`.
   private stopTimers (): void {
-    this.closed = true
     if (this.retryTimer) clearTimeout(this.retryTimer)
     if (this.throttleTimer) clearTimeout(this.throttleTimer)
     if (this.lingerTimer) clearTimeout(this.lingerTimer)
