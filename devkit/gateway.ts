@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
-import { Gateway, createLogger, parseConfig, type GatewayConfigInput, type GatewayPorts } from '../gateway/index.ts'
+import { Gateway, createLogger, parseConfig, type FsyncFn, type GatewayConfigInput, type GatewayPorts } from '../gateway/index.ts'
 import { waitFor } from '../lib/wait-for.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -32,12 +32,12 @@ export function testConfig (dataDir: string, overrides: GatewayConfigInput = {})
 
 export interface TestGateway { gateway: Gateway, ports: GatewayPorts, dataDir: string, close: () => Promise<void> }
 
-/** Starts a gateway in this process. close() stops it and removes its data unless keepData. */
-export async function startGateway (overrides: GatewayConfigInput = {}, opts: { dataDir?: string, keepData?: boolean } = {}): Promise<TestGateway> {
+/** Starts a gateway in this process. close() stops it and removes its data unless keepData. fsync: how its outbox syncs files (to watch them). */
+export async function startGateway (overrides: GatewayConfigInput = {}, opts: { dataDir?: string, keepData?: boolean, fsync?: FsyncFn } = {}): Promise<TestGateway> {
   const tmp = opts.dataDir ? null : tempDir()
   const dataDir = opts.dataDir ?? tmp!.dir
   const config = parseConfig(testConfig(dataDir, overrides))
-  const gateway = new Gateway(config, createLogger(config.logLevel, config.gatewayId), { defaultMetrics: false })
+  const gateway = new Gateway(config, createLogger(config.logLevel, config.gatewayId), { defaultMetrics: false, fsync: opts.fsync })
   const ports = await gateway.start()
   return {
     gateway,

@@ -20,6 +20,7 @@ import { CommandTracker } from './rules/command-tracker.ts'
 import { Control } from './rules/control.ts'
 import { CloudChannel } from './uplink/cloud-channel.ts'
 import type { IncomingControl } from './store/outbox-types.ts'
+import type { FsyncFn } from './store/wal-sync.ts'
 import { Lifecycle } from '../lib/lifecycle.ts'
 
 export const VERSION = '0.1.0'
@@ -46,10 +47,14 @@ export class Gateway extends Lifecycle {
   private phase: 'new' | 'starting' | 'running' = 'new'
   ports: GatewayPorts | null = null
 
-  constructor (readonly config: GatewayConfig, private readonly log: Logger, opts: { defaultMetrics?: boolean } = {}) {
+  private readonly fsync: FsyncFn | undefined
+
+  /** opts.fsync: how the outbox syncs its files (tests inject one to watch the syncs; default fs.fsync). */
+  constructor (readonly config: GatewayConfig, private readonly log: Logger, opts: { defaultMetrics?: boolean, fsync?: FsyncFn } = {}) {
     super()
+    this.fsync = opts.fsync
     this.metrics = createMetrics({
-      ...opts,
+      defaultMetrics: opts.defaultMetrics,
       oldestAgeSeconds: () => {
         const ts = this.phase === 'running' && !this.isClosing ? this.outbox.oldestIngestTs() : null
         return ts === null ? 0 : (Date.now() - ts) / 1000
@@ -63,8 +68,10 @@ export class Gateway extends Lifecycle {
     const cfg = this.config
     const t0 = performance.now()
     this.db = openDb(cfg.dataDir, cfg.outbox.durability)
-    this.outbox = new Outbox(this.db, cfg.outbox, this.log.child({ component: 'outbox' }), this.metrics)
+    this.outbox = new Outbox(this.db, cfg.outbox, this.log.child({ component: 'outbox' }), this.metrics, { fsync: this.fsync })
     this.outbox.start()
+    // Nothing the last run left is replicated or acknowledged (a resend of it) before it is on disk.
+    await this.outbox.started()
     this.checkpointer = new Checkpointer(this.db, { file: this.db.name, intervalMs: cfg.outbox.checkpointIntervalMs, maxWalBytes: cfg.outbox.maxWalBytes, durability: cfg.outbox.durability }, this.log.child({ component: 'checkpointer' }), this.metrics)
     this.checkpointer.start()
     this.outbox.onCommit(() => this.checkpointer.afterCommit())

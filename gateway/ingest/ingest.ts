@@ -50,7 +50,9 @@ const quarantine: Step = (ingest, p) => {
 
 // A reading the device stamped with its own ts has an identity: the outbox recognises a resend of it
 // (its PUBACK was lost) and acknowledges it once the first copy is durable; it is neither stored
-// nor evaluated again. Appending only queues: the commit comes a turn later, after the rules.
+// nor evaluated again. Only a ts in the valid range (payload.ts eventTime) identifies a reading: a
+// device with a bad clock (ts 0, or far ahead) stamps distinct readings alike, and they would be
+// dropped as resends. Appending only queues: the commit comes a turn later, after the rules.
 const append: Step = (ingest, p) => {
   const value = (p.decoded as Extract<DecodeResult, { ok: true }>).value
   const ingestTsMs = Date.now()
@@ -65,7 +67,7 @@ const append: Step = (ingest, p) => {
     labels: value.labels,
   }
   p.event = ev
-  const identity = value.tsMs === null ? null : { deviceTsMs: value.tsMs, payload: p.packet.payload as Buffer }
+  const identity = value.tsMs === null || t.fromGateway ? null : { deviceTsMs: value.tsMs, payload: p.packet.payload as Buffer }
   return ingest.outbox.append(ev, identity, (err) => p.cb(err))
 }
 

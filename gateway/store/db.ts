@@ -21,6 +21,7 @@ export function openDb (dataDir: string, durability: 'full' | 'normal' = 'full')
   db.pragma(`synchronous = ${durability === 'full' ? 'FULL' : 'NORMAL'}`)
   db.pragma('busy_timeout = 5000')
   migrate(db)
+  addRowOverhead(db)
   return db
 }
 
@@ -55,6 +56,19 @@ function migrate (db: Db): void {
       `)
     }
     db.pragma(`user_version = ${SCHEMA_VERSION}`)
+  }).immediate()
+}
+
+// outbox_state.row_overhead: the per-row overhead (ROW_OVERHEAD_BYTES, outbox-types.ts) its byte
+// total was counted with, so that the budget recounts the total at start when the figure changes
+// (disk-budget.ts). Added beside the versions: its absence means 12, what every total counted
+// before it used, which DEFAULT gives the existing row. Adding a column rewrites nothing.
+function addRowOverhead (db: Db): void {
+  const has = (): boolean => (db.pragma('table_info(outbox_state)') as Array<{ name: string }>).some((c) => c.name === 'row_overhead')
+  if (has()) return
+  db.transaction(() => {
+    // Checked again under the write lock: another process (the devices CLI) may have added it.
+    if (!has()) db.exec('ALTER TABLE outbox_state ADD COLUMN row_overhead INTEGER NOT NULL DEFAULT 12')
   }).immediate()
 }
 

@@ -41,8 +41,15 @@ export class DiskBudget {
       deleteUpTo: db.prepare('DELETE FROM events WHERE id <= ? AND (? OR lane = ' + LANE_TELEMETRY + ')'),
       insertGap: db.prepare('INSERT INTO gaps (device_id, from_seq, to_seq, count, reason, ts) VALUES (?, ?, ?, ?, ?, ?)'),
     }
-    const s = db.prepare('SELECT events, bytes, shed_events FROM outbox_state WHERE id = 1').get() as { events: number, bytes: number, shed_events: number }
+    const s = db.prepare('SELECT events, bytes, shed_events, row_overhead FROM outbox_state WHERE id = 1').get() as { events: number, bytes: number, shed_events: number, row_overhead: number }
     this.totals = { events: s.events, bytes: s.bytes, shedEvents: s.shed_events }
+    if (s.row_overhead !== ROW_OVERHEAD_BYTES) {
+      // Counted with another per-row overhead (12 before it was measured again): every buffered row
+      // is recounted with today's, which releasing it will take off. No scan: instant on a full outbox.
+      this.totals.bytes += s.events * (ROW_OVERHEAD_BYTES - s.row_overhead)
+      db.prepare('UPDATE outbox_state SET bytes = ?, row_overhead = ? WHERE id = 1').run(this.totals.bytes, ROW_OVERHEAD_BYTES)
+      log.info({ events: s.events, bytes: this.totals.bytes, rowOverheadBytes: ROW_OVERHEAD_BYTES, was: s.row_overhead }, 'outbox budget recounted with the current per-row overhead')
+    }
     this.metrics.outboxBudgetBytes.set(opts.budgetBytes)
   }
 
@@ -130,7 +137,7 @@ export class DiskBudget {
     this.totals.bytes -= freed
     this.totals.shedEvents += count
     this.metrics.shed.inc({ lane: includePriority ? 'any' : 'telemetry' }, count)
-    this.log.warn({ shedEvents: count, shedBytes: freed, devices: ranges.size, budgetBytes: this.opts.budgetBytes }, 'outbox over budget: shed oldest events, gaps recorded')
+    this.log.warn({ shedEvents: count, shedBytes: freed, devices: ranges.size, lane: includePriority ? 'any' : 'telemetry', budgetBytes: this.opts.budgetBytes }, 'outbox over budget: shed oldest events, gaps recorded')
     return freed
   }
 }

@@ -14,7 +14,8 @@ import { COMMITTED_READING, NEW_READING, payloadHash, ResendWindows } from './re
 import { DeviceNumbers } from './device-numbers.ts'
 import { DiskBudget } from './disk-budget.ts'
 import { OutboxReader } from './outbox-reader.ts'
-import { WalSync } from './wal-sync.ts'
+import { loadOutbox, syncAtStart } from './outbox-start.ts'
+import { WalSync, type FsyncFn } from './wal-sync.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 import {
   decodeStored, encodeControl, encodeTelemetry, LANE_PRIORITY, ROW_OVERHEAD_BYTES,
@@ -30,7 +31,7 @@ type Pending =
   | { kind: 'control', ev: IncomingControl, cb: CommitCallback, at: number }
   | { kind: 'dead', dl: DeadLetter, cb: CommitCallback, at: number }
 
-/** The SQLite outbox with group commit. Lifecycle: start(), close() (flushes), destroy(). */
+/** The SQLite outbox with group commit. Lifecycle: start(), close() (flushes), destroy(). deps.fsync: how its WAL sync syncs a file (tests inject one). */
 export class Outbox extends Lifecycle {
   /** Set once close() has drained the queue, or by destroy(): new input is refused from then on. */
   private refusing = false
@@ -50,6 +51,7 @@ export class Outbox extends Lifecycle {
   private durable: Watermark = { eventId: 0, gapId: 0 }
   /** Highest ids written by the commit in progress. */
   private written: Watermark = { eventId: 0, gapId: 0 }
+  private startSync!: Promise<void>
   private stmts!: {
     insertEvent: Statement
     upsertSeq: Statement
@@ -61,7 +63,7 @@ export class Outbox extends Lifecycle {
     firstBody: Statement
   }
 
-  constructor (private readonly db: Db, private readonly opts: OutboxOptions, private readonly log: Logger, private readonly metrics: GatewayMetrics) {
+  constructor (private readonly db: Db, private readonly opts: OutboxOptions, private readonly log: Logger, private readonly metrics: GatewayMetrics, private readonly deps: { fsync?: FsyncFn } = {}) {
     super()
     this.resends = new ResendWindows(opts.resendWindow)
   }
@@ -73,7 +75,7 @@ export class Outbox extends Lifecycle {
       // Durability full, without an fsync inside each commit on this thread: commits write the WAL
       // (synchronous=NORMAL) and walSync fsyncs it on the thread pool before anything is acknowledged.
       db.pragma('synchronous = NORMAL')
-      this.walSync = new WalSync(`${db.name}-wal`, (ms) => this.metrics.walSyncSeconds.observe(ms / 1000))
+      this.walSync = new WalSync(`${db.name}-wal`, (ms) => this.metrics.walSyncSeconds.observe(ms / 1000), this.deps.fsync)
     }
     this.stmts = {
       insertEvent: db.prepare('INSERT INTO events (lane, dev, body) VALUES (?, ?, ?)'),
@@ -86,16 +88,14 @@ export class Outbox extends Lifecycle {
       trimDead: db.prepare('DELETE FROM dead_letters WHERE id <= ?'),
       firstBody: db.prepare('SELECT lane, body FROM events ORDER BY id LIMIT 1'),
     }
-    for (const row of db.prepare('SELECT device_id, last_seq, recent, num FROM device_seq').iterate() as Iterable<{ device_id: string, last_seq: number, recent: Buffer | null, num: number | null }>) {
-      this.lastSeq.set(row.device_id, row.last_seq)
-      if (row.recent !== null) this.resends.load(row.device_id, row.recent)
-      if (row.num !== null) this.devices.load(row.device_id, row.num)
+    const loaded = loadOutbox(db, { lastSeq: this.lastSeq, resends: this.resends, devices: this.devices })
+    this.written = { ...loaded }
+    // Durability full: what the last run left is durable only after the start-up sync (outbox-start.ts).
+    const durableLoaded = (): void => {
+      this.durable = { eventId: Math.max(this.durable.eventId, loaded.eventId), gapId: Math.max(this.durable.gapId, loaded.gapId) }
+      for (const l of this.commitListeners) l()
     }
-    this.durable = {
-      eventId: (db.prepare('SELECT max(id) AS id FROM events').get() as { id: number | null }).id ?? 0,
-      gapId: (db.prepare('SELECT max(id) AS id FROM gaps').get() as { id: number | null }).id ?? 0,
-    }
-    this.written = { ...this.durable }
+    this.startSync = this.walSync ? syncAtStart(this.walSync, db, this.log, durableLoaded) : Promise.resolve(durableLoaded())
     this.budget = new DiskBudget(db, this.opts, this.devices, (gapId) => { this.written.gapId = Math.max(this.written.gapId, gapId) }, this.log, this.metrics)
     const epoch = (db.prepare('SELECT epoch FROM outbox_state WHERE id = 1').get() as { epoch: string }).epoch
     this.reader = new OutboxReader(db, epoch, {
@@ -108,6 +108,11 @@ export class Outbox extends Lifecycle {
       onCommit: (listener) => this.onCommit(listener),
     })
     this.updateGauges()
+  }
+
+  /** Resolves once what start() found in the database is on disk (durability full: the start-up sync); rejects when that sync failed. */
+  started (): Promise<void> {
+    return this.startSync
   }
 
   /**
@@ -154,6 +159,8 @@ export class Outbox extends Lifecycle {
       cb(err)
     }
     if (queued) this.resends.wait(deviceId, first, done)
+    // A reading loaded at start is durable only after the start-up sync: the next sync covers it.
+    else if (this.walSync?.startPending) this.walSync.after((err) => done(err && new GatewayError('GW_ERR_OUTBOX_COMMIT', 'outbox could not be synced to disk', { cause: err })))
     else done(null)
     return true
   }

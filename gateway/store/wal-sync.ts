@@ -6,10 +6,19 @@
 // WAL file is on disk: fs.fsync on the libuv thread pool. fsync covers every write made to the file
 // before it was called, through any descriptor, so each callback runs only after a sync that started
 // after its commit. Commits made while one sync is running share the next one.
+//
+// At start the outbox asks for one more: rows already in the database may be in the page cache only
+// (a SIGKILL ends a process, not the kernel's buffers), so the WAL, the database file and its
+// directory (the WAL's entry in it) are synced before anything loaded is acknowledged or replicated.
 import { closeSync, fsync, fsyncSync, openSync } from 'node:fs'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 
 export type SyncCallback = (err: Error | null) => void
+
+/** Syncs one open file (`file` names it): fs.fsync by default; tests inject one to watch or hold back syncs. */
+export type FsyncFn = (fd: number, file: string, cb: (err: Error | null) => void) => void
+
+const fsyncFd: FsyncFn = (fd, _file, cb) => fsync(fd, cb)
 
 interface SyncBatch { callbacks: SyncCallback[], done: boolean }
 
@@ -21,10 +30,26 @@ export class WalSync extends Lifecycle {
   private inFlight = 0
   /** Set once close() has flushed: no new sync is accepted. */
   private shut = false
+  /** Files besides the WAL that every sync covers until one of them has succeeded (syncAtStart). */
+  private unsynced: string[] = []
 
-  /** `file`: the WAL (gateway.db-wal); onSynced(ms) observes each sync's duration. */
-  constructor (private readonly file: string, private readonly onSynced: (ms: number) => void = () => {}) {
+  /** `file`: the WAL (gateway.db-wal); onSynced(ms) observes the duration of each sync of the WAL alone. */
+  constructor (private readonly file: string, private readonly onSynced: (ms: number) => void = () => {}, private readonly syncFd: FsyncFn = fsyncFd) {
     super()
+  }
+
+  /**
+   * Start-up: cb runs once the WAL and `files` (the database file, its directory) are on disk. Until
+   * a sync of them succeeds, every later sync covers them again, so no later callback runs before.
+   */
+  syncAtStart (files: string[], cb: SyncCallback): void {
+    this.unsynced = [...files]
+    this.after(cb)
+  }
+
+  /** True until the files of syncAtStart are on disk. */
+  get startPending (): boolean {
+    return this.unsynced.length > 0
   }
 
   /** Runs cb once everything written to the WAL until now is on disk (err: the sync failed). */
@@ -38,20 +63,32 @@ export class WalSync extends Lifecycle {
     const batch: SyncBatch = { callbacks: this.waiting, done: false }
     this.waiting = []
     this.running = batch
+    const extra = this.unsynced
+    const extraFds: number[] = []
     let fd: number
     try {
       fd = this.open()
+      for (const f of extra) extraFds.push(openSync(f, 'r'))
     } catch (err) {
+      for (const x of extraFds) closeSync(x)
       return this.finish(batch, err as Error)
     }
     const t0 = performance.now()
     this.inFlight++
-    fsync(fd, (err) => {
+    let left = 1 + extra.length
+    let failed: Error | null = null
+    const synced = (err: Error | null): void => {
+      failed ??= err
+      if (--left > 0) return
       this.inFlight--
-      if (!err) this.onSynced(performance.now() - t0)
-      this.finish(batch, err)
+      for (const x of extraFds) closeSync(x)
+      if (!failed && extra.length === 0) this.onSynced(performance.now() - t0)
+      if (!failed) this.unsynced = this.unsynced.filter((f) => !extra.includes(f))
+      this.finish(batch, failed)
       this.closeFdWhenIdle()
-    })
+    }
+    this.syncFd(fd, this.file, synced)
+    extra.forEach((f, i) => this.syncFd(extraFds[i], f, synced))
   }
 
   private open (): number {
@@ -76,6 +113,11 @@ export class WalSync extends Lifecycle {
     let err: Error | null = null
     try {
       fsyncSync(this.open())
+      for (const f of this.unsynced) {
+        const x = openSync(f, 'r')
+        try { fsyncSync(x) } finally { closeSync(x) }
+      }
+      this.unsynced = []
     } catch (e) {
       err = e as Error
     }

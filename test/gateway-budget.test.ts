@@ -1,0 +1,83 @@
+// Promise 5, the disk budget: the bytes it counts (each row's body plus ROW_OVERHEAD_BYTES) must be
+// what the rows cost on disk, or a full budget is not the disk it promises. Measured against
+// SQLite's own page accounting (the dbstat table: pages of the events table), within 2%.
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { createLogger, openDb, parseConfig } from '../gateway/index.ts'
+import { createMetrics } from '../gateway/metrics.ts'
+import { LANE_TELEMETRY, Outbox, ROW_OVERHEAD_BYTES } from '../gateway/store/outbox.ts'
+import type { Db } from '../gateway/store/db.ts'
+import { tempDir } from '../devkit/index.ts'
+
+const N = 20_000
+
+function openOutbox (t: { after: (fn: () => void) => void }, dir: string): { db: Db, outbox: Outbox } {
+  const cfg = parseConfig({ dataDir: dir, logLevel: 'silent', outbox: { durability: 'normal' } })
+  const db = openDb(dir, cfg.outbox.durability)
+  t.after(() => { if (db.open) db.close() })
+  const outbox = new Outbox(db, cfg.outbox, createLogger('silent', 'test'), createMetrics({ defaultMetrics: false }))
+  outbox.start()
+  return { db, outbox }
+}
+
+/** N readings of two values from `devices` devices, committed in groups of 1000. */
+function fill (outbox: Outbox, devices: number): void {
+  const t0 = 1_765_000_000_000
+  for (let i = 0; i < N; i++) {
+    outbox.appendEvent({ deviceId: `sensor-${i % devices}`, lane: LANE_TELEMETRY, eventTsMs: t0 + i, ingestTsMs: t0 + i, eventTsFromGateway: false, readings: [{ name: 'temperature', value: 20 + (i % 97) / 7 }, { name: 'humidity', value: 40 + (i % 89) / 3 }] }, (err) => { assert.equal(err, null) })
+    if (i % 1000 === 999) outbox.flush()
+  }
+  outbox.flush()
+}
+
+/** Bytes of the pages SQLite uses for the events table and its index. */
+const pagesUsed = (db: Db): number => (db.prepare("SELECT sum(pgsize) AS b FROM dbstat WHERE name IN ('events', 'events_priority')").get() as { b: number }).b
+
+function assertWithin2Percent (counted: number, onDisk: number, what: string): void {
+  const off = counted / onDisk - 1
+  assert.ok(Math.abs(off) <= 0.02, `${what}: the budget counts ${counted} bytes, the pages hold ${onDisk} (${(off * 100).toFixed(1)}%)`)
+}
+
+test('budget: the bytes counted against the budget match the pages SQLite uses for the events (dbstat), within 2%', (t) => {
+  // A young outbox (small row ids) of 1000 devices, and one that has run a while: row ids past 2^21
+  // take a byte more each.
+  for (const { devices, firstId } of [{ devices: 1000, firstId: 0 }, { devices: 100, firstId: 3_000_000 }]) {
+    const tmp = tempDir('gw-budget-')
+    t.after(() => tmp.cleanup())
+    const { db, outbox } = openOutbox(t, tmp.dir)
+    if (firstId > 0) db.prepare("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)").run(firstId)
+    fill(outbox, devices)
+    assert.equal(outbox.stats().events, N)
+    assertWithin2Percent(outbox.stats().bytes, pagesUsed(db), `${devices} devices, ids from ${firstId}`)
+    outbox.close()
+  }
+})
+
+test('budget: a total counted with the old overhead (12 bytes a row) is recounted at start, once, and matches dbstat within 2%', (t) => {
+  const tmp = tempDir('gw-budget-old-')
+  t.after(() => tmp.cleanup())
+  const first = openOutbox(t, tmp.dir)
+  first.db.prepare("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)").run(3_000_000)
+  fill(first.outbox, 100)
+  first.outbox.close()
+  // As the gateway left it before the overhead was measured again: 12 bytes a row, and no record of it.
+  first.db.exec('ALTER TABLE outbox_state DROP COLUMN row_overhead')
+  first.db.exec('UPDATE outbox_state SET bytes = (SELECT sum(length(body)) + 12 * count(*) FROM events) WHERE id = 1')
+  const body = (first.db.prepare('SELECT sum(length(body)) AS b FROM events').get() as { b: number }).b
+  first.db.close()
+
+  for (let start = 1; start <= 2; start++) {
+    const { db, outbox } = openOutbox(t, tmp.dir)
+    assert.equal(outbox.stats().bytes, body + N * ROW_OVERHEAD_BYTES, `start ${start}: every row counted with today's overhead`)
+    assert.deepEqual(db.prepare('SELECT events, bytes, row_overhead FROM outbox_state').get(), { events: N, bytes: body + N * ROW_OVERHEAD_BYTES, row_overhead: ROW_OVERHEAD_BYTES })
+    assertWithin2Percent(outbox.stats().bytes, pagesUsed(db), `start ${start}`)
+    // Releasing every row takes the total back to 0: rows are counted out with the same figure.
+    const all = outbox.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, N, Number.MAX_SAFE_INTEGER)
+    if (start === 2) {
+      outbox.reader.ackBatch({ batchId: 'all', lane: LANE_TELEMETRY, firstId: all[0].id, lastId: all.at(-1)!.id, gapFirst: 1, gapLast: 0 })
+      assert.deepEqual(outbox.stats().bytes, 0)
+    }
+    outbox.close()
+    db.close()
+  }
+})
