@@ -1,7 +1,8 @@
 // The cloud process as one component (the composition): NATS connection, provisioning, view store,
 // aggregator, and the API with the NATS-backed pieces it is handed (JetStream client for commands,
 // the RULES bucket, live events over the VIEWS bucket). Starts in dependency order and closes in
-// reverse.
+// reverse. Nothing is touched (NATS, ports) before the whole configuration is validated and the
+// console login is ready.
 import { readFileSync } from 'node:fs'
 import { jetstream } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
@@ -11,7 +12,10 @@ import { Aggregator } from './apply/aggregator.ts'
 import { ApiServer } from './http/api.ts'
 import { ConsoleAuth } from './http/auth.ts'
 import { LiveEvents } from './http/live-events.ts'
-import type { CloudConfig } from './config.ts'
+import { parseCloudConfig, type CloudConfig } from './config.ts'
+import { CloudError } from './errors.ts'
+import { consoleCredentials } from './http/generated-password.ts'
+import { allowedHostNames } from './http/host-guard.ts'
 import { KvViewStore } from './store/kv-view-store.ts'
 import type { Logger } from './log.ts'
 import { createCloudMetrics, type CloudMetrics } from './metrics.ts'
@@ -22,6 +26,14 @@ import { FleetViews } from './views/views.ts'
 import { Lifecycle } from '../lib/lifecycle.ts'
 
 export interface CloudPorts { http: number | null }
+
+function readConfigFile (key: string, file: string): Buffer {
+  try {
+    return readFileSync(file)
+  } catch (err) {
+    throw new CloudError('CLOUD_ERR_CONFIG', `invalid cloud config: ${key}: cannot read ${file}: ${(err as Error).message}`, { cause: err })
+  }
+}
 
 export class Cloud extends Lifecycle {
   readonly metrics: CloudMetrics
@@ -38,10 +50,15 @@ export class Cloud extends Lifecycle {
   }
 
   async start (): Promise<CloudPorts> {
-    const c = this.config
+    // Validated again: a config built or edited in code (main.ts swaps in the embedded server's URL)
+    // fails here, before any side effect, with the key it gets wrong.
+    const c = parseCloudConfig(this.config)
     const nopts: NodeConnectionOptions = { servers: c.nats.servers, name: 'iot-cloud', maxReconnectAttempts: -1, user: c.nats.user, pass: c.nats.pass, token: c.nats.token }
-    if (c.nats.credsFile) nopts.authenticator = credsAuthenticator(readFileSync(c.nats.credsFile))
+    if (c.nats.credsFile) nopts.authenticator = credsAuthenticator(readConfigFile('nats.credsFile', c.nats.credsFile))
     if (c.nats.tls) nopts.tls = { caFile: c.nats.tls.caFile, certFile: c.nats.tls.certFile, keyFile: c.nats.tls.keyFile }
+    // The login before NATS: a bad state directory stops the start with nothing provisioned.
+    const consoleLog = this.log.child({ component: 'console' })
+    const consoleAuth = c.http.port === null ? null : await ConsoleAuth.create(await consoleCredentials(c.console, consoleLog), { registry: this.metrics.registry, log: consoleLog })
     this.nc = await connect(nopts)
     await provisionStreams(this.nc, { replicas: c.replicas, duplicateWindowMs: c.duplicateWindowMs, maxAgeMs: c.streamMaxAgeMs })
     await provisionViews(this.nc, { replicas: c.replicas, bucket: c.viewsBucket })
@@ -53,13 +70,13 @@ export class Cloud extends Lifecycle {
       await this.aggregator.start()
     }
     let http: number | null = null
-    if (c.http.port !== null) {
-      const consoleAuth = await ConsoleAuth.create(c.console, { host: c.http.host, registry: this.metrics.registry, log: this.log.child({ component: 'console' }) })
+    if (c.http.port !== null && consoleAuth) {
       const js = jetstream(this.nc)
       // Provisioned above (provisionStreams); commands and rule sets go through the same client.
       const rules = await new Kvm(js).open(CLOUD_BUCKETS.rules)
       this.live = new LiveEvents(store.kv, this.views, this.log.child({ component: 'live-events' }))
-      this.api = new ApiServer({ views: this.views, registry: this.metrics.registry, log: this.log, ready: () => this.ready(), console: consoleAuth, js, rules, live: this.live })
+      const allowedHosts = allowedHostNames(c.http.host, c.http.allowedHosts)
+      this.api = new ApiServer({ views: this.views, registry: this.metrics.registry, log: this.log, ready: () => this.ready(), auth: consoleAuth, allowedHosts, js, rules, live: this.live })
       http = await this.api.start(c.http.host, c.http.port)
     }
     this.log.info({ http, servers: c.nats.servers, replicas: c.replicas }, 'cloud started')

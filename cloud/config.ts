@@ -3,6 +3,7 @@
 import { z } from 'zod'
 import { loadLayered, parseWith } from '../lib/config-sources.ts'
 import { CloudError } from './errors.ts'
+import { isPasswordHash } from './http/auth.ts'
 
 // Not CLOUD_: cloud SDKs set CLOUD_* variables of their own (e.g. CLOUD_SDK_VERSION).
 const ENV_PREFIX = 'IOT_CLOUD_'
@@ -45,14 +46,26 @@ export const cloudConfigSchema = z.object({
     host: z.string().default('0.0.0.0'),
     /** JSON API, /metrics, /healthz, /readyz; null turns it off. */
     port: port.nullable().default(8080),
+    /**
+     * Host names (any port) the API and console answer to besides localhost, 127.0.0.1, [::1] and
+     * http.host (unless 0.0.0.0 or ::); another Host gets 421 (a DNS-rebinding guard,
+     * cloud/http/host-guard.ts). Default: none. /healthz, /readyz and /metrics answer any Host.
+     */
+    allowedHosts: list.pipe(z.array(z.string().regex(/^(\[[0-9a-fA-F:.]+\](:\d+)?|[A-Za-z0-9.:_-]+)$/, 'a host name or address (a port is ignored), without scheme or path'))).default([]),
   }).strict().prefault({}),
-  /** The console's login, in front of the web UI and the whole /api (cloud/http/session.ts, cloud/http/auth.ts). */
+  /** The console's login, in front of the web UI and the whole /api (cloud/http/session.ts, cloud/http/auth.ts). Always on. */
   console: z.object({
     user: z.string().min(1).default('admin'),
     /** scrypt hash from `cloud/hash-password.ts`; preferred over a clear password. */
-    passwordHash: z.string().optional(),
-    /** Clear password (IOT_CLOUD_CONSOLE__PASSWORD), hashed at start. With neither, only a loopback http.host may run, without login. */
+    passwordHash: z.string().refine(isPasswordHash, 'not an scrypt hash (scrypt$N$r$p$salt$hash); make one with `node --import tsx cloud/hash-password.ts`').optional(),
+    /** Clear password (IOT_CLOUD_CONSOLE__PASSWORD), hashed at start. With neither, a one-time password is generated at first start (see stateDir). */
     password: z.string().min(1).optional(),
+    /**
+     * With neither password nor passwordHash: the first start generates a password, shows it once
+     * (warn log, or stderr when warnings are not logged) and keeps only its hash here, in
+     * `console-password.hash` (mode 0600), so restarts keep it. Relative to the working directory.
+     */
+    stateDir: z.string().min(1).default('.data/cloud'),
     /** How long a login lasts. */
     sessionTtlMs: z.number().int().positive().default(12 * 3600_000),
   }).strict().prefault({}),

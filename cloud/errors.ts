@@ -19,6 +19,7 @@ export const CloudErrorCodes = {
   CLOUD_ERR_BAD_REQUEST: { retryable: false, statusCode: 400, doc: 'A request parameter, query string or body is malformed; the message names the field.' },
   CLOUD_ERR_UNAUTHORIZED: { retryable: false, statusCode: 401, doc: 'No valid console session (or a failed login): log in first.' },
   CLOUD_ERR_FORBIDDEN: { retryable: false, statusCode: 403, doc: 'A cross-site state change was refused.' },
+  CLOUD_ERR_HOST_NOT_ALLOWED: { retryable: false, statusCode: 421, doc: 'The Host header names a host this server does not answer to (a DNS-rebinding guard); add the name to http.allowedHosts. /healthz, /readyz and /metrics answer any Host.' },
   CLOUD_ERR_NOT_FOUND: { retryable: false, statusCode: 404, doc: 'No such route, gateway, device, alert, command, rule set or link-health history.' },
   CLOUD_ERR_PAYLOAD_TOO_LARGE: { retryable: false, statusCode: 413, doc: 'The request body is larger than the route accepts.' },
   CLOUD_ERR_UNSUPPORTED_MEDIA_TYPE: { retryable: false, statusCode: 415, doc: 'The request body has a content type the route does not take.' },

@@ -1,4 +1,4 @@
-// Prints the scrypt hash of a password for console.passwordHash (IOT_CLOUD_CONSOLE__PASSWORDHASH):
+// Prints the scrypt hash of a password for console.passwordHash (IOT_CLOUD_CONSOLE__PASSWORD_HASH):
 // `node --import tsx cloud/hash-password.ts` and type the password (read from stdin, never an argument).
 import { hashPassword } from './http/auth.ts'
 

@@ -42,7 +42,8 @@ async function main (): Promise<void> {
     log.fatal({ err }, 'cloud failed to start')
     cloud.destroy(err as Error)
     await nats?.cleanup()
-    process.exit(1)
+    // A configuration error found at start (a bad console.stateDir, an unreadable nats.credsFile) exits as one found at load.
+    process.exit(err instanceof CloudError && err.code === 'CLOUD_ERR_CONFIG' ? 2 : 1)
   }
 }
 

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
-import { spawnGateway, natsServerMissing, startNats, type NatsServer } from '../devkit/index.ts'
+import { consoleLogin, spawnGateway, natsServerMissing, startNats, type NatsServer, withSession } from '../devkit/index.ts'
 import { Cloud } from '../cloud/cloud.ts'
 import { parseCloudConfig } from '../cloud/config.ts'
 import { createLogger as createCloudLogger } from '../cloud/log.ts'
@@ -75,8 +75,7 @@ async function main (): Promise<number> {
   cloud = new Cloud(parseCloudConfig({ logLevel: 'warn', nats: { servers: [nats.url] }, http: { host: '127.0.0.1', port: Number(values['console-port']) }, offlineTimeoutMs: 6000, console: { user: 'operator', password } }), createCloudLogger('warn'), { defaultMetrics: false })
   const cloudPorts = await cloud.start()
   const api = `http://127.0.0.1:${cloudPorts.http}`
-  const login = await fetch(`${api}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'operator', password }) })
-  const cookie = (login.headers.get('set-cookie') ?? '').split(';')[0]
+  const apiFetch = withSession(await consoleLogin(api, 'operator', password))
   const perGateway = Number(values.devices)
   const intervalMs = Number(values['interval-ms'])
   try {
@@ -99,7 +98,7 @@ async function main (): Promise<number> {
   let applied: { received: number, duplicates: number, gapsOpen: number } | null = null
   const readAccounting = async (): Promise<void> => {
     try {
-      const r = await (await fetch(`${api}/api/accounting`, { headers: { cookie } })).json() as { totals: { received: number, duplicates: number, gapsOpen: number } }
+      const r = await (await apiFetch(`${api}/api/accounting`)).json() as { totals: { received: number, duplicates: number, gapsOpen: number } }
       applied = r.totals
     } catch { /* the API is gone: keep the last reading */ }
   }

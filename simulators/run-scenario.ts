@@ -5,6 +5,7 @@
 // the summary adds up, 1 when it does not, 2 on a usage error.
 //   npm run simulate -- simulators/scenarios/outage.yaml [--quick]
 import type { ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -12,7 +13,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Cloud } from '../cloud/cloud.ts'
 import { parseCloudConfig } from '../cloud/config.ts'
-import { accountingProblems, natsServerMissing, readStream, startNats, type NatsServer, spawnGateway, type ChildGateway, startProxy, type Proxy } from '../devkit/index.ts'
+import { accountingProblems, consoleLogin, natsServerMissing, readStream, startNats, type NatsServer, spawnGateway, type ChildGateway, startProxy, type Proxy, withSession } from '../devkit/index.ts'
 import { STREAMS } from '../proto/index.ts'
 import { createLogger as createCloudLogger } from '../cloud/log.ts'
 import { openDb } from '../gateway/store/db.ts'
@@ -154,8 +155,11 @@ export async function runScenario (scenario: Scenario, log: (line: string) => vo
   const devices: ScenarioDevice[] = []
   try {
     nats = await startNats()
-    cloud = new Cloud(parseCloudConfig({ logLevel: 'silent', nats: { servers: [nats.url] }, http: { host: '127.0.0.1', port: 0 } }), createCloudLogger('silent'), { defaultMetrics: false })
+    // The console always requires a login: a throw-away password for this run.
+    const password = randomBytes(12).toString('base64url')
+    cloud = new Cloud(parseCloudConfig({ logLevel: 'silent', nats: { servers: [nats.url] }, http: { host: '127.0.0.1', port: 0 }, console: { password } }), createCloudLogger('silent'), { defaultMetrics: false })
     const api = `http://127.0.0.1:${(await cloud.start()).http}`
+    const apiFetch = withSession(await consoleLogin(api, 'admin', password))
 
     // Real credentials from the gateway's device registry (the code behind `npm run devices -- add`).
     const good = Array.from({ length: scenario.devices.count }, (_, i) => `dev-${i + 1}`)
@@ -186,7 +190,7 @@ export async function runScenario (scenario: Scenario, log: (line: string) => vo
     let cloudTotals: Totals = { received: 0, duplicates: 0, gapsOpen: 0 }
     const readCloud = async (): Promise<Totals | null> => {
       try {
-        const r = await fetch(`${api}/api/accounting?gateway=${GATEWAY_ID}`, { signal: AbortSignal.timeout(3000) })
+        const r = await apiFetch(`${api}/api/accounting?gateway=${GATEWAY_ID}`, { signal: AbortSignal.timeout(3000) })
         if (!r.ok) return null
         cloudTotals = ((await r.json()) as { totals: Totals }).totals
         return cloudTotals

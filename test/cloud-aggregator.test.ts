@@ -15,7 +15,7 @@ import { MemoryViewStore, type ViewStore } from '../cloud/store/view-store.ts'
 import { FleetViews } from '../cloud/views/views.ts'
 import { connectDevice, startGateway, startNats, type NatsServer, waitFor, startProxy } from '../devkit/index.ts'
 import { loadDevice } from './harness/load.ts'
-import { deferrer, startCloud, rng, shuffle } from './harness/cloud.ts'
+import { apiFetch, deferrer, startCloud, rng, shuffle } from './harness/cloud.ts'
 
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
@@ -39,7 +39,7 @@ async function startRig (nats: NatsServer, opts: { memory?: boolean, durablePref
 
 
 const getJson = async <T = any>(url: string): Promise<T> => {
-  const r = await fetch(url)
+  const r = await apiFetch(url)
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status} ${await r.text()}`)
   return await r.json() as T
 }
@@ -276,8 +276,8 @@ test('cloud end to end: gateway + devices -> aggregator -> API, received == ackn
   assert.match(metrics, /cloud_aggregator_applied_events_total\{stream="TELEMETRY"\} \d+/)
   assert.match(metrics, /cloud_aggregator_consumer_lag_messages\{stream="TELEMETRY"\} 0/)
   assert.equal((await fetch(`${api}/readyz`)).status, 200)
-  assert.equal((await fetch(`${api}/api/devices/gw-e2e/nope`)).status, 404)
-  assert.equal((await fetch(`${api}/api/devices/gw-e2e/e2e-0/history?res=5m`)).status, 400)
+  assert.equal((await apiFetch(`${api}/api/devices/gw-e2e/nope`)).status, 404)
+  assert.equal((await apiFetch(`${api}/api/devices/gw-e2e/e2e-0/history?res=5m`)).status, 400)
 })
 
 test('cloud end to end: events shed at the gateway (outbox over budget) show up as explained gaps', { timeout: 90000 }, async (t) => {

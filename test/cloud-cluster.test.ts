@@ -10,13 +10,13 @@ import { parseCloudConfig } from '../cloud/config.ts'
 import { createLogger } from '../cloud/log.ts'
 import { connectDevice, scrapeMetric, startGateway, startNatsCluster, waitFor, assertExactlyOnce, readStream } from '../devkit/index.ts'
 import { loadDevice } from './harness/load.ts'
-import { deferrer } from './harness/cloud.ts'
+import { apiFetch, deferrer, logIn, TEST_CONSOLE } from './harness/cloud.ts'
 
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 const GW = 'gw-cluster'
 const getJson = async <T = any>(url: string): Promise<T> => {
-  const r = await fetch(url)
+  const r = await apiFetch(url)
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status} ${await r.text()}`)
   return await r.json() as T
 }
@@ -27,10 +27,11 @@ test('cloud cluster: SIGKILL of the TELEMETRY leader under load loses nothing; e
   defer(() => cluster.cleanup())
 
   const log = createLogger(process.env.TEST_LOG ?? 'silent')
-  const cloud = new Cloud(parseCloudConfig({ logLevel: 'silent', replicas: 3, nats: { servers: cluster.urls }, http: { host: '127.0.0.1', port: 0 } }), log, { defaultMetrics: false })
+  const cloud = new Cloud(parseCloudConfig({ logLevel: 'silent', replicas: 3, nats: { servers: cluster.urls }, http: { host: '127.0.0.1', port: 0 }, console: TEST_CONSOLE }), log, { defaultMetrics: false })
   const { http } = await cloud.start()
   defer(() => cloud.close())
   const api = `http://127.0.0.1:${http}`
+  await logIn(api)
 
   // Everything the cloud provisioned has 3 replicas.
   const admin = await connect({ servers: cluster.urls })

@@ -13,7 +13,7 @@ import { checkRuleSetText } from '../cloud/http/rule-set-check.ts'
 import { parseRuleSetText } from '../proto/rules/schema.ts'
 import { connectDevice, startGateway, tempDir, startNats, type NatsServer, waitFor } from '../devkit/index.ts'
 import { actuator, coolerRules } from './harness/actuator.ts'
-import { deferrer, startCloud, rng, shuffle } from './harness/cloud.ts'
+import { apiFetch, deferrer, startCloud, rng, shuffle } from './harness/cloud.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 
@@ -26,7 +26,7 @@ async function http<T = any> (method: string, url: string, body?: unknown, conte
     data = typeof body === 'string' ? body : JSON.stringify(body)
     headers['content-type'] = contentType ?? (typeof body === 'string' ? 'text/plain' : 'application/json')
   }
-  const r = await fetch(url, { method, headers, body: data })
+  const r = await apiFetch(url, { method, headers, body: data })
   const text = await r.text()
   return { status: r.status, body: (text ? JSON.parse(text) : null) as T }
 }
@@ -42,7 +42,7 @@ interface SseEvent { event: string, data: any }
 /** A server-sent events client on fetch: collects every event until close(). */
 async function sse (url: string): Promise<{ events: SseEvent[], close: () => void }> {
   const ac = new AbortController()
-  const r = await fetch(url, { signal: ac.signal })
+  const r = await apiFetch(url, { signal: ac.signal })
   assert.equal(r.status, 200)
   assert.match(r.headers.get('content-type') ?? '', /^text\/event-stream/)
   const events: SseEvent[] = []

@@ -41,7 +41,7 @@ test('cloud errors: the cause is kept', () => {
 })
 
 test('cloud API errors: every route answers { error, code, message } with the status of the code', async (t) => {
-  const api = new ApiServer({ views: new FleetViews(new MemoryViewStore(), { offlineTimeoutMs: 15000 }), registry: new Registry(), log: createLogger('silent'), ready: () => ({ ready: true }) })
+  const api = new ApiServer({ views: new FleetViews(new MemoryViewStore(), { offlineTimeoutMs: 15000 }), registry: new Registry(), log: createLogger('silent'), ready: () => ({ ready: true }), auth: 'off' })
   const base = `http://127.0.0.1:${await api.start('127.0.0.1', 0)}`
   t.after(() => api.close())
   const call = async (method: string, path: string, body?: string, type = 'application/json'): Promise<{ status: number, body: any }> => {

@@ -15,6 +15,7 @@ import type { Logger } from '../log.ts'
 import type { FleetViews } from '../views/views.ts'
 import type { ConsoleAuth } from './auth.ts'
 import { registerErrorHandler } from './error-handler.ts'
+import { allowedHostNames, registerHostGuard } from './host-guard.ts'
 import type { LiveEvents } from './live-events.ts'
 import { registerControlRoutes } from './routes-control.ts'
 import { registerFleetRoutes } from './routes-fleet.ts'
@@ -29,8 +30,14 @@ export interface ApiOptions {
   /** Ready = consuming and the store answers; 503 otherwise (and while closing). */
   ready: () => { ready: boolean, detail?: Record<string, unknown> }
   log: Logger
-  /** The console login (session guard, login routes) and web UI; without it the API is open, as in unit tests. */
-  console?: ConsoleAuth
+  /**
+   * The console login (session guard, login routes) and web UI. 'off' (no login, no UI) exists for
+   * in-process unit tests of the routes only: it is set in code, never from config or environment
+   * (the composition, cloud.ts, always passes a ConsoleAuth).
+   */
+  auth: ConsoleAuth | 'off'
+  /** Names from allowedHostNames() that the Host header may carry (default: the loopback names). */
+  allowedHosts?: ReadonlySet<string>
   /** Publishes commands; without it POST /api/commands answers 503. */
   js?: JetStreamClient
   /** The RULES bucket (opened with `js`); without it the rule-set routes answer 503. */
@@ -48,8 +55,9 @@ export class ApiServer extends Lifecycle {
     const log = opts.log.child({ component: 'api' })
     this.app = Fastify({ loggerInstance: log as unknown as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
     registerErrorHandler(this.app, log)
-    if (opts.console) {
-      registerSession(this.app, { auth: opts.console, openPaths: CONSOLE_OPEN_PATHS })
+    registerHostGuard(this.app, opts.allowedHosts ?? allowedHostNames('localhost'))
+    if (opts.auth !== 'off') {
+      registerSession(this.app, { auth: opts.auth, openPaths: CONSOLE_OPEN_PATHS })
       registerConsole(this.app)
     }
     this.routes()

@@ -1,4 +1,6 @@
 // The console's login: one operator account from config, its password kept only as an scrypt hash,
+// always required (with no password configured, the composition hands in a generated one's hash:
+// generated-password.ts),
 // and stateless signed session tokens so that any number of console replicas with the same config
 // accept each other's sessions (the signing key is derived from the credentials: changing the
 // password logs everyone out). Failed logins are counted and slowed per client address.
@@ -43,20 +45,19 @@ function parseHash (hash: string): ParsedHash | null {
   return { N, r, p, salt, key }
 }
 
+/** Whether `hash` has the form of console.passwordHash (what hashPassword makes). */
+export const isPasswordHash = (hash: string): boolean => parseHash(hash) !== null
+
 async function verifyHash (h: ParsedHash, password: string): Promise<boolean> {
   const key = await scrypt(password, h.salt, h.key.length, { N: h.N, r: h.r, p: h.p, maxmem: 256 * h.N * h.r + 1024 * 1024 })
   return timingSafeEqual(key, h.key)
 }
-
-const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || /^127\./.test(host)
 
 export interface Session { user: string, expiresAtMs: number }
 
 export type LoginResult = { ok: true, token: string, session: Session } | { ok: false, delayMs: number }
 
 export class ConsoleAuth {
-  /** False only when no credentials are configured and the API listens on loopback (a laptop). */
-  readonly required: boolean
   readonly ttlMs: number
   private readonly revoked = new Map<string, number>()
   private readonly failures = new Map<string, { count: number, lastMs: number }>()
@@ -64,45 +65,41 @@ export class ConsoleAuth {
 
   private constructor (
     private readonly user: string,
-    private readonly hash: ParsedHash | null,
-    private readonly sessionKey: Buffer | null,
+    private readonly hash: ParsedHash,
+    private readonly sessionKey: Buffer,
     ttlMs: number,
     registry: Registry,
     private readonly log: Logger,
   ) {
-    this.required = hash !== null
     this.ttlMs = ttlMs
     this.logins = new Counter({ name: 'cloud_console_logins_total', help: 'Console login attempts, by result (ok, failed)', labelNames: ['result'], registers: [registry] })
   }
 
   /**
-   * Builds the login from config. A clear `password` is hashed here and not kept. Without any
-   * credentials the login is off on a loopback address and refused elsewhere (secure by default).
+   * Builds the login from config. A clear `password` is hashed here and not kept. There is no
+   * login-free mode: without credentials this refuses (the composition generates them first).
    */
-  static async create (cfg: CloudConfig['console'], opts: { host: string, registry: Registry, log: Logger }): Promise<ConsoleAuth> {
-    const log = opts.log
-    let hash: ParsedHash | null = null
-    let keyMaterial: string | null = null
+  static async create (cfg: CloudConfig['console'], opts: { registry: Registry, log: Logger }): Promise<ConsoleAuth> {
+    let hash: ParsedHash
+    let keyMaterial: string
     if (cfg.passwordHash !== undefined) {
-      hash = parseHash(cfg.passwordHash)
-      if (!hash) throw new CloudError('CLOUD_ERR_CONFIG', 'invalid cloud config: console.passwordHash: not an scrypt hash (scrypt$N$r$p$salt$hash); make one with `node --import tsx cloud/hash-password.ts`')
+      const parsed = parseHash(cfg.passwordHash)
+      if (!parsed) throw new CloudError('CLOUD_ERR_CONFIG', 'invalid cloud config: console.passwordHash: not an scrypt hash (scrypt$N$r$p$salt$hash); make one with `node --import tsx cloud/hash-password.ts`')
+      hash = parsed
       keyMaterial = cfg.passwordHash
     } else if (cfg.password !== undefined) {
-      hash = parseHash(await hashPassword(cfg.password))
+      hash = parseHash(await hashPassword(cfg.password))!
       // Derived without a random salt so that replicas given the same password agree on sessions.
       keyMaterial = (await scrypt(cfg.password, `iot-console-session:${cfg.user}`, 32, { N: SCRYPT.N, r: SCRYPT.r, p: SCRYPT.p })).toString('base64url')
-    } else if (!isLoopback(opts.host)) {
-      throw new CloudError('CLOUD_ERR_CONFIG', `invalid cloud config: console.password (IOT_CLOUD_CONSOLE__PASSWORD) or console.passwordHash is required when http.host is ${opts.host}; only a loopback address may run without a console login`)
     } else {
-      log.warn({ host: opts.host }, 'console login disabled: no console.password or console.passwordHash configured (loopback only)')
+      throw new CloudError('CLOUD_ERR_CONFIG', 'invalid cloud config: console.password or console.passwordHash is required (consoleCredentials() generates one)')
     }
-    const sessionKey = keyMaterial === null ? null : createHmac('sha256', 'iot-console-session-key/v1').update(`${cfg.user}\n${keyMaterial}`).digest()
-    return new ConsoleAuth(cfg.user, hash, sessionKey, cfg.sessionTtlMs, opts.registry, log)
+    const sessionKey = createHmac('sha256', 'iot-console-session-key/v1').update(`${cfg.user}\n${keyMaterial}`).digest()
+    return new ConsoleAuth(cfg.user, hash, sessionKey, cfg.sessionTtlMs, opts.registry, opts.log)
   }
 
   /** Checks credentials; a failure resolves only after the address's slowdown delay. */
   async login (user: string, password: string, address: string, now = Date.now()): Promise<LoginResult> {
-    if (!this.hash || !this.sessionKey) return { ok: false, delayMs: 0 }
     // The hash is checked even for a wrong user name, so timing does not tell which was wrong.
     const passwordOk = await verifyHash(this.hash, password)
     const userOk = user.length === this.user.length && timingSafeEqual(Buffer.from(user), Buffer.from(this.user))
@@ -128,7 +125,6 @@ export class ConsoleAuth {
 
   /** The session a token carries, or null if it is forged, expired or logged out. */
   verify (token: string | undefined, now = Date.now()): Session | null {
-    if (!this.sessionKey) return this.required ? null : { user: 'local', expiresAtMs: Number.MAX_SAFE_INTEGER }
     if (!token) return null
     const dot = token.lastIndexOf('.')
     if (dot <= 0) return null
@@ -159,6 +155,6 @@ export class ConsoleAuth {
   }
 
   private mac (body: string): Buffer {
-    return createHmac('sha256', this.sessionKey!).update(body).digest()
+    return createHmac('sha256', this.sessionKey).update(body).digest()
   }
 }

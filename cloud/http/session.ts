@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { z } from 'zod'
 import { CloudError } from '../errors.ts'
 import type { ConsoleAuth } from './auth.ts'
+import { pathOf } from './host-guard.ts'
 
 export const SESSION_COOKIE = 'iot_console'
 
@@ -17,11 +18,6 @@ export interface SessionOptions {
   auth: ConsoleAuth
   /** Further paths reachable without a session (the login page's stylesheet and icon). */
   openPaths?: readonly string[]
-}
-
-const pathOf = (req: FastifyRequest): string => {
-  const q = req.url.indexOf('?')
-  return q < 0 ? req.url : req.url.slice(0, q)
 }
 
 /** Only a local path may be a redirect target after login (no open redirect). */
@@ -69,7 +65,7 @@ export function registerSession (app: FastifyInstance, opts: SessionOptions): vo
 
   app.get('/api/session', async (req) => {
     const s = auth.verify(tokenOf(req))
-    return { user: s?.user ?? null, expiresAtMs: s?.expiresAtMs ?? null, loginRequired: auth.required }
+    return { user: s?.user ?? null, expiresAtMs: s?.expiresAtMs ?? null, loginRequired: true }
   })
 
   // The login and logout forms post urlencoded (they work without JavaScript); the login page's script posts JSON.

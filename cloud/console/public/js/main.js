@@ -82,7 +82,7 @@ function route () {
 
 async function start () {
   const s = await attempt(() => api.session())
-  if (s.ok) document.getElementById('user').textContent = s.data.loginRequired ? s.data.user : 'login disabled (loopback)'
+  if (s.ok) document.getElementById('user').textContent = s.data.user
   const indicator = document.getElementById('live')
   ctx.live = new LiveSource({
     onTick: refresh,
