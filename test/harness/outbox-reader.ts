@@ -8,14 +8,18 @@ export interface StoredEvent { id: number, lane: number, deviceId: string, seq: 
 /**
  * Every event in the outbox in id order, decoded. A row names its device by number (events.dev =
  * device_seq.num, gateway/store/stored-event.ts); rows from before schema version 3 (dev NULL) carry
- * the id in their body.
+ * the id in their body. A row naming a number device_seq does not hold is an error, unless
+ * `unknownDevices: 'keep'` (for tests that damage the outbox): its deviceId is then `#<number>`.
  */
-export function readOutbox (dataDir: string): StoredEvent[] {
+export function readOutbox (dataDir: string, opts: { unknownDevices?: 'throw' | 'keep' } = {}): StoredEvent[] {
   const db = new Database(join(dataDir, 'gateway.db'), { readonly: true })
   try {
     const rows = db.prepare('SELECT e.id, e.lane, e.dev, e.body, d.device_id FROM events e LEFT JOIN device_seq d ON d.num = e.dev ORDER BY e.id').all() as Array<{ id: number, lane: number, dev: number | null, body: Buffer, device_id: string | null }>
     return rows.map((r) => {
-      if (r.dev !== null && r.device_id === null) throw new Error(`outbox row ${r.id} names device number ${r.dev}, which device_seq does not hold`)
+      if (r.dev !== null && r.device_id === null) {
+        if (opts.unknownDevices !== 'keep') throw new Error(`outbox row ${r.id} names device number ${r.dev}, which device_seq does not hold`)
+        r.device_id = `#${r.dev}`
+      }
       if (r.lane === 0) {
         const c = v1.ControlEvent.decode(r.body)
         if (r.device_id !== null) c.deviceId = r.device_id
