@@ -14,7 +14,7 @@ import { createMetrics } from '../gateway/metrics.ts'
 import { LANE_PRIORITY, LANE_TELEMETRY, Outbox, ROW_OVERHEAD_BYTES, type IncomingControl, type IncomingEvent, type Lane } from '../gateway/store/outbox.ts'
 import { encodeBatch } from '../gateway/store/stored-event.ts'
 import { CONTROL_DEVICE_ID, STREAMS, v1 } from '../proto/index.ts'
-import { connectDevice, scrapeMetric, startGateway, tempDir, startNats, waitFor, provision, readStream } from '../devkit/index.ts'
+import { assertExactlyOnce, connectDevice, scrapeMetric, startGateway, tempDir, startNats, waitFor, provision, readStream } from '../devkit/index.ts'
 import { queryOutbox, readOutbox } from './harness/outbox-reader.ts'
 
 type After = { after: (fn: () => void | Promise<void>) => void }
@@ -216,30 +216,56 @@ test('outbox layout: shedding old-layout and new-layout rows records each gap un
   assert.equal(kept.length + stats.shedEvents, 100)
 })
 
-test('outbox layout: an event naming an unknown device number stops replication with GW_ERR_OUTBOX_CORRUPT, and ingest goes on', { timeout: 60000 }, async (t) => {
+test('outbox layout: an event naming an unknown device number stops replication with GW_ERR_OUTBOX_CORRUPT, ingest goes on, and once repaired every acknowledged reading reaches the stream exactly once', { timeout: 60000 }, async (t) => {
   const tmp = tempDir('gw-corrupt-')
   t.after(() => tmp.cleanup())
   const anon = { allowAnonymous: true }
   const first = await startGateway({ mqtt: anon }, { dataDir: tmp.dir, keepData: true })
   const dev = await connectDevice(first.ports.mqtt, { clientId: 'dev-c' })
-  await dev.publishAsync('devices/dev-c/telemetry', JSON.stringify({ v: 1 }), { qos: 1 })
+  await dev.publishAsync('devices/dev-c/telemetry', JSON.stringify({ n: 1 }), { qos: 1 })
   await dev.endAsync()
   await first.close()
   // Damage the outbox by hand: the row now names a device number nobody holds.
   const db = openDb(tmp.dir)
+  const devC = (db.prepare("SELECT num FROM device_seq WHERE device_id = 'dev-c'").get() as { num: number }).num
   db.prepare('UPDATE events SET dev = 999').run()
   db.close()
   const nats = await startNats()
   t.after(() => nats.cleanup())
   await provision(nats.url)
-  const gw = await startGateway({ mqtt: anon, uplink: { servers: [nats.url], reconnectMinMs: 50, reconnectMaxMs: 200 } }, { dataDir: tmp.dir, keepData: true })
-  t.after(() => gw.close())
+  const uplink = { servers: [nats.url], reconnectMinMs: 50, reconnectMaxMs: 200 }
+  const gw = await startGateway({ mqtt: anon, uplink }, { dataDir: tmp.dir, keepData: true })
+  let closed = false
+  t.after(() => closed ? undefined : gw.close())
   await waitFor(() => gw.gateway.link.lastError.startsWith('corrupt:'), 'replication to stop with the corruption reported', 20000)
   assert.match(gw.gateway.link.lastError, /device number 999/)
   assert.equal(await scrapeMetric(gw.ports.http!, 'gateway_uplink_errors_total', { kind: 'corrupt' }), 1)
   // The gateway is still up: ingest and its PUBACK still work.
   const again = await connectDevice(gw.ports.mqtt, { clientId: 'dev-d' })
   t.after(() => again.end(true))
-  await again.publishAsync('devices/dev-d/telemetry', JSON.stringify({ v: 2 }), { qos: 1 })
-  assert.equal(gw.gateway.outbox.stats().events, 2)
+  const acked = new Map<string, number[]>([['dev-c', [1]], ['dev-d', []]])
+  for (let n = 1; n <= 5; n++) {
+    await again.publishAsync('devices/dev-d/telemetry', JSON.stringify({ n }), { qos: 1 })
+    acked.get('dev-d')!.push(n)
+  }
+  assert.equal(gw.gateway.outbox.stats().events, 6)
+
+  // Accounting while replication is stopped: nothing reached the stream, and every acknowledged
+  // reading is held in the outbox exactly once (dev-c's under the damaged number).
+  const stuck = await readStream(nats.url, STREAMS.telemetry.name)
+  assert.deepEqual([stuck.batches, stuck.events.size], [0, 0], 'a batch reached the stream past the damaged row')
+  const held = readOutbox(tmp.dir, { unknownDevices: 'keep' }).map((e) => [e.deviceId, e.seq, e.readings.n])
+  assert.deepEqual(held, [['#999', 1, 1], ...acked.get('dev-d')!.map((n) => ['dev-d', n, n])])
+
+  // Repaired by hand, the outbox replicates: every acknowledged reading is in the stream exactly once.
+  await again.endAsync()
+  await gw.close()
+  closed = true
+  const fix = openDb(tmp.dir)
+  fix.prepare('UPDATE events SET dev = ? WHERE dev = 999').run(devC)
+  fix.close()
+  const repaired = await startGateway({ mqtt: anon, uplink }, { dataDir: tmp.dir, keepData: true })
+  t.after(() => repaired.close())
+  await waitFor(() => repaired.gateway.outbox.stats().events === 0 && repaired.gateway.replicator.stats().inFlight === 0, 'the repaired outbox to drain', 20000)
+  assertExactlyOnce(await readStream(nats.url, STREAMS.telemetry.name), 'gw-test', acked)
 })

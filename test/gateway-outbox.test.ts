@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { LANE_PRIORITY } from '../gateway/index.ts'
 import { connectDevice, scrapeMetric, startGateway, tempDir, waitFor } from '../devkit/index.ts'
 import { loadDevice } from './harness/load.ts'
-import { queryOutbox, readOutbox } from './harness/outbox-reader.ts'
+import { followOutbox, queryOutbox, readOutbox } from './harness/outbox-reader.ts'
 
 const ANON = { mqtt: { allowAnonymous: true } }
 
@@ -19,6 +19,12 @@ test('outbox: PUBACK never precedes the commit of its event', async (t) => {
   const auditor = new Database(join(gw.dataDir, 'gateway.db'), { readonly: true })
   t.after(() => auditor.close())
   const count = auditor.prepare('SELECT count(*) AS n FROM events')
+  // A third, also independent, follows the committed rows: each PUBACK's own reading (by its n)
+  // must be readable there when the PUBACK arrives, not merely as many rows as PUBACKs.
+  const follower = followOutbox(gw.dataDir)
+  t.after(() => follower.close())
+  const committed = new Map<number, number>()
+  const early: number[] = []
   let acked = 0
   let violations = 0
   const total = 3000
@@ -31,6 +37,8 @@ test('outbox: PUBACK never precedes the commit of its event', async (t) => {
         if (err) return reject(err)
         acked++
         if ((count.get() as { n: number }).n < acked) violations++
+        for (const e of follower.next()) committed.set(e.readings.n, (committed.get(e.readings.n) ?? 0) + 1)
+        if (!committed.has(n)) early.push(n)
         if (acked === total) resolve()
         else if (sent < total) sendOne()
       })
@@ -38,7 +46,12 @@ test('outbox: PUBACK never precedes the commit of its event', async (t) => {
     for (let i = 0; i < window; i++) sendOne()
   })
   assert.equal(violations, 0, 'a PUBACK arrived before its event was committed')
+  assert.deepEqual(early.slice(0, 20), [], `${early.length} PUBACKs arrived before their own reading was readable in the outbox`)
   assert.equal((count.get() as { n: number }).n, total)
+  // Every reading committed exactly once, and nothing else.
+  for (const e of follower.next()) committed.set(e.readings.n, (committed.get(e.readings.n) ?? 0) + 1)
+  assert.deepEqual([...committed].filter(([, c]) => c !== 1), [], 'a reading was stored more than once')
+  assert.deepEqual([...committed.keys()].sort((a, b) => a - b), Array.from({ length: total }, (_, i) => i))
 })
 
 test('outbox: sequence numbers continue across restarts without reuse', async (t) => {

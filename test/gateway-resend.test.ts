@@ -14,18 +14,19 @@ import { createMetrics } from '../gateway/metrics.ts'
 import { LANE_TELEMETRY, Outbox, type IncomingEvent } from '../gateway/store/outbox.ts'
 import { ENTRY_BYTES, HEADER_BYTES, payloadHash } from '../gateway/store/resend-window.ts'
 import { deferrer } from './harness/cloud.ts'
-import { connectDevice, scrapeMetric, spawnGateway, tempDir, type ChildGateway, waitFor, startProxy } from '../devkit/index.ts'
+import { assertExactlyOnce, connectDevice, provision, readStream, scrapeMetric, spawnGateway, startNats, tempDir, type ChildGateway, waitFor, startProxy } from '../devkit/index.ts'
+import { STREAMS } from '../proto/index.ts'
 import { queryOutbox, readOutbox } from './harness/outbox-reader.ts'
 
 const ANON = ['mqtt.allowAnonymous=true']
 const RESENDS = 'gateway_resends_dropped_total'
 
 /** Starts a gateway child on a fixed MQTT port; right after a SIGKILL the port may be busy for a moment. */
-async function spawnOnPort (dir: string, port: number): Promise<ChildGateway> {
+async function spawnOnPort (dir: string, port: number, sets: string[]): Promise<ChildGateway> {
   const deadline = Date.now() + 15000
   for (;;) {
     try {
-      return await spawnGateway(dir, [...ANON, `mqtt.port=${port}`])
+      return await spawnGateway(dir, [...sets, `mqtt.port=${port}`])
     } catch (err) {
       if (!/EADDRINUSE/.test((err as Error).message) || Date.now() > deadline) throw err
       await new Promise((resolve) => setTimeout(resolve, 100))
@@ -35,9 +36,17 @@ async function spawnOnPort (dir: string, port: number): Promise<ChildGateway> {
 
 test('resend: a publish committed just before a power cut and resent after the restart is stored once', { timeout: 90000 }, async (t) => {
   const defer = deferrer(t)
+  // The cloud is away until the end (the outbox keeps everything to be checked), then the backlog
+  // drains and the stream is accounted for by identity.
+  const nats = await startNats()
+  defer(() => nats.cleanup())
+  await provision(nats.url)
+  await nats.stop()
   const tmp = tempDir('gw-resend-')
   defer(() => tmp.cleanup())
-  let gw = await spawnGateway(tmp.dir, ANON)
+  const gatewayId = 'gw-resend'
+  const sets = [...ANON, `gatewayId=${gatewayId}`, `uplink.servers=${nats.url}`, 'uplink.reconnectMinMs=50', 'uplink.reconnectMaxMs=300']
+  let gw = await spawnGateway(tmp.dir, sets)
   defer(() => gw.kill('SIGKILL'))
   const port = gw.ports.mqtt
   const proxy = await startProxy({ host: '127.0.0.1', port })
@@ -66,7 +75,7 @@ test('resend: a publish committed just before a power cut and resent after the r
   await gw.kill('SIGKILL')
   proxy.cut()
   proxy.setLatency(0)
-  gw = await spawnOnPort(tmp.dir, port)
+  gw = await spawnOnPort(tmp.dir, port, sets)
   proxy.restore()
 
   // The client reconnects and resends all N, unchanged; each is acknowledged, none stored again.
@@ -92,6 +101,16 @@ test('resend: a publish committed just before a power cut and resent after the r
   assert.deepEqual(mine.map((e) => [e.seq, e.readings.n]), [[1, 1], [2, 2], [3, 3], [4, 3]])
   assert.equal(await scrapeMetric(gw.ports.http!, RESENDS), N, 'nothing else counted as a resend')
   assert.equal(readOutbox(tmp.dir).length, N + 4)
+
+  // The cloud comes back: every acknowledged reading reaches the stream exactly once, by identity.
+  await nats.restart()
+  await waitFor(async () => await scrapeMetric(gw.ports.http!, 'gateway_outbox_events') === 0 && await scrapeMetric(gw.ports.http!, 'gateway_uplink_batches_in_flight') === 0, 'the outbox to drain', 30000)
+  const acc = await readStream(nats.url, STREAMS.telemetry.name)
+  // "other" sent n=3 twice on purpose (two publishes, no device ts): its seqs 1..4 are each checked
+  // once by the accounting, and n=3 is expected twice.
+  assertExactlyOnce(acc, gatewayId, new Map<string, Iterable<number>>([[deviceId, acked], ['other', [1, 2]]]))
+  assert.deepEqual([...acc.ns.get(`${gatewayId}/other`)!].sort(), [1, 2, 3, 3])
+  assert.deepEqual([...acc.events.keys()].sort(), [`${gatewayId}/${deviceId}`, `${gatewayId}/other`].sort(), 'no other device in the stream')
 })
 
 test('resend: the same stamped reading sent twice back to back is stored once, and neither PUBACK precedes its commit', async (t) => {
