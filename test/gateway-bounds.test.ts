@@ -129,7 +129,7 @@ test('bounds: a command beyond commands.maxPending is not sent, and is recorded 
 // whether the id is already pending, so a command the cloud delivers again while the tracker is at
 // commands.maxPending is recorded as rejected and its finish() deletes the *pending* entry of the
 // same id: the first copy is no longer tracked, its acknowledgement counts as unknown_command_ack.
-test('bounds: a command delivered again by the cloud while commands.maxPending is reached stays pending under its id', { todo: 'CommandTracker.send() must look up a pending id before refusing at the cap' }, async (t) => {
+test('bounds: a command delivered again by the cloud while commands.maxPending is reached stays pending under its id', async (t) => {
   const defer = deferrer(t)
   const gw = await startGateway({ mqtt: ANON, commands: { maxPending: 1, ackTimeoutMs: 600_000, defaultTtlMs: 600_000 } })
   defer(() => gw.close())

@@ -51,11 +51,12 @@ export class CommandTracker extends Lifecycle {
     const id = req.id ?? `${this.prefix}-${++this.counter}`
     const now = Date.now()
     const p: Pending = { req, id, expiresAtMs: now + (req.ttlMs ?? this.cfg.defaultTtlMs), attempts: 0, firstSentMs: now, timer: null, delivered: false }
+    if (this.pending.has(id)) return id // the same command again (e.g. redelivered by the cloud): already on its way,
+    // so neither refused at the cap nor finished under the id of the one in flight
     if (this.isClosing || this.pending.size >= this.cfg.maxPending) {
       this.finish(p, 'rejected', this.isClosing ? 'gateway closing' : `more than ${this.cfg.maxPending} commands pending`)
       return id
     }
-    if (this.pending.has(id)) return id // the same command again (e.g. redelivered by the cloud): already on its way
     if (p.expiresAtMs <= now) {
       this.finish(p, 'expired', 'expired before it could be sent')
       return id
