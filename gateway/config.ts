@@ -106,6 +106,8 @@ export const configSchema = z.object({
     pingIntervalMs: z.number().int().positive().default(5000),
     maxPingOut: z.number().int().positive().default(2),
     heartbeatMs: z.number().int().positive().default(5000),
+    /** How often the attached cloud-to-edge channel (rules watch, commands consumer) is checked; a lost one re-attaches. */
+    channelVerifyMs: z.number().int().positive().default(5000),
   }).strict().prefault({}),
   rules: z.object({
     /** Rule set file (YAML or JSON), watched and hot-reloaded; a rule set pushed by the cloud replaces it. */

@@ -105,7 +105,7 @@ export class Gateway extends Lifecycle {
     this.cloudChannel = new CloudChannel(this.link, cfg.gatewayId, {
       loadRules: (text) => this.control.load(text, 'cloud'),
       command: (cmd) => { this.commands.fromCloud(cmd) },
-    }, this.log.child({ component: 'cloud-channel' }))
+    }, { verifyMs: cfg.uplink.channelVerifyMs, retryMinMs: cfg.uplink.reconnectMinMs, retryMaxMs: cfg.uplink.reconnectMaxMs }, this.log.child({ component: 'cloud-channel' }), this.metrics)
     this.cloudChannel.start()
     this.phase = 'running'
     const stats = this.outbox.stats()
@@ -139,6 +139,8 @@ export class Gateway extends Lifecycle {
       startedTsMs: this.startedTs,
       lastAckTsMs: this.replicator.lastAckTs,
       lastError: this.link.lastError,
+      cloudChannelState: this.cloudChannel?.state ?? 'detached',
+      cloudChannelError: this.cloudChannel?.lastError ?? '',
       ruleSetVersion: this.control.version,
       decisionP99Ms: this.control.decisionP99(),
     }
@@ -146,7 +148,7 @@ export class Gateway extends Lifecycle {
 
   private readiness (): { ready: boolean, detail: Record<string, unknown> } {
     const s = this.outbox.stats()
-    return { ready: this.phase === 'running' && !this.isClosing, detail: { state: this.state(), outboxEvents: s.events, outboxBytes: s.bytes, pending: s.pending, uplink: { link: this.link.state, lastError: this.link.lastError, ...this.replicator.stats() } } }
+    return { ready: this.phase === 'running' && !this.isClosing, detail: { state: this.state(), outboxEvents: s.events, outboxBytes: s.bytes, pending: s.pending, uplink: { link: this.link.state, lastError: this.link.lastError, ...this.replicator.stats() }, cloudChannel: { state: this.cloudChannel?.state ?? 'detached', lastError: this.cloudChannel?.lastError ?? '' } } }
   }
 
   private state (): string { return this.isClosing ? this.lifecycleState : this.phase }

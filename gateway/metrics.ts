@@ -44,6 +44,8 @@ export function createMetrics (opts: { defaultMetrics?: boolean, oldestAgeSecond
     uplinkFreshnessSeconds: new Histogram({ name: 'gateway_uplink_freshness_seconds', help: 'Ingest of the newest event of a live batch to its JetStream ack', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10], registers: r }),
     uplinkLastAck: new Gauge({ name: 'gateway_uplink_last_ack_timestamp_seconds', help: 'Time of the last successful JetStream ack', registers: r }),
     decisionSeconds: new Histogram({ name: 'gateway_decision_seconds', help: 'Publish received to decision taken and its command handed to the broker', buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.05], registers: r }),
+    cloudChannelAttached: new Gauge({ name: 'gateway_cloud_channel_attached', help: '1 while the cloud-to-edge channel (rules watch, commands consumer) is attached', registers: r }),
+    cloudChannelAttaches: new Counter({ name: 'gateway_cloud_channel_attaches_total', help: 'Attempts to attach the cloud-to-edge channel, by result (ok, failed) and cause (link_up, retry, lost)', labelNames: ['result', 'cause'], registers: r }),
     decisions: new Counter({ name: 'gateway_decisions_total', help: 'Rule decisions by kind (fired, cleared)', labelNames: ['kind'], registers: r }),
     commands: new Counter({ name: 'gateway_commands_total', help: 'Command outcomes (sent, delivered, acknowledged, rejected, timed_out, expired)', labelNames: ['status'], registers: r }),
     commandsPending: new Gauge({ name: 'gateway_commands_pending', help: 'Commands awaiting an acknowledgement', registers: r }),

@@ -30,6 +30,9 @@ export interface GatewayDoc {
     /** Decision latency p99 (publish received -> command sent) over the gateway's recent decisions, ms. */
     decisionP99Ms?: number
     quarantinedTotal?: number
+    /** The gateway's cloud-to-edge channel: 'attached', 'attaching', 'detached' ('' in documents written before it existed). */
+    cloudChannelState?: string
+    cloudChannelError?: string
   }
 }
 

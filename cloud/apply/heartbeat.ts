@@ -69,6 +69,8 @@ export class HeartbeatApplier {
         ruleSetVersion: s.ruleSetVersion,
         decisionP99Ms: Number.isFinite(s.decisionP99Ms) ? s.decisionP99Ms : 0,
         quarantinedTotal: Number(s.quarantinedTotal),
+        cloudChannelState: s.cloudChannelState ?? '',
+        cloudChannelError: s.cloudChannelError ?? '',
       },
     }
   }

@@ -11,6 +11,7 @@ import { CloudError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { FleetViews } from '../views/views.ts'
 import { deviceId, deviceParams, entryId, gatewayId, gatewayParams, limit, MAX_LIMIT, parse } from './validate.ts'
+import type { CloudCommand } from '../../proto/command.ts'
 
 export interface ControlRoutesOptions {
   views: FleetViews
@@ -106,7 +107,10 @@ export function registerControlRoutes (app: FastifyInstance, opts: ControlRoutes
     const b = parse(commandBody, req.body)
     if (!js) throw new CloudError('CLOUD_ERR_UNAVAILABLE', 'no NATS connection for commands')
     const queuedAtMs = Date.now()
-    const cmd = { id: `c-${queuedAtMs.toString(36)}-${randomBytes(6).toString('hex')}`, deviceId: b.deviceId, name: b.name, args: b.args ?? {}, expiresAtMs: queuedAtMs + (b.ttlMs ?? DEFAULT_TTL_MS) }
+    // The contract both ends share (proto/command.ts): the gateway parses it with the same schema.
+    const args = b.args ?? {}
+    const expiresAtMs = queuedAtMs + (b.ttlMs ?? DEFAULT_TTL_MS)
+    const cmd: CloudCommand = { id: `c-${queuedAtMs.toString(36)}-${randomBytes(6).toString('hex')}`, deviceId: b.deviceId, name: b.name, args, expiresAtMs }
     try {
       // The id is the message id too: a retried publish is stored once.
       await js.publish(subjects.commands(b.gatewayId), JSON.stringify(cmd), { msgID: cmd.id })
@@ -116,7 +120,7 @@ export function registerControlRoutes (app: FastifyInstance, opts: ControlRoutes
     }
     let recorded = true
     try {
-      await views.control.recordQueued(b.gatewayId, { commandId: cmd.id, deviceId: b.deviceId, name: b.name, args: cmd.args, queuedAtMs, expiresAtMs: cmd.expiresAtMs })
+      await views.control.recordQueued(b.gatewayId, { commandId: cmd.id, deviceId: b.deviceId, name: b.name, args, queuedAtMs, expiresAtMs })
     } catch (err) {
       // Queued all the same: the gateway's reports will make it appear in the views.
       recorded = false

@@ -6,7 +6,7 @@ import { replicationLag, type GatewayDoc, type LagDoc } from '../apply/gateway-d
 import { ControlViews } from './control-views.ts'
 import { viewKeys, type ViewStore } from '../store/view-store.ts'
 
-export interface GatewayView extends Omit<GatewayDoc['status'], 'tsMs' | 'ruleSetVersion' | 'decisionP99Ms' | 'quarantinedTotal'> {
+export interface GatewayView extends Omit<GatewayDoc['status'], 'tsMs' | 'ruleSetVersion' | 'decisionP99Ms' | 'quarantinedTotal' | 'cloudChannelState' | 'cloudChannelError'> {
   gatewayId: string
   online: boolean
   lastSeenMs: number
@@ -15,6 +15,9 @@ export interface GatewayView extends Omit<GatewayDoc['status'], 'tsMs' | 'ruleSe
   ruleSetVersion: string
   decisionP99Ms: number
   quarantinedTotal: number
+  /** The cloud-to-edge channel (rules, commands): 'attached', 'attaching', 'detached', or '' when the gateway does not say. */
+  cloudChannelState: string
+  cloudChannelError: string
   /** Heartbeat time minus the last JetStream ack of a batch (both gateway clock); null = never acked. */
   sinceLastAckMs: number | null
   /** Ingest at the edge -> applied in the views, of the newest events applied (null = none measured). */
@@ -44,7 +47,7 @@ export class FleetViews {
   private now (): number { return this.opts.now?.() ?? Date.now() }
 
   gatewayView (doc: GatewayDoc, lag: LagDoc | null = null): GatewayView {
-    const { tsMs, ruleSetVersion, decisionP99Ms, quarantinedTotal, ...status } = doc.status
+    const { tsMs, ruleSetVersion, decisionP99Ms, quarantinedTotal, cloudChannelState, cloudChannelError, ...status } = doc.status
     return {
       gatewayId: doc.gatewayId,
       online: this.now() - doc.lastSeenMs <= this.opts.offlineTimeoutMs,
@@ -54,6 +57,8 @@ export class FleetViews {
       ruleSetVersion: ruleSetVersion ?? '',
       decisionP99Ms: decisionP99Ms ?? 0,
       quarantinedTotal: quarantinedTotal ?? 0,
+      cloudChannelState: cloudChannelState ?? '',
+      cloudChannelError: cloudChannelError ?? '',
       sinceLastAckMs: status.lastAckTsMs > 0 ? Math.max(0, tsMs - status.lastAckTsMs) : null,
       applyLagMs: lag?.applyLagMs ?? null,
       applyLagAtMs: lag?.atMs ?? null,

@@ -59,6 +59,11 @@ export class UplinkLink extends Lifecycle {
     for (const l of this.listeners) l(s)
   }
 
+  /** A publish went through: a refusal reported earlier no longer holds, so its lastError clears. */
+  healthy (): void {
+    if (this.lastError !== '' && this.stateValue === 'up') this.lastError = ''
+  }
+
   /** Reports a refusal seen while publishing (permissions, missing stream): counted, logged, link stays. */
   refused (kind: string, err: unknown): void {
     this.metrics.uplinkErrors.inc({ kind })

@@ -190,6 +190,7 @@ export class Replicator extends Lifecycle {
       this.lastAckTs = now
       this.ackedEvents += freed.events
       this.failures = 0
+      this.link.healthy()
       this.metrics.uplinkPublishSeconds.observe((performance.now() - started) / 1000)
       this.metrics.uplinkAcked.inc({ lane: b.kind }, b.events)
       this.metrics.uplinkBatches.inc({ duplicate: String(ack.duplicate) })

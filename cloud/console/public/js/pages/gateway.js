@@ -48,7 +48,7 @@ export function mount (root, [gw]) {
       }
       const g = gr.data.status
       if (g) {
-        fill(status, g.online ? chip('online', 'ok') : chip('offline', 'bad'), ' ', chip(`uplink ${g.linkState}`, g.linkState === 'up' ? 'ok' : 'warn'))
+        fill(status, g.online ? chip('online', 'ok') : chip('offline', 'bad'), ' ', chip(`uplink ${g.linkState}`, g.linkState === 'up' ? 'ok' : 'warn'), ' ', chip(`rules/commands ${g.cloudChannelState || '?'}`, g.cloudChannelState === 'attached' ? 'ok' : 'warn'))
         fill(problems, problemsOf(g).map((p) => p.text).join(' · '))
         fill(tiles,
           tile('Backlog', fmtNum(g.backlogEvents), fmtBytes(g.backlogBytes), g.backlogEvents > 0 ? 'warn' : '', { dataset: { tile: 'backlog' } }),

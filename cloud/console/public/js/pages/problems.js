@@ -15,6 +15,7 @@ export function problemsOf (g) {
   else if (g.online && g.linkState && g.linkState !== 'up') out.push({ level: 'warn', text: `uplink ${g.linkState}` })
   if (lag >= LAG_BAD_MS) out.push({ level: 'bad', text: 'over 10 min behind' })
   else if (lag >= LAG_WARN_MS || g.backlogEvents >= BACKLOG_WARN_EVENTS) out.push({ level: 'warn', text: 'large backlog' })
+  if (g.online && g.cloudChannelState && g.cloudChannelState !== 'attached') out.push({ level: 'warn', text: `rules and commands channel ${g.cloudChannelState}${g.cloudChannelError ? `: ${g.cloudChannelError}` : ''}` })
   if (g.shedEventsTotal > 0) out.push({ level: 'warn', text: 'events shed' })
   if (g.lastError) out.push({ level: 'warn', text: g.lastError })
   return out.sort((a, b) => rank(b.level) - rank(a.level))

@@ -1,0 +1,62 @@
+// The cloud-to-edge channel survives a NATS node failure (the operator's path): on a 3-node
+// cluster, SIGKILL the node the gateway is connected to, which also leads the COMMANDS stream; the
+// gateway fails over, its channel re-attaches by itself (retrying while leaders are elected), and a
+// command and a rule set sent afterwards both arrive without a restart. Its state is reported in
+// /readyz, the heartbeat (so the cloud views) and the metrics all along.
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { jetstreamManager } from '@nats-io/jetstream'
+import { connect } from '@nats-io/transport-node'
+import { Cloud } from '../cloud/cloud.ts'
+import { parseCloudConfig } from '../cloud/config.ts'
+import { createLogger } from '../cloud/log.ts'
+import { scrapeMetric, startGateway, startNatsCluster, waitFor } from '../devkit/index.ts'
+import { actuator, coolerRules } from './harness/actuator.ts'
+import { apiFetch, deferrer, logIn, TEST_CONSOLE } from './harness/cloud.ts'
+
+const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
+const GW = 'gw-failover'
+
+test('cloud channel: after SIGKILL of the node the gateway uses (and the COMMANDS leader) it re-attaches; a command and a rule set arrive without a restart', { timeout: 120000 }, async (t) => {
+  const defer = deferrer(t)
+  const cluster = await startNatsCluster()
+  defer(() => cluster.cleanup())
+  const cloud = new Cloud(parseCloudConfig({ logLevel: 'silent', replicas: 3, nats: { servers: cluster.urls }, http: { host: '127.0.0.1', port: 0 }, console: TEST_CONSOLE }), createLogger('silent'), { defaultMetrics: false })
+  const { http } = await cloud.start()
+  defer(() => cloud.close())
+  const api = `http://127.0.0.1:${http}`
+  await logIn(api)
+  const admin = await connect({ servers: cluster.urls })
+  defer(() => admin.close())
+  const jsm = await jetstreamManager(admin)
+
+  // The gateway is given only the node that leads COMMANDS (it learns the others from the cluster).
+  const leader = (await jsm.streams.info('COMMANDS')).cluster!.leader!
+  const leaderUrl = cluster.nodes[cluster.names.indexOf(leader)].url
+  const gw = await startGateway({ gatewayId: GW, mqtt: ANON, uplink: { servers: [leaderUrl], reconnectMinMs: 50, reconnectMaxMs: 500, publishTimeoutMs: 2000, heartbeatMs: 300, channelVerifyMs: 1000 } })
+  defer(() => gw.close())
+  const cooler = await actuator(gw.ports.mqtt, 'cooler-1')
+  defer(() => cooler.client.end(true))
+  const ready = async (): Promise<any> => (await (await fetch(`http://127.0.0.1:${gw.ports.http}/readyz`)).json())
+  await waitFor(async () => (await ready()).cloudChannel?.state === 'attached', 'the cloud channel to attach')
+  assert.equal(await scrapeMetric(gw.ports.http!, 'gateway_cloud_channel_attached'), 1)
+  assert.equal(gw.gateway.link.current()?.nc.getServer(), leaderUrl.replace('nats://', ''))
+  // The cloud views show it from the heartbeat.
+  await waitFor(async () => (await (await apiFetch(`${api}/api/gateways/${GW}`)).json()).status?.cloudChannelState === 'attached', 'the views to show the channel attached')
+
+  await cluster.node(leader).kill()
+  await waitFor(async () => { const l = (await jsm.streams.info('COMMANDS')).cluster?.leader; return l !== undefined && l !== leader }, 'a new COMMANDS leader', 30000)
+  await waitFor(() => gw.gateway.link.state === 'up' && gw.gateway.link.current()?.nc.getServer() !== leaderUrl.replace('nats://', ''), 'the gateway to fail over to another node', 30000)
+  await waitFor(async () => (await ready()).cloudChannel?.state === 'attached', 'the cloud channel to re-attach by itself', 60000, 100)
+
+  // A command and a rule set, sent after the failure, arrive without a restart.
+  const sent = await apiFetch(`${api}/api/commands`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ gatewayId: GW, deviceId: 'cooler-1', name: 'cooler', args: { on: true } }) })
+  assert.equal(sent.status, 202, await sent.text())
+  await waitFor(() => cooler.received.some((c) => c.name === 'cooler'), 'the command to reach the actuator', 30000)
+  const put = await apiFetch(`${api}/api/rules/${GW}`, { method: 'PUT', headers: { 'content-type': 'application/yaml' }, body: coolerRules('after-failover', 8) })
+  assert.equal(put.status, 200, await put.text())
+  await waitFor(() => gw.gateway.control.version === 'after-failover', 'the rule set to load', 30000)
+  const r = await ready()
+  assert.deepEqual([r.cloudChannel.state, r.cloudChannel.lastError], ['attached', ''])
+  t.diagnostic(`attaches: ${await scrapeMetric(gw.ports.http!, 'gateway_cloud_channel_attaches_total', { result: 'ok' })} ok, ${await scrapeMetric(gw.ports.http!, 'gateway_cloud_channel_attaches_total', { result: 'failed' })} failed`)
+})
