@@ -7,12 +7,9 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
-import { Cloud } from '../cloud/cloud.ts'
-import { parseCloudConfig } from '../cloud/config.ts'
-import { createLogger } from '../cloud/log.ts'
 import { scrapeMetric, startGateway, startNatsCluster, waitFor } from '../devkit/index.ts'
 import { actuator, coolerRules } from './harness/actuator.ts'
-import { apiFetch, deferrer, logIn, TEST_CONSOLE } from './harness/cloud.ts'
+import { apiFetch, deferrer, startCloud } from './harness/cloud.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 const GW = 'gw-failover'
@@ -21,11 +18,8 @@ test('cloud channel: after SIGKILL of the node the gateway uses (and the COMMAND
   const defer = deferrer(t)
   const cluster = await startNatsCluster()
   defer(() => cluster.cleanup())
-  const cloud = new Cloud(parseCloudConfig({ logLevel: 'silent', replicas: 3, nats: { servers: cluster.urls }, http: { host: '127.0.0.1', port: 0 }, console: TEST_CONSOLE }), createLogger('silent'), { defaultMetrics: false })
-  const { http } = await cloud.start()
+  const { cloud, api } = await startCloud(cluster, { replicas: 3 })
   defer(() => cloud.close())
-  const api = `http://127.0.0.1:${http}`
-  await logIn(api)
   const admin = await connect({ servers: cluster.urls })
   defer(() => admin.close())
   const jsm = await jetstreamManager(admin)

@@ -29,9 +29,9 @@ export function deferrer (t: { after: (fn: () => Promise<void>) => void }): (fn:
   return (fn) => { stack.push(fn) }
 }
 
-/** A cloud process (aggregator + API) in this process, on loopback, logging nothing, logged in for apiFetch. */
-export async function startCloud (nats: NatsServer, overrides: CloudConfigInput = {}): Promise<{ cloud: Cloud, api: string }> {
-  const cloud = new Cloud(parseCloudConfig({ logLevel: 'silent', nats: { servers: [nats.url] }, http: { host: '127.0.0.1', port: 0 }, console: TEST_CONSOLE, ...overrides }), createLogger(process.env.TEST_LOG ?? 'silent'), { defaultMetrics: false })
+/** A cloud process (aggregator + API) in this process, on loopback, logging nothing, logged in for apiFetch; on one server or a cluster's urls. */
+export async function startCloud (nats: NatsServer | { urls: string[] }, overrides: CloudConfigInput = {}): Promise<{ cloud: Cloud, api: string }> {
+  const cloud = new Cloud(parseCloudConfig({ logLevel: 'silent', nats: { servers: 'urls' in nats ? nats.urls : [nats.url] }, http: { host: '127.0.0.1', port: 0 }, console: TEST_CONSOLE, ...overrides }), createLogger(process.env.TEST_LOG ?? 'silent'), { defaultMetrics: false })
   const ports = await cloud.start()
   const api = `http://127.0.0.1:${ports.http}`
   await logIn(api)
