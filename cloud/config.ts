@@ -3,7 +3,7 @@
 import { z } from 'zod'
 import { loadLayered, parseWith } from '../lib/config-sources.ts'
 import { CloudError } from './errors.ts'
-import { isPasswordHash } from './http/auth.ts'
+import { isPasswordHash } from './http/password-hash.ts'
 
 // Not CLOUD_: cloud SDKs set CLOUD_* variables of their own (e.g. CLOUD_SDK_VERSION).
 const ENV_PREFIX = 'IOT_CLOUD_'

@@ -360,9 +360,7 @@ export class Outbox extends Lifecycle {
   deviceField (dev: number): Buffer { return this.devices.field(dev) }
 
   /** Last sequence number handed out to a device (0 if none). */
-  lastSeqOf (deviceId: string): number {
-    return this.lastSeq.get(deviceId) ?? 0
-  }
+  lastSeqOf (deviceId: string): number { return this.lastSeq.get(deviceId) ?? 0 }
 
   stats (): OutboxStats {
     return { ...this.budget.stats(), pending: this.queue.length }
