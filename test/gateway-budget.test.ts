@@ -5,7 +5,8 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { createLogger, openDb, parseConfig } from '../gateway/index.ts'
 import { createMetrics } from '../gateway/metrics.ts'
-import { LANE_TELEMETRY, Outbox, ROW_OVERHEAD_BYTES } from '../gateway/store/outbox.ts'
+import { LANE_PRIORITY, LANE_TELEMETRY, Outbox, ROW_OVERHEAD_BYTES, type Lane } from '../gateway/store/outbox.ts'
+import { decodeStored } from '../gateway/store/outbox-types.ts'
 import type { Db } from '../gateway/store/db.ts'
 import { tempDir } from '../devkit/index.ts'
 
@@ -80,4 +81,49 @@ test('budget: a total counted with the old overhead (12 bytes a row) is recounte
     outbox.close()
     db.close()
   }
+})
+
+test('budget: shedding spares rows of a batch in flight and records one gap per run of consecutive seqs, so no gap names a seq the cloud gets', (t) => {
+  const tmp = tempDir('gw-budget-inflight-')
+  t.after(() => tmp.cleanup())
+  const cfg = parseConfig({ dataDir: tmp.dir, logLevel: 'silent', outbox: { durability: 'normal', budgetBytes: 40_000 } })
+  const db = openDb(tmp.dir, cfg.outbox.durability)
+  t.after(() => { if (db.open) db.close() })
+  const outbox = new Outbox(db, cfg.outbox, createLogger('silent', 'test'), createMetrics({ defaultMetrics: false }))
+  outbox.start()
+  const t0 = 1_765_000_000_000
+  let i = 0
+  const append = (lane: Lane): void => {
+    outbox.appendEvent({ deviceId: 'dev-a', lane, eventTsMs: t0 + i, ingestTsMs: t0 + i, eventTsFromGateway: false, readings: [{ name: 'temperature', value: 20 + (i % 97) / 7 }] }, (err) => { assert.equal(err, null) })
+    i++
+    outbox.flush()
+  }
+  // 100 readings, one of them an alarm in the priority lane (seq 50): the telemetry around it is two runs.
+  for (let n = 1; n <= 100; n++) append(n === 50 ? LANE_PRIORITY : LANE_TELEMETRY)
+  // The uplink has published readings 11-30 and waits for the ack.
+  const rows = outbox.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, 100, Number.MAX_SAFE_INTEGER)
+  const inflight = rows.slice(10, 30)
+  outbox.reader.recordInflight([{ batchId: 'b-1', lane: LANE_TELEMETRY, firstId: inflight[0].id, lastId: inflight.at(-1)!.id, gapFirst: 1, gapLast: 0 }])
+  // Keep appending until well past the budget: the oldest telemetry goes, the batch in flight stays.
+  while (outbox.stats().shedEvents < 150) append(LANE_TELEMETRY)
+
+  const seqOf = (lane: Lane, body: Buffer): number => Number(decodeStored(lane, body).seq)
+  const kept = new Set(db.prepare('SELECT lane, body FROM events').all().map((r) => { const row = r as { lane: Lane, body: Buffer }; return seqOf(row.lane, row.body) }))
+  for (const r of inflight) assert.ok(kept.has(seqOf(LANE_TELEMETRY, r.body)), `seq ${seqOf(LANE_TELEMETRY, r.body)} was in flight and was shed`)
+  assert.ok(kept.has(50), 'the priority record was shed for telemetry')
+  const gaps = outbox.reader.readGaps(0, Number.MAX_SAFE_INTEGER, 1000)
+  const covered = new Set<number>()
+  for (const g of gaps) {
+    assert.equal(g.deviceId, 'dev-a')
+    assert.equal(g.count, g.toSeq - g.fromSeq + 1, 'a gap counts every seq of its range')
+    for (let s = g.fromSeq; s <= g.toSeq; s++) {
+      assert.ok(!kept.has(s), `gap ${g.fromSeq}-${g.toSeq} names seq ${s}, which is still to be delivered`)
+      assert.ok(!covered.has(s), `seq ${s} is named by two gaps`)
+      covered.add(s)
+    }
+  }
+  // Every seq handed out is either still in the outbox or named by exactly one gap.
+  assert.equal(covered.size, outbox.stats().shedEvents)
+  for (let s = 1; s <= outbox.lastSeqOf('dev-a'); s++) assert.ok(kept.has(s) !== covered.has(s), `seq ${s}: kept ${kept.has(s)}, named by a gap ${covered.has(s)}`)
+  outbox.close()
 })

@@ -1,13 +1,21 @@
 // The outbox's disk budget: running totals of what it holds (events, bytes, events shed), kept in
 // outbox_state in the same transaction as the rows they count, and the overflow policy that makes
 // room for a new row. Shedding deletes the oldest rows (routine telemetry first) and records a gap
-// per device, so the loss reaches the cloud; it is counted and logged, never silent.
+// per device and run of consecutive seqs, so the loss reaches the cloud; it is counted and logged,
+// never silent. Rows of a batch in flight (published, not yet acknowledged: uplink_inflight) are
+// never shed: the cloud may already hold them, and a gap record must name only what it never gets.
 import type { Statement } from 'better-sqlite3'
 import type { Db } from './db.ts'
 import type { DeviceNumbers } from './device-numbers.ts'
 import type { Logger } from '../log.ts'
 import type { GatewayMetrics } from '../metrics.ts'
 import { decodeStored, LANE_PRIORITY, LANE_TELEMETRY, ROW_OVERHEAD_BYTES, type Lane, type OutboxOptions } from './outbox-types.ts'
+
+// A row is in flight while a batch recorded in uplink_inflight (a handful of rows) spans its id.
+const NOT_IN_FLIGHT = 'NOT EXISTS (SELECT 1 FROM uplink_inflight f WHERE f.lane = events.lane AND events.id BETWEEN f.first_id AND f.last_id)'
+
+/** A run of consecutive seqs of one device, shed. */
+interface ShedRun { deviceId: string, from: number, to: number }
 
 /** The running totals of the outbox. */
 export interface BudgetTotals { events: number, bytes: number, shedEvents: number }
@@ -18,7 +26,7 @@ export class DiskBudget {
     saveState: Statement
     oldestTelemetry: Statement
     oldestAny: Statement
-    deleteUpTo: Statement
+    deleteRow: Statement
     insertGap: Statement
   }
 
@@ -36,9 +44,9 @@ export class DiskBudget {
   ) {
     this.stmts = {
       saveState: db.prepare('UPDATE outbox_state SET events = ?, bytes = ?, shed_events = ? WHERE id = 1'),
-      oldestTelemetry: db.prepare(`SELECT id, lane, dev, body FROM events WHERE lane = ${LANE_TELEMETRY} ORDER BY id LIMIT ?`),
-      oldestAny: db.prepare('SELECT id, lane, dev, body FROM events ORDER BY id LIMIT ?'),
-      deleteUpTo: db.prepare('DELETE FROM events WHERE id <= ? AND (? OR lane = ' + LANE_TELEMETRY + ')'),
+      oldestTelemetry: db.prepare(`SELECT id, lane, dev, body FROM events WHERE lane = ${LANE_TELEMETRY} AND id > ? AND ${NOT_IN_FLIGHT} ORDER BY id LIMIT ?`),
+      oldestAny: db.prepare(`SELECT id, lane, dev, body FROM events WHERE id > ? AND ${NOT_IN_FLIGHT} ORDER BY id LIMIT ?`),
+      deleteRow: db.prepare('DELETE FROM events WHERE id = ?'),
       insertGap: db.prepare('INSERT INTO gaps (device_id, from_seq, to_seq, count, reason, ts) VALUES (?, ?, ?, ?, ?, ?)'),
     }
     const s = db.prepare('SELECT events, bytes, shed_events, row_overhead FROM outbox_state WHERE id = 1').get() as { events: number, bytes: number, shed_events: number, row_overhead: number }
@@ -110,34 +118,37 @@ export class DiskBudget {
   private shed (bytesWanted: number, includePriority: boolean): number {
     let freed = 0
     let count = 0
-    let lastId = -1
-    const ranges = new Map<string, { from: number, to: number, count: number }>()
+    let lastId = 0
+    const runs: ShedRun[] = []
+    const open = new Map<string, ShedRun>()
     const stmt = includePriority ? this.stmts.oldestAny : this.stmts.oldestTelemetry
     while (freed < bytesWanted) {
-      const rows = stmt.all(512) as Array<{ id: number, lane: Lane, dev: number | null, body: Buffer }>
-      const fresh = rows.filter((r) => r.id > lastId)
-      if (fresh.length === 0) break
-      for (const row of fresh) {
+      const rows = stmt.all(lastId, 512) as Array<{ id: number, lane: Lane, dev: number | null, body: Buffer }>
+      if (rows.length === 0) break
+      for (const row of rows) {
         const ev = decodeStored(row.lane, row.body)
         const deviceId = row.dev === null ? ev.deviceId : this.devices.idOf(row.dev)
         const seq = Number(ev.seq)
-        const r = ranges.get(deviceId)
-        if (r) { r.from = Math.min(r.from, seq); r.to = Math.max(r.to, seq); r.count++ } else ranges.set(deviceId, { from: seq, to: seq, count: 1 })
+        // Rows come in id order, so a device's seqs rise: a run ends where a seq is skipped (a row
+        // of the other lane, or one in flight, that stays).
+        const run = open.get(deviceId)
+        if (run && seq === run.to + 1) run.to = seq
+        else { const r = { deviceId, from: seq, to: seq }; runs.push(r); open.set(deviceId, r) }
+        this.stmts.deleteRow.run(row.id)
         freed += row.body.length + ROW_OVERHEAD_BYTES
         count++
         lastId = row.id
         if (freed >= bytesWanted) break
       }
-      this.stmts.deleteUpTo.run(lastId, includePriority ? 1 : 0)
     }
     if (count === 0) return 0
     const now = Date.now()
-    for (const [deviceId, r] of ranges) this.onGap(Number(this.stmts.insertGap.run(deviceId, r.from, r.to, r.count, 'shed', now).lastInsertRowid))
+    for (const r of runs) this.onGap(Number(this.stmts.insertGap.run(r.deviceId, r.from, r.to, r.to - r.from + 1, 'shed', now).lastInsertRowid))
     this.totals.events -= count
     this.totals.bytes -= freed
     this.totals.shedEvents += count
     this.metrics.shed.inc({ lane: includePriority ? 'any' : 'telemetry' }, count)
-    this.log.warn({ shedEvents: count, shedBytes: freed, devices: ranges.size, lane: includePriority ? 'any' : 'telemetry', budgetBytes: this.opts.budgetBytes }, 'outbox over budget: shed oldest events, gaps recorded')
+    this.log.warn({ shedEvents: count, shedBytes: freed, devices: open.size, gaps: runs.length, lane: includePriority ? 'any' : 'telemetry', budgetBytes: this.opts.budgetBytes }, 'outbox over budget: shed oldest events, gaps recorded')
     return freed
   }
 }
