@@ -130,7 +130,9 @@ export async function spawnGateway (dataDir: string, sets: string[] = [], option
 
 /** Connects a real MQTT client; rejects with the CONNACK error if refused. */
 export async function connectDevice (port: number, opts: IClientOptions = {}): Promise<MqttClient> {
-  const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
+  // A device's client id is its device id (the gateway's mqtt.clientIdPattern): with only a user
+  // name given, it is taken as the client id too.
+  const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 5000, clientId: opts.username, ...opts })
   await new Promise<void>((resolve, reject) => {
     client.once('connect', () => resolve())
     client.once('error', (err) => { client.end(true); reject(err) })

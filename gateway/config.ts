@@ -35,7 +35,17 @@ export const configSchema = z.object({
     wsPort: port.nullable().default(8083),
     tls: tlsSchema.nullable().default(null),
     maxConnections: z.number().int().positive().default(20000),
-    /** Largest MQTT packet accepted; a larger one closes the connection before it is buffered. */
+    /** Connections (client ids) one device may hold at once; beyond it CONNACK 0x97 (3.1.1: 3). */
+    maxConnectionsPerDevice: z.number().int().positive().default(1),
+    /** The client id a device must connect with: `{device}` is its device id, `*` up to 64 characters of [A-Za-z0-9_.-]. */
+    clientIdPattern: z.string().regex(/^[A-Za-z0-9_.\-*]*\{device\}[A-Za-z0-9_.\-*]*$/, 'must hold {device} once, around it only [A-Za-z0-9_.-] and *').default('{device}'),
+    /** Longest client id accepted (bytes), checked before the credentials. */
+    maxClientIdBytes: z.number().int().min(1).max(65535).default(128),
+    /** MQTT 5 Receive Maximum: QoS 1/2 publishes a device may have unacknowledged; above it DISCONNECT 0x93. */
+    receiveMaximum: z.number().int().min(1).max(65535).default(100),
+    /** MQTT 5 Topic Alias Maximum announced to devices (0: no aliases). */
+    topicAliasMaximum: z.number().int().min(0).max(65535).default(16),
+    /** Largest MQTT packet accepted (announced to MQTT 5 devices); a larger one is refused once its header is read: DISCONNECT 0x95, or a close. */
     maxPacketBytes: z.number().int().min(64).default(64 * 1024),
     /** Largest telemetry payload accepted; a larger one is quarantined with reason payload_too_large. */
     maxPayloadBytes: z.number().int().min(16).default(16 * 1024),

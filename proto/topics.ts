@@ -17,6 +17,11 @@ export function publishKind (deviceId: string, topic: string): TopicKind | null 
   return null
 }
 
+/** Whether `topic` lies in the device's own topic space (devices/{id}/...) but is no topic the gateway knows. */
+export function unknownOwnTopic (deviceId: string, topic: string): boolean {
+  return topic.startsWith(`devices/${deviceId}/`) && publishKind(deviceId, topic) === null && topic !== commandTopic(deviceId)
+}
+
 /** Whether a device may subscribe to this topic filter (exactly its own command topic, no wildcards). */
 export function maySubscribe (deviceId: string, filter: string): boolean {
   return filter === commandTopic(deviceId)

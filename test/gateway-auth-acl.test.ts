@@ -60,7 +60,7 @@ test('auth: a registered device connects with its id and secret', async (t) => {
   defer(() => gw.close())
   const secret = gw.gateway.registry.add('dev-1')
   assert.match(secret, /^[A-Za-z0-9_-]{16,}$/)
-  const client = await connect(defer, gw.ports.mqtt, { clientId: 'c-1', username: 'dev-1', password: secret })
+  const client = await connect(defer, gw.ports.mqtt, { clientId: 'dev-1', username: 'dev-1', password: secret })
   await client.publishAsync(telemetryTopic('dev-1'), JSON.stringify({ t: 21.5 }), { qos: 1 })
   assert.equal(eventCount(gw), 1)
 })

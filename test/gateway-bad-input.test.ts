@@ -20,7 +20,7 @@ function cleanups (t: TestContext): (fn: () => unknown) => void {
 /** Registers a device on the gateway and connects it with its secret. */
 async function device (defer: (fn: () => unknown) => void, gw: TestGateway, id: string, opts: IClientOptions = {}): Promise<MqttClient> {
   const secret = gw.gateway.registry.add(id)
-  const client = await connectDevice(gw.ports.mqtt, { clientId: `c-${id}`, username: id, password: secret, ...opts })
+  const client = await connectDevice(gw.ports.mqtt, { clientId: id, username: id, password: secret, ...opts })
   defer(() => client.endAsync(true))
   return client
 }

@@ -14,7 +14,8 @@ export interface RulesStep {
   onEvent: (ev: IncomingEvent, t0: number) => void
 }
 
-type Done = (err?: GatewayError | null) => void
+/** A publish's answer: an error when nothing could be stored; quarantined: the reason, when its payload was kept as a dead letter. */
+type Done = (err?: GatewayError | null, quarantined?: string) => void
 
 /** What the steps work with. */
 interface IngestParts { outbox: Outbox, rules: RulesStep, metrics: GatewayMetrics, maxPayloadBytes: number }
@@ -44,7 +45,7 @@ const quarantine: Step = (ingest, p) => {
   if (d.ok) return true
   ingest.metrics.rejected.inc({ reason: d.reason })
   ingest.metrics.quarantined.inc({ reason: d.reason })
-  ingest.outbox.quarantine({ deviceId: p.deviceId, topic: p.packet.topic, reason: d.reason, detail: d.detail, payload: p.packet.payload as Buffer }, (err) => p.cb(err))
+  ingest.outbox.quarantine({ deviceId: p.deviceId, topic: p.packet.topic, reason: d.reason, detail: d.detail, payload: p.packet.payload as Buffer }, (err) => p.cb(err, d.reason))
   return false
 }
 
@@ -86,7 +87,7 @@ export class Ingest {
     this.parts = { outbox, rules, metrics, maxPayloadBytes }
   }
 
-  /** Ingests one telemetry publish of `deviceId`; cb(err) only when nothing could be stored. */
+  /** Ingests one telemetry publish of `deviceId`; cb(err) only when nothing could be stored, cb(null, reason) when it was quarantined. */
   telemetry (deviceId: string, packet: PublishPacket, cb: Done): void {
     const p: Publish = { deviceId, packet, cb, t0: performance.now(), decoded: null, event: null }
     for (const step of TELEMETRY_STEPS) if (!step(this.parts, p)) return

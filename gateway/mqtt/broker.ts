@@ -13,9 +13,10 @@ import { GatewayError } from '../errors.ts'
 import type { Ingest } from '../ingest/ingest.ts'
 import type { Logger } from '../log.ts'
 import type { GatewayMetrics } from '../metrics.ts'
-import { guardPacketSize } from './packet-size-guard.ts'
-import { TokenBucket } from '../../lib/token-bucket.ts'
-import { DEVICE_ID, maySubscribe, publishKind } from '../../proto/topics.ts'
+import { connectRefused, publishRefusedV5, quarantinedV5, type ConnectRefusal } from './answers.ts'
+import { DeviceConnections } from './device-connections.ts'
+import { DeviceSession } from './device-session.ts'
+import { DEVICE_ID, unknownOwnTopic, maySubscribe, publishKind } from '../../proto/topics.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 
 // mqtt-packet (aedes' encoder) by default builds, on the first packet it writes, a cache of all
@@ -32,14 +33,6 @@ mqttPacket.writeToStream.cacheNumbers = false
 // consume, slice, toString, readUInt*). handle() gives each new parser a plain BufferList instead.
 const BufferList = createRequire(mqttPacketPath)('bl/BufferList.js') as new () => object
 
-interface Session {
-  deviceId: string
-  bucket: TokenBucket
-  /** Publishes held back by the throttle, released in order by one timer. */
-  held: Array<{ releaseAt: number, run: () => void }>
-  timer: NodeJS.Timeout | null
-}
-
 export interface BrokerPorts { mqtt: number, ws: number | null, tls: number | null }
 
 /** What the broker reports about commands to actuators (the command tracker takes them). */
@@ -52,10 +45,10 @@ export interface CommandReceipts {
 
 export class Broker extends Lifecycle {
   readonly aedes: Aedes
-  private readonly sessions = new WeakMap<Client, Session>()
+  private readonly sessions = new WeakMap<Client, DeviceSession>()
+  private readonly devices: DeviceConnections
   private servers: Array<NetServer | TlsServer | HttpServer> = []
   private wss: WebSocketServer | null = null
-  private openConnections = 0
 
   constructor (
     private readonly cfg: GatewayConfig['mqtt'],
@@ -66,7 +59,16 @@ export class Broker extends Lifecycle {
     private readonly metrics: GatewayMetrics,
   ) {
     super()
-    this.aedes = new Aedes({ drainTimeout: 30000, connectTimeout: 10000 })
+    this.devices = new DeviceConnections(cfg)
+    this.aedes = new Aedes({
+      drainTimeout: 30000,
+      connectTimeout: 10000,
+      // Refused as soon as a read holds the header: MQTT 5 devices get DISCONNECT 0x95, others a close.
+      maximumPacketSize: cfg.maxPacketBytes,
+      // MQTT 5, in CONNACK: Receive Maximum (enforced in authorizePublish), Topic Alias Maximum (enforced by aedes).
+      receiveMaximum: cfg.receiveMaximum,
+      topicAliasMaximum: cfg.topicAliasMaximum,
+    })
     this.aedes.preConnect = (client, _packet, done) => this.preConnect(client, done)
     this.aedes.authenticate = (client, username, password, done) => this.authenticate(client, username, password, done)
     this.aedes.authorizePublish = (client, packet, done) => this.authorizePublish(client, packet, done)
@@ -74,28 +76,26 @@ export class Broker extends Lifecycle {
     this.aedes.on('clientReady', () => { this.metrics.connectionsTotal.inc(); this.metrics.connections.set(this.aedes.connectedClients) })
     this.aedes.on('clientDisconnect', (client) => {
       this.metrics.connections.set(this.aedes.connectedClients)
-      this.dropHeld(client)
+      this.sessions.get(client)?.dropHeld()
     })
-    this.aedes.on('clientError', (client) => this.dropHeld(client))
     // The device's PUBACK of a QoS 1 command: the command reached it. aedes knows the acked packet
     // only for persistent sessions (clean: false); for clean ones it passes undefined.
     this.aedes.on('ack', (packet, client) => {
       const s = client ? this.sessions.get(client) : undefined
       if (s && packet?.cmd === 'publish' && packet.payload) this.commands.delivered(s.deviceId, packet.payload as Buffer)
     })
-    this.aedes.on('clientError', (client, err) => this.log.debug({ deviceId: this.sessions.get(client)?.deviceId, err }, 'client error'))
+    // A client error closes the connection, except an MQTT 5 publish refused with a reason code
+    // (it is answered and counted where it is refused).
+    this.aedes.on('clientError', (client, err) => this.clientError(client, err))
+    this.aedes.on('connectionError', (client, err) => this.clientError(client, err))
   }
 
   /** Starts the listeners; resolves with the bound ports. */
   async start (): Promise<BrokerPorts> {
     await this.aedes.listen()
     const handle = (conn: Socket | TLSSocket | import('node:stream').Duplex, req?: import('node:http').IncomingMessage): void => {
-      const client = this.aedes.handle(conn, req) as Client & { _parser: Parameters<typeof guardPacketSize>[0] & { _list: { length: number } } }
+      const client = this.aedes.handle(conn, req) as Client & { _parser: { _list: { length: number } } }
       if (client._parser._list.length === 0) client._parser._list = new BufferList() as typeof client._parser._list
-      guardPacketSize(client._parser, this.cfg.maxPacketBytes, (length) => {
-        this.metrics.rejected.inc({ reason: 'packet_too_large' })
-        this.log.warn({ deviceId: this.sessions.get(client)?.deviceId, length, limit: this.cfg.maxPacketBytes }, 'packet too large: connection closed')
-      })
     }
     const tcp = createNetServer((sock) => { sock.setNoDelay(true); handle(sock) })
     const ports: BrokerPorts = { mqtt: await this.listen(tcp, this.cfg.port), ws: null, tls: null }
@@ -130,24 +130,32 @@ export class Broker extends Lifecycle {
     })
   }
 
-  private preConnect (client: Client, done: (err: Error | null, ok: boolean) => void): void {
-    if (this.isClosing) return done(new Error('gateway is shutting down'), false)
-    if (this.aedes.connectedClients >= this.cfg.maxConnections) {
-      this.metrics.rejected.inc({ reason: 'too_many_connections' })
-      return done(new Error(`connection limit ${this.cfg.maxConnections} reached`), false)
+  private clientError (client: Client, err: Error & { size?: number }): void {
+    const deviceId = this.sessions.get(client)?.deviceId
+    if (err.message === 'packet too large') {
+      this.metrics.rejected.inc({ reason: 'packet_too_large' })
+      this.log.warn({ deviceId, clientId: client.id, size: err.size, limit: this.cfg.maxPacketBytes }, 'packet too large: connection closed')
+      return
     }
+    if (err instanceof GatewayError) return
+    this.log.debug({ deviceId, clientId: client.id, err }, 'client error')
+  }
+
+  private preConnect (client: Client, done: (err: Error | null, ok: boolean) => void): void {
     void client
     done(null, true)
   }
 
   private authenticate (client: Client, username: string | undefined, password: Buffer | undefined, done: (err: AuthenticateError | null, ok: boolean | null) => void): void {
-    const refuse = (reason: string, returnCode: 4 | 5): void => {
+    const refuse = (reason: ConnectRefusal, message: string): void => {
       this.metrics.rejected.inc({ reason })
-      this.log.info({ deviceId: username ?? client.id, reason }, 'connection refused')
-      const err = new Error(reason) as AuthenticateError
-      err.returnCode = returnCode
-      done(err, false)
+      // The client id is cut: it is the device's to choose, and may be long.
+      this.log.info({ deviceId: username ?? client.id.slice(0, 64), clientId: client.id.slice(0, 64), version: client.version, reason }, 'connection refused')
+      done(connectRefused(reason, message), false)
     }
+    if (this.isClosing) return refuse('shutting_down', 'gateway is shutting down')
+    if (!this.devices.lengthOk(client.id)) return refuse('client_id_too_long', `client id longer than ${this.cfg.maxClientIdBytes} bytes`)
+    if (this.aedes.connectedClients >= this.cfg.maxConnections) return refuse('too_many_connections', `connection limit ${this.cfg.maxConnections} reached`)
     let deviceId: string
     let secret: string | null
     const sock = client.conn as Partial<TLSSocket>
@@ -156,87 +164,81 @@ export class Broker extends Lifecycle {
     if (typeof cn === 'string' && cn !== '') {
       // Mutual TLS: the verified certificate names the device; a username, if any, must agree.
       deviceId = cn
-      if (username !== undefined && username !== deviceId) return refuse('certificate_mismatch', 5)
+      if (username !== undefined && username !== deviceId) return refuse('certificate_mismatch', 'user name differs from the certificate')
       secret = null
     } else if (username !== undefined) {
       deviceId = username
       secret = password?.toString('utf8') ?? ''
     } else if (this.cfg.allowAnonymous) {
-      if (!DEVICE_ID.test(client.id)) return refuse('bad_client_id', 5)
-      this.attach(client, client.id)
-      return done(null, true)
+      if (!DEVICE_ID.test(client.id)) return refuse('bad_client_id', 'client id is not a valid device id')
+      return this.admit(client, client.id, refuse, done)
     } else {
-      return refuse('no_credentials', 5)
+      return refuse('no_credentials', 'user name and password required')
     }
     const res = this.registry.verify(deviceId, secret)
-    if (!res.ok) return refuse(res.reason, res.reason === 'bad_credentials' ? 4 : 5)
-    this.attach(client, deviceId)
+    if (!res.ok) return refuse(res.reason, res.reason === 'bad_credentials' ? 'bad user name or password' : 'not authorized')
+    this.admit(client, deviceId, refuse, done)
+  }
+
+  private admit (client: Client, deviceId: string, refuse: (reason: ConnectRefusal, message: string) => void, done: (err: null, ok: true) => void): void {
+    const refusal = this.devices.admit(client, deviceId)
+    if (refusal === 'client_id_not_bound') return refuse(refusal, 'client id must be the device id')
+    if (refusal === 'device_connection_limit') return refuse(refusal, `device already holds ${this.cfg.maxConnectionsPerDevice} connection(s)`)
+    this.sessions.set(client, new DeviceSession(deviceId, client.version ?? 4, this.cfg.ratePerDevice, this.cfg.burstPerDevice))
     done(null, true)
   }
 
-  private attach (client: Client, deviceId: string): void {
-    this.sessions.set(client, { deviceId, bucket: new TokenBucket(this.cfg.ratePerDevice, this.cfg.burstPerDevice, performance.now()), held: [], timer: null })
-  }
-
+  // Every refused filter of a SUBSCRIBE is answered (SUBACK 0x80, or 0x87 with MQTT 5) and counted;
+  // the log gets one line per packet, however many filters it holds.
   private authorizeSubscribe (client: Client, sub: Subscription, done: (err: Error | null, sub?: Subscription | null) => void): void {
     const s = this.sessions.get(client)
     if (s && maySubscribe(s.deviceId, sub.topic)) return done(null, sub)
     this.metrics.rejected.inc({ reason: 'subscribe_not_allowed' })
-    this.log.info({ deviceId: s?.deviceId, topic: sub.topic }, 'subscription refused')
-    done(null, null) // SUBACK 0x80 for this filter; the connection stays up
+    if (s) s.refusedFilter(sub.topic, (first, count) => this.log.info({ deviceId: s.deviceId, topic: first.slice(0, 256), filters: count }, 'subscription refused'))
+    done(null, null) // the connection stays up
   }
 
   private authorizePublish (client: Client | null, packet: PublishPacket, done: (err?: Error | null) => void): void {
     const s = client ? this.sessions.get(client) : undefined
-    const kind = s ? publishKind(s.deviceId, packet.topic) : null
-    if (!s || kind === null) {
-      // MQTT 3.1.1 has no per-message refusal: the publish is dropped (not stored) and the connection closed.
-      this.metrics.rejected.inc({ reason: 'topic_not_allowed' })
-      this.log.info({ deviceId: s?.deviceId, topic: packet.topic }, 'publish outside the device topic space refused')
-      return done(new GatewayError('GW_ERR_NOT_AUTHORIZED', `publish to ${packet.topic} not allowed`))
+    if (!s) return done(new GatewayError('GW_ERR_NOT_AUTHORIZED', 'not connected as a device'))
+    // MQTT 5: every refusal carries a reason code and (but for a rate or window breach) the
+    // connection stays up. MQTT 3.1.1 has no per-message refusal: the publish is dropped, not
+    // stored, and the connection closed; the device resends after reconnecting.
+    const v5 = s.version === 5
+    const counted = packet.qos > 0
+    if (counted) s.unanswered++
+    const answer = (err?: GatewayError | null, quarantined?: string): void => {
+      if (counted) s.unanswered--
+      if (!v5) return done(err ?? null)
+      if (err) return done(publishRefusedV5(err))
+      done(quarantined === undefined ? null : quarantinedV5(quarantined))
+    }
+    const kind = publishKind(s.deviceId, packet.topic)
+    if (kind === null) {
+      const invalid = unknownOwnTopic(s.deviceId, packet.topic)
+      this.metrics.rejected.inc({ reason: invalid ? 'topic_invalid' : 'topic_not_allowed' })
+      this.log.info({ deviceId: s.deviceId, topic: packet.topic.slice(0, 256) }, invalid ? 'publish to a topic the gateway does not know refused' : 'publish outside the device topic space refused')
+      return answer(invalid ? new GatewayError('GW_ERR_TOPIC_INVALID', `topic ${packet.topic} is not one the gateway takes`) : new GatewayError('GW_ERR_NOT_AUTHORIZED', `publish to ${packet.topic} not allowed`))
+    }
+    if (v5 && s.unanswered > this.cfg.receiveMaximum) {
+      this.metrics.rejected.inc({ reason: 'receive_maximum_exceeded' })
+      this.log.warn({ deviceId: s.deviceId, receiveMaximum: this.cfg.receiveMaximum }, 'device above the Receive Maximum: disconnected')
+      return answer(new GatewayError('GW_ERR_RECEIVE_MAXIMUM', `more than ${this.cfg.receiveMaximum} publishes unacknowledged`))
     }
     if (kind === 'command_ack') {
       this.commands.acknowledged(s.deviceId, packet.payload as Buffer)
-      return done(null)
+      return answer(null)
     }
-    this.throttle(s, done, () => this.ingest.telemetry(s.deviceId, packet, done))
-  }
-
-  // Delays a device that publishes faster than its rate (its PUBACKs come later; others are not
-  // affected). Beyond maxThrottleMs of delay the publish is refused and the device disconnected.
-  private throttle (s: Session, done: (err?: Error | null) => void, run: () => void): void {
-    const now = performance.now()
-    const wait = s.bucket.take(now)
-    if (wait === 0 && s.held.length === 0) return run()
-    if (wait > this.cfg.maxThrottleMs) {
-      s.bucket.refund()
+    // A device above its rate is delayed (its PUBACKs come later; others are not affected); beyond
+    // maxThrottleMs of delay the publish is refused and the device disconnected.
+    const run = (): void => this.ingest.telemetry(s.deviceId, packet, answer)
+    const throttled = s.throttle(this.cfg.maxThrottleMs, run)
+    if (throttled === 'held') this.metrics.throttled.inc()
+    if (throttled === 'refused') {
       this.metrics.rejected.inc({ reason: 'rate_limited' })
       this.log.warn({ deviceId: s.deviceId, rate: this.cfg.ratePerDevice }, 'device far above its publish rate: disconnected')
-      return done(new GatewayError('GW_ERR_RATE_LIMITED', `device ${s.deviceId} exceeds ${this.cfg.ratePerDevice} publishes/s`))
+      answer(new GatewayError('GW_ERR_RATE_LIMITED', `device ${s.deviceId} exceeds ${this.cfg.ratePerDevice} publishes/s`))
     }
-    this.metrics.throttled.inc()
-    s.held.push({ releaseAt: now + wait, run })
-    if (!s.timer) this.armThrottle(s)
-  }
-
-  // Publishes still held by the throttle when their device goes away are never acknowledged, so
-  // they must not be stored either: the device will resend them.
-  private dropHeld (client: Client): void {
-    const s = this.sessions.get(client)
-    if (!s) return
-    if (s.timer) clearTimeout(s.timer)
-    s.timer = null
-    s.held = []
-  }
-
-  private armThrottle (s: Session): void {
-    const next = s.held[0]
-    s.timer = setTimeout(() => {
-      s.timer = null
-      const now = performance.now()
-      while (s.held.length > 0 && s.held[0].releaseAt <= now) s.held.shift()!.run()
-      if (s.held.length > 0) this.armThrottle(s)
-    }, Math.max(0, next.releaseAt - performance.now()))
   }
 
   /** Publishes a message from the gateway itself (e.g. a command to a device). */
