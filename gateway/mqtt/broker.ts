@@ -221,8 +221,12 @@ export class Broker extends Lifecycle {
       return answer(invalid ? new GatewayError('GW_ERR_TOPIC_INVALID', `topic ${packet.topic} is not one the gateway takes`) : new GatewayError('GW_ERR_NOT_AUTHORIZED', `publish to ${packet.topic} not allowed`))
     }
     if (v5 && s.unanswered > this.cfg.receiveMaximum) {
-      this.metrics.rejected.inc({ reason: 'receive_maximum_exceeded' })
-      this.log.warn({ deviceId: s.deviceId, receiveMaximum: this.cfg.receiveMaximum }, 'device above the Receive Maximum: disconnected')
+      // Counted once: the rest of the packets read with it are refused with it.
+      if (!s.overReceiveMaximum) {
+        s.overReceiveMaximum = true
+        this.metrics.rejected.inc({ reason: 'receive_maximum_exceeded' })
+        this.log.warn({ deviceId: s.deviceId, receiveMaximum: this.cfg.receiveMaximum }, 'device above the Receive Maximum: disconnected')
+      }
       return answer(new GatewayError('GW_ERR_RECEIVE_MAXIMUM', `more than ${this.cfg.receiveMaximum} publishes unacknowledged`))
     }
     if (kind === 'command_ack') {

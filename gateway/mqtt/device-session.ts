@@ -9,6 +9,8 @@ interface Held { releaseAt: number, run: () => void }
 export class DeviceSession {
   /** QoS 1/2 publishes of this connection whose PUBACK has not been decided. */
   unanswered = 0
+  /** Set once it broke the Receive Maximum: it is being disconnected. */
+  overReceiveMaximum = false
   private readonly bucket: TokenBucket
   private held: Held[] = []
   private timer: NodeJS.Timeout | null = null
