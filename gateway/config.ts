@@ -43,6 +43,8 @@ export const configSchema = z.object({
     maxClientIdBytes: z.number().int().min(1).max(65535).default(128),
     /** MQTT 5 Receive Maximum: QoS 1/2 publishes a device may have unacknowledged; above it DISCONNECT 0x93. */
     receiveMaximum: z.number().int().min(1).max(65535).default(100),
+    /** Longest session a device may keep after it disconnects (MQTT 5 Session Expiry Interval is cut to it; 3.1.1 persistent sessions end after it too). */
+    maxSessionExpirySeconds: z.number().int().min(0).default(86400),
     /** MQTT 5 Topic Alias Maximum announced to devices (0: no aliases). */
     topicAliasMaximum: z.number().int().min(0).max(65535).default(16),
     /** Largest MQTT packet accepted (announced to MQTT 5 devices); a larger one is refused once its header is read: DISCONNECT 0x95, or a close. */

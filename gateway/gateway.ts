@@ -84,7 +84,7 @@ export class Gateway extends Lifecycle {
     const recordControl = (ev: IncomingControl): void => this.outbox.appendControl(ev, (err) => {
       if (err) this.log.error({ err, kind: ev.kind }, 'control event not recorded')
     })
-    this.commands = new CommandTracker(cfg.commands, { publish: (topic, payload) => this.broker.publish(topic, payload, 1), record: recordControl }, this.log.child({ component: 'commands' }), this.metrics)
+    this.commands = new CommandTracker(cfg.commands, { publish: (deviceId, payload, command) => this.broker.publishCommand(deviceId, payload, command), record: recordControl }, this.log.child({ component: 'commands' }), this.metrics)
     this.control = new Control(cfg.rules, this.commands, recordControl, this.log.child({ component: 'rules' }), this.metrics)
     this.ingest = new Ingest(this.outbox, this.control, this.metrics, cfg.mqtt.maxPayloadBytes)
     this.broker = new Broker(cfg.mqtt, this.registry, this.ingest, this.commands, this.log.child({ component: 'broker' }), this.metrics)

@@ -177,7 +177,7 @@ test('acl: subscribing to another device\'s commands gets SUBACK 128; its own co
   assert.equal(await subscribeGranted(client, commandTopic('dev-1')), 1)
   // And it really receives its commands there.
   const got = new Promise<string>((resolve) => client.once('message', (topic, payload) => resolve(`${topic} ${payload.toString()}`)))
-  await gw.gateway.broker.publish(commandTopic('dev-1'), Buffer.from('open-valve'), 1)
+  await gw.gateway.broker.publishCommand('dev-1', Buffer.from('open-valve'), { id: 'c-1', expiresAtMs: Date.now() + 60000 })
   assert.equal(await got, `${commandTopic('dev-1')} open-valve`)
 })
 

@@ -209,3 +209,57 @@ test('mqtt5: a device far above its publish rate gets DISCONNECT 0x96; the first
   assert.equal(stored(gw, 'v5-fast'), 1)
   assert.equal((await rejected(gw)).rate_limited, 1)
 })
+
+async function commandCount (gw: TestGateway, status: string): Promise<number> {
+  return (await gw.gateway.metrics.commands.get()).values.find((v) => v.labels.status === status)?.value ?? 0
+}
+
+test('mqtt5: a command is a request (Response Topic = its ack topic, Correlation Data = its id, Message Expiry = its lifetime); the device answers with the correlation data alone; 3.1.1 JSON acks still work', async (t) => {
+  const defer = cleanups(t)
+  const gw = await gateway(defer)
+  const client = await device(defer, gw, 'v5-act')
+  await client.subscribeAsync(commandTopic('v5-act'), { qos: 1 })
+  const got = new Promise<{ payload: Buffer, properties: Record<string, unknown> }>((resolve) => client.once('message', (_topic, payload, packet) => resolve({ payload, properties: (packet.properties ?? {}) as Record<string, unknown> })))
+  const id = gw.gateway.commands.send({ deviceId: 'v5-act', name: 'open', args: { pct: 40 }, ttlMs: 30_000, origin: { source: 'rule' } })
+  const msg = await got
+  assert.equal(msg.properties.responseTopic, 'devices/v5-act/commands/ack')
+  assert.equal(Buffer.from(msg.properties.correlationData as Uint8Array).toString(), id)
+  const expiry = msg.properties.messageExpiryInterval as number
+  assert.ok(expiry >= 29 && expiry <= 30, `message expiry ${expiry} s for a 30 s command`)
+  assert.deepEqual(JSON.parse(msg.payload.toString()), { id, name: 'open', args: { pct: 40 }, expiresAtMs: JSON.parse(msg.payload.toString()).expiresAtMs })
+  // The answer names the command by its correlation data only: no payload.
+  await client.publishAsync(msg.properties.responseTopic as string, Buffer.alloc(0), { qos: 1, properties: { correlationData: msg.properties.correlationData as Buffer } })
+  await waitFor(async () => await commandCount(gw, 'acknowledged') === 1, 'the command acknowledged')
+  // A 3.1.1 device gets the same message without properties and answers with the JSON id.
+  const secret = gw.gateway.registry.add('v3-act')
+  const old = await connectDevice(gw.ports.mqtt, { username: 'v3-act', password: secret })
+  defer(() => old.endAsync(true))
+  await old.subscribeAsync(commandTopic('v3-act'), { qos: 1 })
+  const got3 = new Promise<{ payload: Buffer, properties: unknown }>((resolve) => old.once('message', (_topic, payload, packet) => resolve({ payload, properties: packet.properties })))
+  const id3 = gw.gateway.commands.send({ deviceId: 'v3-act', name: 'close', origin: { source: 'rule' } })
+  const msg3 = await got3
+  assert.equal(msg3.properties, undefined)
+  await old.publishAsync('devices/v3-act/commands/ack', JSON.stringify({ id: id3, status: 'ok' }), { qos: 1 })
+  await waitFor(async () => await commandCount(gw, 'acknowledged') === 2, 'the 3.1.1 command acknowledged')
+})
+
+test('mqtt5: a command that expires while its device is offline is never delivered; the one after it is', async (t) => {
+  const defer = cleanups(t)
+  const gw = await gateway(defer, { commands: { ackTimeoutMs: 5000 } })
+  const session = { clean: false, clientId: 'v5-sleep', properties: { sessionExpiryInterval: 600 } }
+  const first = await device(defer, gw, 'v5-sleep', session)
+  await first.subscribeAsync(commandTopic('v5-sleep'), { qos: 1 })
+  await first.endAsync()
+  // Queued for the offline session: one that lives 1 s, one that lives a minute.
+  const short = gw.gateway.commands.send({ deviceId: 'v5-sleep', name: 'short', ttlMs: 1000, origin: { source: 'rule' } })
+  await waitFor(async () => await commandCount(gw, 'expired') === 1, 'the short command expired at the gateway')
+  // Sent after the short one has expired (aedes keeps a session's queue in order).
+  const long = gw.gateway.commands.send({ deviceId: 'v5-sleep', name: 'long', ttlMs: 60_000, origin: { source: 'rule' } })
+  const secret = gw.gateway.registry.rotate('v5-sleep')
+  const received: string[] = []
+  const again = mqtt.connect(`mqtt://127.0.0.1:${gw.ports.mqtt}`, { ...V5, ...session, username: 'v5-sleep', password: secret, reconnectPeriod: 0 })
+  defer(() => again.endAsync(true))
+  again.on('message', (_topic, payload) => received.push((JSON.parse(payload.toString()) as { id: string }).id))
+  await waitFor(() => received.includes(long), 'the long command delivered')
+  assert.deepEqual(received, [long], `the expired command ${short} must not be delivered`)
+})

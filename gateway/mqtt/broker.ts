@@ -16,7 +16,7 @@ import type { GatewayMetrics } from '../metrics.ts'
 import { connectRefused, publishRefusedV5, quarantinedV5, type ConnectRefusal } from './answers.ts'
 import { DeviceConnections } from './device-connections.ts'
 import { DeviceSession } from './device-session.ts'
-import { DEVICE_ID, unknownOwnTopic, maySubscribe, publishKind } from '../../proto/topics.ts'
+import { DEVICE_ID, commandAckTopic, commandTopic, unknownOwnTopic, maySubscribe, publishKind } from '../../proto/topics.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 
 // mqtt-packet (aedes' encoder) by default builds, on the first packet it writes, a cache of all
@@ -37,8 +37,8 @@ export interface BrokerPorts { mqtt: number, ws: number | null, tls: number | nu
 
 /** What the broker reports about commands to actuators (the command tracker takes them). */
 export interface CommandReceipts {
-  /** A device's acknowledgement on devices/{id}/commands/ack. */
-  acknowledged: (deviceId: string, payload: Buffer) => void
+  /** A device's acknowledgement on devices/{id}/commands/ack (MQTT 5: with the command's Correlation Data). */
+  acknowledged: (deviceId: string, payload: Buffer, correlationData?: Buffer) => void
   /** A device's PUBACK of a QoS 1 command: it reached the device. */
   delivered: (deviceId: string, payload: Buffer) => void
 }
@@ -68,6 +68,10 @@ export class Broker extends Lifecycle {
       // MQTT 5, in CONNACK: Receive Maximum (enforced in authorizePublish), Topic Alias Maximum (enforced by aedes).
       receiveMaximum: cfg.receiveMaximum,
       topicAliasMaximum: cfg.topicAliasMaximum,
+      // Sessions kept for disconnected devices: each ends after at most this long, and no more of
+      // them wait to expire than there are connection slots.
+      sessionExpiryIntervalLimit: cfg.maxSessionExpirySeconds,
+      pendingSessionsLimit: cfg.maxConnections,
     })
     this.aedes.preConnect = (client, _packet, done) => this.preConnect(client, done)
     this.aedes.authenticate = (client, username, password, done) => this.authenticate(client, username, password, done)
@@ -230,7 +234,7 @@ export class Broker extends Lifecycle {
       return answer(new GatewayError('GW_ERR_RECEIVE_MAXIMUM', `more than ${this.cfg.receiveMaximum} publishes unacknowledged`))
     }
     if (kind === 'command_ack') {
-      this.commands.acknowledged(s.deviceId, packet.payload as Buffer)
+      this.commands.acknowledged(s.deviceId, packet.payload as Buffer, packet.properties?.correlationData)
       return answer(null)
     }
     // A device above its rate is delayed (its PUBACKs come later; others are not affected); beyond
@@ -245,10 +249,21 @@ export class Broker extends Lifecycle {
     }
   }
 
-  /** Publishes a message from the gateway itself (e.g. a command to a device). */
-  publish (topic: string, payload: Buffer, qos: 0 | 1): Promise<void> {
+  /**
+   * Publishes a command to a device (QoS 1). An MQTT 5 device gets it as a request: Response Topic
+   * its acknowledgement topic, Correlation Data the command id, and Message Expiry Interval what is
+   * left of its lifetime, so a copy queued for an offline session is dropped once expired (aedes
+   * checks it before delivering). MQTT 3.1.1 devices get the same message without properties.
+   */
+  publishCommand (deviceId: string, payload: Buffer, command: { id: string, expiresAtMs: number }): Promise<void> {
+    const topic = commandTopic(deviceId)
+    const properties = {
+      responseTopic: commandAckTopic(deviceId),
+      correlationData: Buffer.from(command.id, 'utf8'),
+      messageExpiryInterval: Math.max(1, Math.ceil((command.expiresAtMs - Date.now()) / 1000)),
+    }
     return new Promise((resolve, reject) => {
-      this.aedes.publish({ cmd: 'publish', topic, payload, qos, retain: false, dup: false } as PublishPacket, (err) => err ? reject(err) : resolve())
+      this.aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false, properties } as PublishPacket, (err) => err ? reject(err) : resolve())
     })
   }
 

@@ -6,7 +6,6 @@ import type { GatewayConfig } from '../config.ts'
 import type { Logger } from '../log.ts'
 import type { GatewayMetrics } from '../metrics.ts'
 import type { IncomingControl } from '../store/outbox-types.ts'
-import { commandTopic } from '../../proto/topics.ts'
 import type { CloudCommand } from '../../proto/command.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 
@@ -28,7 +27,8 @@ interface Pending { req: CommandRequest, id: string, expiresAtMs: number, attemp
 
 /** What the tracker needs from the rest of the gateway. */
 export interface CommandSink {
-  publish: (topic: string, payload: Buffer) => Promise<void>
+  /** Publishes a command message to a device's command topic (QoS 1); `command` lets MQTT 5 carry its id and expiry as properties. */
+  publish: (deviceId: string, payload: Buffer, command: { id: string, expiresAtMs: number }) => Promise<void>
   record: (ev: IncomingControl) => void
 }
 
@@ -77,7 +77,7 @@ export class CommandTracker extends Lifecycle {
   private transmit (p: Pending): void {
     p.attempts++
     const payload = Buffer.from(JSON.stringify({ id: p.id, name: p.req.name, args: p.req.args ?? {}, expiresAtMs: p.expiresAtMs }))
-    this.sink.publish(commandTopic(p.req.deviceId), payload).catch((err: Error) => this.log.warn({ err, deviceId: p.req.deviceId, commandId: p.id }, 'command publish failed'))
+    this.sink.publish(p.req.deviceId, payload, { id: p.id, expiresAtMs: p.expiresAtMs }).catch((err: Error) => this.log.warn({ err, deviceId: p.req.deviceId, commandId: p.id }, 'command publish failed'))
     if (p.attempts === 1) this.record(p, 'sent')
     const wait = Math.min(this.cfg.ackTimeoutMs, Math.max(0, p.expiresAtMs - Date.now()))
     p.timer = setTimeout(() => this.onTimeout(p), wait)
@@ -101,14 +101,20 @@ export class CommandTracker extends Lifecycle {
     this.record(p, 'delivered')
   }
 
-  /** The device's acknowledgement: {"id": "...", "status": "ok" | "rejected", "detail"?: "..."}. */
-  acknowledged (deviceId: string, payload: Buffer): void {
+  /**
+   * The device's acknowledgement: {"id": "...", "status": "ok" | "rejected", "detail"?: "..."}. An
+   * MQTT 5 device may name the command by the Correlation Data it came with instead of the id, and
+   * then send no payload at all (status ok).
+   */
+  acknowledged (deviceId: string, payload: Buffer, correlationData?: Buffer): void {
     let doc: { id?: unknown, status?: unknown, detail?: unknown }
-    try { doc = JSON.parse(payload.toString('utf8')) } catch { doc = {} }
-    const p = typeof doc.id === 'string' ? this.pending.get(doc.id) : undefined
+    try { doc = payload.length === 0 ? {} : JSON.parse(payload.toString('utf8')) } catch { doc = {} }
+    if (typeof doc !== 'object' || doc === null) doc = {}
+    const id = correlationData && correlationData.length > 0 ? correlationData.toString('utf8') : doc.id
+    const p = typeof id === 'string' ? this.pending.get(id) : undefined
     if (!p || p.req.deviceId !== deviceId) {
       this.metrics.rejected.inc({ reason: 'unknown_command_ack' })
-      this.log.info({ deviceId, commandId: doc.id }, 'acknowledgement for an unknown or finished command')
+      this.log.info({ deviceId, commandId: typeof id === 'string' ? id.slice(0, 128) : undefined }, 'acknowledgement for an unknown or finished command')
       return
     }
     const ok = doc.status === undefined || doc.status === 'ok'
