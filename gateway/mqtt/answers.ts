@@ -46,7 +46,30 @@ const CONNECT: Record<ConnectRefusal, { returnCode: 2 | 3 | 4 | 5, reasonCode: n
 /** The error authenticate() answers a refused CONNECT with: CONNACK with a return code (3.1.1) or reason code (5). */
 export function connectRefused (reason: ConnectRefusal, message: string): AuthenticateError {
   const a = CONNECT[reason]
-  return Object.assign(new Error(message), { returnCode: a.returnCode, reasonCode: a.reasonCode }) as AuthenticateError
+  return Object.assign(new Error(message), { returnCode: a.returnCode, reasonCode: a.reasonCode, counted: true }) as AuthenticateError
+}
+
+/** What aedes or its packet parser reports on a connection (its clientError / connectionError events). */
+export type BrokerError = Error & { counted?: boolean, malformed?: boolean, errorCode?: number, reasonCode?: number, size?: number }
+
+/**
+ * The reason a connection error is a refusal to count (gateway_rejected_total), or null: already
+ * counted where it was refused (the gateway's own), or no refusal at all (a reset, a keep-alive
+ * timeout). aedes answers these itself: a CONNACK it refuses before authenticate (3.1.1 return
+ * code 1, 2 or 6; MQTT 5 0x82 or 0x8C), DISCONNECT 0x94 for a bad topic alias, DISCONNECT 0x95 for
+ * a packet too large (MQTT 5; others are closed), and a close for a packet that does not parse.
+ */
+export function brokerRefusal (err: BrokerError): string | null {
+  if (err.counted === true || err instanceof GatewayError) return null
+  if (err.malformed === true) return 'malformed_packet'
+  if (err.message === 'packet too large') return 'packet_too_large'
+  if (/topic alias/i.test(err.message)) return 'topic_alias_invalid'
+  if (err.errorCode === 1) return 'unsupported_protocol'
+  if (err.errorCode === 2) return 'bad_client_id'
+  if (err.errorCode === 6) return 'keepalive_refused'
+  if (err.reasonCode === 0x82 || err.message === 'Invalid protocol') return 'protocol_error'
+  if (err.reasonCode === 0x8C) return 'bad_authentication_method'
+  return null
 }
 
 // The MQTT 5 PUBACK reason code of a publish the ingest path refused. 3.1.1 has no per-message

@@ -13,7 +13,7 @@ import { GatewayError } from '../errors.ts'
 import type { Ingest } from '../ingest/ingest.ts'
 import type { Logger } from '../log.ts'
 import type { GatewayMetrics } from '../metrics.ts'
-import { connectRefused, publishRefusedV5, quarantinedV5, type ConnectRefusal } from './answers.ts'
+import { brokerRefusal, connectRefused, publishRefusedV5, quarantinedV5, type BrokerError, type ConnectRefusal } from './answers.ts'
 import { DeviceConnections } from './device-connections.ts'
 import { DeviceSession } from './device-session.ts'
 import { DEVICE_ID, commandAckTopic, commandTopic, unknownOwnTopic, maySubscribe, publishKind } from '../../proto/topics.ts'
@@ -98,8 +98,10 @@ export class Broker extends Lifecycle {
   async start (): Promise<BrokerPorts> {
     await this.aedes.listen()
     const handle = (conn: Socket | TLSSocket | import('node:stream').Duplex, req?: import('node:http').IncomingMessage): void => {
-      const client = this.aedes.handle(conn, req) as Client & { _parser: { _list: { length: number } } }
+      const client = this.aedes.handle(conn, req) as Client & { _parser: { _list: { length: number }, prependListener: (ev: 'error', fn: (err: BrokerError) => void) => void } }
       if (client._parser._list.length === 0) client._parser._list = new BufferList() as typeof client._parser._list
+      // A parser error is a malformed packet: marked before aedes reports it (and closes the connection).
+      client._parser.prependListener('error', (err) => { err.malformed = true })
     }
     const tcp = createNetServer((sock) => { sock.setNoDelay(true); handle(sock) })
     const ports: BrokerPorts = { mqtt: await this.listen(tcp, this.cfg.port), ws: null, tls: null }
@@ -134,15 +136,17 @@ export class Broker extends Lifecycle {
     })
   }
 
-  private clientError (client: Client, err: Error & { size?: number }): void {
+  // Counts (and logs at info) what aedes refused by itself; the gateway's own refusals were counted
+  // where they were made.
+  private clientError (client: Client, err: BrokerError): void {
     const deviceId = this.sessions.get(client)?.deviceId
-    if (err.message === 'packet too large') {
-      this.metrics.rejected.inc({ reason: 'packet_too_large' })
-      this.log.warn({ deviceId, clientId: client.id, size: err.size, limit: this.cfg.maxPacketBytes }, 'packet too large: connection closed')
+    const reason = brokerRefusal(err)
+    if (reason === null) {
+      if (err.counted !== true && !(err instanceof GatewayError)) this.log.debug({ deviceId, clientId: client.id?.slice(0, 64), err }, 'client error')
       return
     }
-    if (err instanceof GatewayError) return
-    this.log.debug({ deviceId, clientId: client.id, err }, 'client error')
+    this.metrics.rejected.inc({ reason })
+    this.log.info({ deviceId, clientId: client.id?.slice(0, 64), reason, detail: err.message.slice(0, 200), size: err.size, limit: reason === 'packet_too_large' ? this.cfg.maxPacketBytes : undefined }, 'connection refused by the broker')
   }
 
   private preConnect (client: Client, done: (err: Error | null, ok: boolean) => void): void {

@@ -1,0 +1,75 @@
+// Bad MQTT on the wire, byte by byte (a raw socket and mqtt-packet, since a well-behaved client will
+// not send it): each refusal gets aedes' answer, is counted in gateway_rejected_total{reason}, and
+// touches no other device.
+import assert from 'node:assert/strict'
+import { connect as tcpConnect, type Socket } from 'node:net'
+import { test, type TestContext } from 'node:test'
+import mqttPacket, { type Packet } from 'mqtt-packet'
+import { connectDevice, startGateway, waitFor, type TestGateway } from '../devkit/index.ts'
+import { telemetryTopic } from '../proto/topics.ts'
+
+interface Wire { sock: Socket, packets: Packet[], closed: Promise<void> }
+
+/** A raw connection that parses what the gateway sends back (as MQTT `version`). */
+async function wire (t: TestContext, port: number, version: 3 | 4 | 5): Promise<Wire> {
+  const sock = tcpConnect(port, '127.0.0.1')
+  t.after(() => { sock.destroy() })
+  await new Promise<void>((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject) })
+  const parser = mqttPacket.parser({ protocolVersion: version })
+  const packets: Packet[] = []
+  parser.on('packet', (p) => packets.push(p))
+  sock.on('data', (d) => parser.parse(d))
+  const closed = new Promise<void>((resolve) => sock.once('close', () => resolve()))
+  return { sock, packets, closed }
+}
+
+const send = (w: Wire, p: Packet, version: 3 | 4 | 5): void => { w.sock.write(mqttPacket.generate(p, { protocolVersion: version })) }
+
+async function rejected (gw: TestGateway): Promise<Record<string, number>> {
+  return Object.fromEntries((await gw.gateway.metrics.rejected.get()).values.filter((v) => v.value > 0).map((v) => [String(v.labels.reason), v.value]))
+}
+
+async function anonGateway (t: TestContext): Promise<TestGateway> {
+  const gw = await startGateway({ mqtt: { allowAnonymous: true } })
+  t.after(() => gw.close())
+  return gw
+}
+
+test('protocol: refused CONNECTs of any protocol version are counted: an unknown level is closed unparsed, an MQTT 3.1 client id over 23 characters gets CONNACK 2', async (t) => {
+  const gw = await anonGateway(t)
+  const w = await wire(t, gw.ports.mqtt, 4)
+  // CONNECT, protocol name MQTT, level 6, clean session, keep-alive 60, client id "p-6".
+  const body = Buffer.from([0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x06, 0x02, 0x00, 0x3c, 0x00, 0x03, 0x70, 0x2d, 0x36])
+  w.sock.write(Buffer.concat([Buffer.from([0x10, body.length]), body]))
+  await w.closed
+  assert.deepEqual(w.packets, [], 'mqtt-packet refuses the level before aedes sees a CONNECT')
+  const old = await wire(t, gw.ports.mqtt, 4)
+  send(old, { cmd: 'connect', protocolId: 'MQIsdp', protocolVersion: 3, clean: true, keepalive: 60, clientId: 'p-' + 'x'.repeat(30) }, 3)
+  await old.closed
+  assert.deepEqual(old.packets.map((p) => [p.cmd, (p as { returnCode?: number }).returnCode]), [['connack', 2]])
+  assert.deepEqual(await rejected(gw), { malformed_packet: 1, bad_client_id: 1 })
+})
+
+test('protocol: an MQTT 5 publish with topic alias 0, or an alias never set, gets DISCONNECT 0x94 and is counted; a malformed packet closes only its own connection', async (t) => {
+  const gw = await anonGateway(t)
+  const bystander = await connectDevice(gw.ports.mqtt, { clientId: 'p-ok', protocolVersion: 5 })
+  t.after(() => bystander.endAsync(true))
+  for (const [clientId, topic, alias] of [['p-zero', telemetryTopic('p-zero'), 0], ['p-unset', '', 7]] as const) {
+    const w = await wire(t, gw.ports.mqtt, 5)
+    send(w, { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 60, clientId }, 5)
+    await waitFor(() => w.packets.some((p) => p.cmd === 'connack'), 'CONNACK')
+    send(w, { cmd: 'publish', topic, payload: Buffer.from('{"temperature":1}'), qos: 1, messageId: 1, retain: false, dup: false, properties: { topicAlias: alias } }, 5)
+    await w.closed
+    const disconnect = w.packets.find((p) => p.cmd === 'disconnect') as { reasonCode?: number } | undefined
+    assert.equal(disconnect?.reasonCode, 0x94, `${clientId}: ${JSON.stringify(w.packets.map((p) => p.cmd))}`)
+  }
+  // A packet of the reserved type 0: the parser refuses it and the connection is closed.
+  const w = await wire(t, gw.ports.mqtt, 5)
+  send(w, { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 60, clientId: 'p-junk' }, 5)
+  await waitFor(() => w.packets.some((p) => p.cmd === 'connack'), 'CONNACK')
+  w.sock.write(Buffer.from([0x00, 0x00]))
+  await w.closed
+  await bystander.publishAsync(telemetryTopic('p-ok'), JSON.stringify({ temperature: 2 }), { qos: 1 })
+  assert.equal(bystander.connected, true)
+  assert.deepEqual(await rejected(gw), { topic_alias_invalid: 2, malformed_packet: 1 })
+})
