@@ -12,9 +12,9 @@ export async function sleep (ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms))
 }
 
-/** A load client's MQTT 3.1.1 connection: no reconnect, so a dropped connection is counted, not hidden. */
-export async function connectMqtt (port: number, clientId: string): Promise<MqttClient> {
-  const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, { clientId, clean: true, reconnectPeriod: 0, connectTimeout: 10000, protocolVersion: 4 })
+/** A load client's MQTT connection (3.1.1 unless told): no reconnect, so a dropped connection is counted, not hidden. */
+export async function connectMqtt (port: number, clientId: string, protocolVersion: 4 | 5 = 4): Promise<MqttClient> {
+  const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, { clientId, clean: true, reconnectPeriod: 0, connectTimeout: 10000, protocolVersion })
   await new Promise<void>((resolve, reject) => {
     client.once('connect', () => resolve())
     client.once('error', (err) => { client.end(true); reject(err) })

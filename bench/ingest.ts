@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { spawnGateway } from '../devkit/index.ts'
 import { runLoad, type LoadOptions, type LoadResult } from './load-client.ts'
-import { startBareAedes } from './peers/aedes-bare.ts'
+import { AEDES_PEER_NAMES, startBareAedes } from './peers/aedes-bare.ts'
 import type { PeerBroker } from './peers/external.ts'
 import { MOSQUITTO, mosquittoConfig, startMosquitto } from './peers/mosquitto.ts'
 import { NATS_MQTT, NATS_SINK, natsMqttConfig, startNatsMqtt, type NatsMqttPeer } from './peers/nats-mqtt.ts'
@@ -19,9 +19,10 @@ import type { BenchOptions, BenchReport } from './bench-types.ts'
 /** Publisher counts measured; quick mode keeps only the 8-publisher case (the one the targets are read at). */
 const PUBLISHER_COUNTS = [1, 8]
 const QUICK_PUBLISHER_COUNTS = [8]
-const AEDES = 'aedes (bare)'
+const AEDES = AEDES_PEER_NAMES.aedes
+const AEDES_V1 = AEDES_PEER_NAMES['aedes-v1']
 /** The peers, in table order; each gateway row gets a ratio against every one of them. */
-const PEERS = [AEDES, MOSQUITTO, NATS_MQTT] as const
+const PEERS = [AEDES, AEDES_V1, MOSQUITTO, NATS_MQTT] as const
 type PeerName = typeof PEERS[number]
 /** DESIGN.md "Targets": durable ingest >= 0.75x bare aedes and >= 1.3x nats-server MQTT, same run. */
 const TARGET_RATIOS: Partial<Record<PeerName, number>> = { [AEDES]: 0.75, [NATS_MQTT]: 1.3 }
@@ -30,11 +31,13 @@ const OTHER_CPU_WARN_PCT = 15
 /** A single-threaded process at this share of a core is taken to be the bottleneck. */
 const SATURATED_PCT = 90
 
-interface Target { name: string, durability: 'full' | 'normal' | null }
+interface Target { name: string, durability: 'full' | 'normal' | null, protocolVersion: 4 | 5 }
 const TARGETS: Target[] = [
-  ...PEERS.map((name) => ({ name, durability: null })),
-  { name: 'gateway (full)', durability: 'full' },
-  { name: 'gateway (normal)', durability: 'normal' },
+  ...PEERS.map((name) => ({ name, durability: null, protocolVersion: 4 as const })),
+  { name: 'gateway (full)', durability: 'full', protocolVersion: 4 },
+  // The same gateway with MQTT 5 publishers: the cost of the v5 path (properties, reason codes).
+  { name: 'gateway (full, MQTT 5)', durability: 'full', protocolVersion: 5 },
+  { name: 'gateway (normal)', durability: 'normal', protocolVersion: 4 },
 ]
 
 export interface IngestRun {
@@ -66,7 +69,8 @@ export async function ingest (opts: BenchOptions): Promise<BenchReport> {
     subscribers: 0,
     gatewaySets: ['mqtt.allowAnonymous=true', 'mqtt.ratePerDevice=1000000', 'mqtt.burstPerDevice=1000000', 'http.port=null'],
     peerConfigs: {
-      [AEDES]: 'aedes default settings, in-memory persistence, no auth hooks (bench/peers/aedes-bare.ts)',
+      [AEDES]: 'aedes 2 (the gateway\'s, with its patch), default settings, in-memory persistence, no auth hooks (bench/peers/aedes-bare.ts)',
+      [AEDES_V1]: 'aedes 1.2.0 (before the MQTT 5 move), same settings',
       [MOSQUITTO]: mosquittoConfig(0).replace('listener 0', 'listener <free port>'),
       [NATS_MQTT]: natsMqttConfig(0, 0, '<temp dir>/store').replace('port: 0', 'port: <free port>').replace('127.0.0.1:0', '127.0.0.1:<free port>'),
       natsDurableSink: `${JSON.stringify(NATS_SINK)}: an offline persistent QoS 1 session, so nats-server stores each telemetry publish in JetStream before its PUBACK (with no matching QoS 1 subscription it stores nothing)`,
@@ -82,6 +86,7 @@ export async function ingest (opts: BenchOptions): Promise<BenchReport> {
         durationMs: settings.durationMs,
         drainTimeoutMs: settings.drainTimeoutMs,
         clientIdPrefix: `bench-${publishers}p`,
+        protocolVersion: target.protocolVersion,
       }
       process.stderr.write(`ingest: ${target.name}, ${publishers} publisher(s)...\n`)
       const run = target.durability === null
@@ -95,8 +100,8 @@ export async function ingest (opts: BenchOptions): Promise<BenchReport> {
 
 async function runPeer (name: PeerName, load: Omit<LoadOptions, 'port'>, publishers: number): Promise<IngestRun> {
   const lifetimeMs = load.warmupMs + load.durationMs + load.drainTimeoutMs + 120000
-  const peer: PeerBroker = name === AEDES
-    ? await startBareAedes(lifetimeMs)
+  const peer: PeerBroker = name === AEDES || name === AEDES_V1
+    ? await startBareAedes(lifetimeMs, name === AEDES ? 'aedes' : 'aedes-v1')
     : name === MOSQUITTO ? await startMosquitto(lifetimeMs) : await startNatsMqtt(lifetimeMs)
   live.add(peer.pid)
   try {

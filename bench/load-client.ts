@@ -22,6 +22,8 @@ export interface LoadOptions {
   /** After the measurement, how long to wait for in-flight PUBACKs before disconnecting anyway. */
   drainTimeoutMs: number
   clientIdPrefix: string
+  /** MQTT protocol level of the publishers: 4 (3.1.1, default) or 5. */
+  protocolVersion?: 4 | 5
   /** The broker's PID, to report its CPU use over the measured interval (Linux /proc only). */
   targetPid?: number
 }
@@ -72,7 +74,7 @@ function payload (n: number): string {
 
 
 async function generate (opts: LoadOptions): Promise<LoadResult> {
-  const clients = await Promise.all(Array.from({ length: opts.publishers }, async (_, i) => await connectMqtt(opts.port, `${opts.clientIdPrefix}-${i}`)))
+  const clients = await Promise.all(Array.from({ length: opts.publishers }, async (_, i) => await connectMqtt(opts.port, `${opts.clientIdPrefix}-${i}`, opts.protocolVersion ?? 4)))
   const hist = latencyHistogram()
   const errors: string[] = []
   let phase: 'warmup' | 'measure' | 'drain' = 'warmup'

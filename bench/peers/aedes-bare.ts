@@ -1,11 +1,16 @@
 // The peer the gateway is measured against: a bare aedes broker, default settings, in-memory
 // persistence, no authorisation hooks (so PUBACK goes out as soon as the PUBLISH is parsed).
 // Run as a child process by startBareAedes(); it reports its ephemeral port over IPC and exits when
-// told to, when its parent goes away, or at the latest after its lifetime cap.
+// told to, when its parent goes away, or at the latest after its lifetime cap. Two versions: the
+// gateway's aedes 2 (without the gateway's patch's hooks in use) and aedes 1.2 (devDependency
+// `aedes-v1`), the broker before the MQTT 5 move, so both are measured in the same run.
 import { fork, type ChildProcess } from 'node:child_process'
 import { createServer, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
-import { Aedes } from 'aedes'
+
+/** The aedes package to run: the gateway's (aedes 2) or the one before it (aedes 1.2). */
+export type AedesPackage = 'aedes' | 'aedes-v1'
+export const AEDES_PEER_NAMES: Record<AedesPackage, string> = { aedes: 'aedes (bare)', 'aedes-v1': 'aedes 1.2 (bare)' }
 
 const SELF = fileURLToPath(import.meta.url)
 
@@ -13,15 +18,15 @@ const SELF = fileURLToPath(import.meta.url)
 export interface PeerBroker { name: string, port: number, pid: number, stop: () => Promise<void> }
 
 /** Forks this file as a bare aedes broker on 127.0.0.1:0; resolves once it listens. */
-export async function startBareAedes (maxLifetimeMs: number): Promise<PeerBroker> {
-  const child = fork(SELF, [String(maxLifetimeMs)], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+export async function startBareAedes (maxLifetimeMs: number, pkg: AedesPackage = 'aedes'): Promise<PeerBroker> {
+  const child = fork(SELF, [String(maxLifetimeMs), pkg], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error('bare aedes did not start within 20 s')) }, 20000)
     child.once('message', (m) => { clearTimeout(timer); resolve((m as { mqtt: number }).mqtt) })
     child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`bare aedes exited with ${code} before listening`)) })
   })
-  return { name: 'aedes (bare)', port, pid: child.pid!, stop: () => stopChild(child, exited) }
+  return { name: AEDES_PEER_NAMES[pkg], port, pid: child.pid!, stop: () => stopChild(child, exited) }
 }
 
 async function stopChild (child: ChildProcess, exited: Promise<void>): Promise<void> {
@@ -32,7 +37,8 @@ async function stopChild (child: ChildProcess, exited: Promise<void>): Promise<v
   clearTimeout(timer)
 }
 
-async function serve (maxLifetimeMs: number): Promise<void> {
+async function serve (maxLifetimeMs: number, pkg: AedesPackage): Promise<void> {
+  const { Aedes } = await import(pkg) as typeof import('aedes')
   const broker = await Aedes.createBroker()
   const server = createServer(broker.handle)
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -48,4 +54,4 @@ async function serve (maxLifetimeMs: number): Promise<void> {
   process.send!({ mqtt: (server.address() as AddressInfo).port })
 }
 
-if (process.argv[1] === SELF) void serve(Number(process.argv[2]) || 120000)
+if (process.argv[1] === SELF) void serve(Number(process.argv[2]) || 120000, process.argv[3] === 'aedes-v1' ? 'aedes-v1' : 'aedes')
