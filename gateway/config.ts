@@ -51,6 +51,8 @@ export const configSchema = z.object({
     maxPacketBytes: z.number().int().min(64).default(64 * 1024),
     /** Largest telemetry payload accepted; a larger one is quarantined with reason payload_too_large. */
     maxPayloadBytes: z.number().int().min(16).default(16 * 1024),
+    /** MQTT 5 user properties of a telemetry publish kept with the event (keys up to 64 bytes, values up to 256); the rest are dropped and counted. */
+    maxUserProperties: z.number().int().min(0).max(64).default(8),
     /** Per-device publish rate: sustained events/s and burst. Above it a device is throttled. */
     ratePerDevice: z.number().positive().default(1000),
     burstPerDevice: z.number().int().positive().default(2000),

@@ -60,10 +60,10 @@ test('console: login, live fleet, gateway and device pages, backlog through an u
     new SimulatedDevice({ url: mqttUrl, deviceId: 'cooler-1', sensors: ['power'], intervalMs: 1000 }),
   ]
   for (const s of sims) { await s.start(); defer(() => s.close()) }
-  // A device whose values the test chooses.
-  const probe = await connectDevice(gw.ports.mqtt, { clientId: 'probe-1' })
+  // A device whose values the test chooses; it speaks MQTT 5, so its publishes can carry user properties.
+  const probe = await connectDevice(gw.ports.mqtt, { clientId: 'probe-1', protocolVersion: 5 })
   defer(() => probe.end(true))
-  const publish = (doc: Record<string, number>): Promise<unknown> => probe.publishAsync('devices/probe-1/telemetry', JSON.stringify({ ts: Date.now(), ...doc }), { qos: 1 })
+  const publish = (doc: Record<string, number>, userProperties?: Record<string, string>): Promise<unknown> => probe.publishAsync('devices/probe-1/telemetry', JSON.stringify({ ts: Date.now(), ...doc }), { qos: 1, properties: userProperties ? { userProperties } : undefined })
   await publish({ temperature: 20, humidity: 40 })
 
   // The API is behind the login; operations endpoints are not.
@@ -117,8 +117,11 @@ test('console: login, live fleet, gateway and device pages, backlog through an u
   await t.test('device page: a new value shows up live, without reloading', async () => {
     await page.click('#devices-table tr[data-device="probe-1"] a')
     await page.locator('[data-reading="temperature"][data-value="20"]').waitFor({ timeout: UI_TIMEOUT })
-    await publish({ temperature: 23.25, humidity: 41 })
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+    await publish({ temperature: 23.25, humidity: 41 }, { traceparent })
     await page.locator('[data-reading="temperature"][data-value="23.25"]').waitFor({ timeout: UI_TIMEOUT })
+    // The MQTT 5 user property travelled with the event through the uplink and the views.
+    assert.equal(await page.locator('[data-property="traceparent"]').textContent({ timeout: UI_TIMEOUT }), `traceparent=${traceparent}`)
     await notReloaded()
     await page.locator('[data-chart="temperature"]').waitFor({ timeout: UI_TIMEOUT })
     await page.click('[data-range="15m"]')

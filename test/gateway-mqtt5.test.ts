@@ -8,6 +8,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { commandTopic, telemetryTopic } from '../proto/topics.ts'
 import { connectDevice, startGateway, waitFor, type TestGateway } from '../devkit/index.ts'
 import type { GatewayConfigInput } from '../gateway/config.ts'
+import { v1 } from '../proto/index.ts'
 
 const V5 = { protocolVersion: 5 as const }
 
@@ -262,4 +263,16 @@ test('mqtt5: a command that expires while its device is offline is never deliver
   again.on('message', (_topic, payload) => received.push((JSON.parse(payload.toString()) as { id: string }).id))
   await waitFor(() => received.includes(long), 'the long command delivered')
   assert.deepEqual(received, [long], `the expired command ${short} must not be delivered`)
+})
+
+test('mqtt5: user properties of a reading are stored with it, bounded (mqtt.maxUserProperties, key and value sizes); what does not fit is counted, the reading is kept', async (t) => {
+  const defer = cleanups(t)
+  const gw = await gateway(defer, { mqtt: { maxUserProperties: 2 } })
+  const client = await device(defer, gw, 'v5-up')
+  const userProperties = { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', site: 'hall-3', third: 'over the count', ['k'.repeat(65)]: 'key too long' }
+  assert.equal(await new Promise<number>((resolve, reject) => client.publish(telemetryTopic('v5-up'), JSON.stringify({ temperature: 5 }), { qos: 1, properties: { userProperties } }, (err) => err ? reject(err) : resolve(0))), 0)
+  const row = gw.gateway.db.prepare('SELECT e.body FROM events e JOIN device_seq d ON d.num = e.dev WHERE d.device_id = ?').get('v5-up') as { body: Buffer }
+  const ev = v1.TelemetryEvent.decode(row.body)
+  assert.deepEqual({ ...ev.userProperties }, { traceparent: userProperties.traceparent, site: 'hall-3' })
+  assert.equal((await rejected(gw)).user_property_dropped, 2)
 })

@@ -12,6 +12,8 @@ export interface ApplyEvent {
   ingestTsMs: number
   readings: Array<{ name: string, value: number }>
   labels?: Record<string, string>
+  /** MQTT 5 user properties of the device's publish (e.g. traceparent). */
+  userProperties?: Record<string, string>
   eventTsFromGateway?: boolean
 }
 
@@ -27,6 +29,8 @@ export interface Latest {
   appliedMs: number
   eventTsFromGateway: boolean
   labels: Record<string, string>
+  /** The latest event's MQTT 5 user properties (absent in documents written before they were kept). */
+  userProperties?: Record<string, string>
   /** Per reading name, the value with the latest event time (ties: higher seq). */
   readings: Record<string, LatestReading>
 }
@@ -181,6 +185,7 @@ function updateLatest (doc: DeviceDoc, ev: ApplyEvent, nowMs: number): void {
     l.appliedMs = nowMs
     l.eventTsFromGateway = ev.eventTsFromGateway ?? false
     l.labels = ev.labels ?? {}
+    l.userProperties = ev.userProperties ?? {}
   }
 }
 

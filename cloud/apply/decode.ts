@@ -89,6 +89,7 @@ function addEvents (g: DecodedGroup, batch: ReplicationBatch, reject: Reject): n
       ingestTsMs: Number(ev.ingestTsMs),
       readings: (ev.readings ?? []).map((r: { name?: string | null, value?: number | null }) => ({ name: r.name ?? '', value: r.value ?? 0 })),
       labels: ev.labels && Object.keys(ev.labels).length > 0 ? { ...ev.labels } : undefined,
+      userProperties: ev.userProperties && Object.keys(ev.userProperties).length > 0 ? { ...ev.userProperties } : undefined,
       eventTsFromGateway: ev.eventTsFromGateway === true,
     }
     if (e.ingestTsMs > maxIngest) maxIngest = e.ingestTsMs

@@ -25,6 +25,8 @@ interface Publish {
   readonly deviceId: string
   readonly packet: PublishPacket
   readonly cb: Done
+  /** MQTT 5 user properties, already bounded (gateway/mqtt/user-properties.ts). */
+  readonly userProperties: Record<string, string> | undefined
   /** When it arrived (performance.now()). */
   readonly t0: number
   decoded: DecodeResult | null
@@ -66,6 +68,7 @@ const append: Step = (ingest, p) => {
     eventTsFromGateway: t.fromGateway,
     readings: value.readings,
     labels: value.labels,
+    userProperties: p.userProperties,
   }
   p.event = ev
   const identity = value.tsMs === null || t.fromGateway ? null : { deviceTsMs: value.tsMs, payload: p.packet.payload as Buffer }
@@ -88,8 +91,8 @@ export class Ingest {
   }
 
   /** Ingests one telemetry publish of `deviceId`; cb(err) only when nothing could be stored, cb(null, reason) when it was quarantined. */
-  telemetry (deviceId: string, packet: PublishPacket, cb: Done): void {
-    const p: Publish = { deviceId, packet, cb, t0: performance.now(), decoded: null, event: null }
+  telemetry (deviceId: string, packet: PublishPacket, cb: Done, userProperties?: Record<string, string>): void {
+    const p: Publish = { deviceId, packet, cb, userProperties, t0: performance.now(), decoded: null, event: null }
     for (const step of TELEMETRY_STEPS) if (!step(this.parts, p)) return
   }
 }

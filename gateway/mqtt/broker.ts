@@ -16,6 +16,7 @@ import type { GatewayMetrics } from '../metrics.ts'
 import { brokerRefusal, connectRefused, publishRefusedV5, quarantinedV5, type BrokerError, type ConnectRefusal } from './answers.ts'
 import { DeviceConnections } from './device-connections.ts'
 import { DeviceSession } from './device-session.ts'
+import { boundUserProperties } from './user-properties.ts'
 import { DEVICE_ID, commandAckTopic, commandTopic, unknownOwnTopic, maySubscribe, publishKind } from '../../proto/topics.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 
@@ -243,7 +244,9 @@ export class Broker extends Lifecycle {
     }
     // A device above its rate is delayed (its PUBACKs come later; others are not affected); beyond
     // maxThrottleMs of delay the publish is refused and the device disconnected.
-    const run = (): void => this.ingest.telemetry(s.deviceId, packet, answer)
+    const props = v5 ? boundUserProperties(packet.properties?.userProperties, this.cfg.maxUserProperties) : null
+    if (props && props.dropped > 0) this.metrics.rejected.inc({ reason: 'user_property_dropped' }, props.dropped)
+    const run = (): void => this.ingest.telemetry(s.deviceId, packet, answer, props?.kept)
     const throttled = s.throttle(this.cfg.maxThrottleMs, run)
     if (throttled === 'held') this.metrics.throttled.inc()
     if (throttled === 'refused') {

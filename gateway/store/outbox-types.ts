@@ -30,6 +30,8 @@ export interface IncomingEvent {
   eventTsFromGateway: boolean
   readings: Array<{ name: string, value: number }>
   labels?: Record<string, string>
+  /** MQTT 5 user properties of the publish, bounded by the broker. */
+  userProperties?: Record<string, string>
 }
 
 /**
@@ -78,7 +80,7 @@ export interface Watermark { eventId: number, gapId: number }
 
 /** The body stored for a telemetry event: its TelemetryEvent without device_id (the row's dev names the device, stored-event.ts). */
 export function encodeTelemetry (ev: IncomingEvent, seq: number): Uint8Array {
-  return v1.TelemetryEvent.encode({ seq, eventTsMs: ev.eventTsMs, ingestTsMs: ev.ingestTsMs, readings: ev.readings, labels: ev.labels, eventTsFromGateway: ev.eventTsFromGateway }).finish()
+  return v1.TelemetryEvent.encode({ seq, eventTsMs: ev.eventTsMs, ingestTsMs: ev.ingestTsMs, readings: ev.readings, labels: ev.labels, eventTsFromGateway: ev.eventTsFromGateway, userProperties: ev.userProperties }).finish()
 }
 
 /** The body stored for a control event: its ControlEvent without device_id. */

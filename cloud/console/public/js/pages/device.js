@@ -19,6 +19,7 @@ export function mount (root, [gw, dev]) {
   let historyReadMs = 0
   const charts = new Map()
   const updated = h('span', { class: 'muted' })
+  const meta = h('div', { class: 'tags', id: 'event-meta' })
   const readings = h('div', { class: 'readings', id: 'readings' }, h('p', { class: 'muted' }, 'Loading…'))
   const accounting = h('div', { class: 'tiles', id: 'accounting' })
   const picker = h('div', { class: 'segmented', id: 'range' })
@@ -31,7 +32,7 @@ export function mount (root, [gw, dev]) {
       h('span', { class: 'crumbs' }, h('a', { href: '#/fleet' }, 'Fleet'), ' › ', h('a', { href: `#/gateways/${encodeURIComponent(gw)}` }, gw), ' ›'),
       h('h1', {}, dev), updated,
       h('a', { href: `#/commands/${encodeURIComponent(gw)}/${encodeURIComponent(dev)}` }, 'Send a command…')),
-    h('div', { class: 'card' }, h('h2', {}, 'Latest readings'), readings),
+    h('div', { class: 'card' }, h('h2', {}, 'Latest readings'), readings, meta),
     h('div', { class: 'card' }, h('h2', {}, 'Delivery accounting'), accounting),
     h('div', { class: 'card' }, h('div', { class: 'page-head' }, h('h2', {}, 'History'), picker, h('span', { class: 'muted' }, 'avg per bucket, with min and max')), chartsEl),
     h('div', { class: 'grid' },
@@ -88,6 +89,9 @@ export function mount (root, [gw, dev]) {
       } else {
         const d = dr.data
         fill(updated, d.latest ? `last event ${fmtAgo(d.latest.eventTsMs)} · seq ${d.latest.seq}` : 'no event yet')
+        // The latest event's labels and MQTT 5 user properties (e.g. traceparent), as key=value chips.
+        const tags = [...Object.entries(d.latest?.labels ?? {}).map(([k, v]) => ['label', k, v]), ...Object.entries(d.latest?.userProperties ?? {}).map(([k, v]) => ['property', k, v])]
+        fill(meta, tags.map(([kind, k, v]) => h('span', { class: 'chip', title: kind === 'label' ? 'label' : 'MQTT 5 user property', dataset: { [kind]: k } }, `${k}=${v}`)))
         const entries = Object.entries(d.latest?.readings ?? {}).sort(([a], [b]) => a.localeCompare(b))
         const before = new Map([...readings.querySelectorAll('[data-reading]')].map((el) => [el.dataset.reading, el.dataset.value]))
         fill(readings, entries.length ? entries.map(([name, r]) => {
