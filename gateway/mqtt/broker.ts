@@ -207,7 +207,7 @@ export class Broker extends Lifecycle {
     done(null, null) // the connection stays up
   }
 
-  private authorizePublish (client: Client | null, packet: PublishPacket, done: (err?: Error | null) => void): void {
+  private authorizePublish (client: Client | null, packet: PublishPacket & { releaseRead?: () => void }, done: (err?: Error | null) => void): void {
     const s = client ? this.sessions.get(client) : undefined
     if (!s) return done(new GatewayError('GW_ERR_NOT_AUTHORIZED', 'not connected as a device'))
     // MQTT 5: every refusal carries a reason code and (but for a rate or window breach) the
@@ -216,12 +216,30 @@ export class Broker extends Lifecycle {
     const v5 = s.version === 5
     const counted = packet.qos > 0
     if (counted) s.unanswered++
+    const inOrder = counted ? s.inOrder() : null
+    let answered = false
     const answer = (err?: GatewayError | null, quarantined?: string): void => {
-      if (counted) s.unanswered--
-      if (!v5) return done(err ?? null)
-      if (err) return done(publishRefusedV5(err))
-      done(quarantined === undefined ? null : quarantinedV5(quarantined))
+      const reply = (): void => {
+        answered = true
+        if (counted) s.unanswered--
+        if (!v5) return done(err ?? null)
+        if (err) return done(publishRefusedV5(err))
+        done(quarantined === undefined ? null : quarantinedV5(quarantined))
+      }
+      // 3.1.1 has no refusal to put in order: it closes the connection at once (earlier PUBACKs
+      // still waiting are lost with it; the device resends those readings and they are recognised).
+      if (inOrder && !(err && !v5)) inOrder(reply)
+      else reply()
     }
+    this.handlePublish(s, packet, answer)
+    // Pipelining (patched aedes): while this QoS 1 publish waits for its commit, the connection's
+    // next packets are read, decoded and evaluated by the rules. Its PUBACK still leaves in order,
+    // after its commit. Bounded: beyond receiveMaximum publishes waiting, the connection waits too.
+    if (!answered && packet.qos === 1 && s.unanswered <= this.cfg.receiveMaximum && !s.throttling()) packet.releaseRead?.()
+  }
+
+  private handlePublish (s: DeviceSession, packet: PublishPacket, answer: (err?: GatewayError | null, quarantined?: string) => void): void {
+    const v5 = s.version === 5
     const kind = publishKind(s.deviceId, packet.topic)
     if (kind === null) {
       const invalid = unknownOwnTopic(s.deviceId, packet.topic)

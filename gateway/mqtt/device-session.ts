@@ -1,6 +1,7 @@
 // One device connection's state in the broker: who it is, its protocol version, its publish rate
 // (a token bucket that holds back a device above it, so its PUBACKs come later and other devices
-// are not affected), and its QoS 1/2 publishes not answered yet (MQTT 5 Receive Maximum).
+// are not affected), and its QoS 1/2 publishes not answered yet: their number (MQTT 5 Receive
+// Maximum, and the bound of pipelining) and the order their answers must leave in.
 import { TokenBucket } from '../../lib/token-bucket.ts'
 
 /** A publish held back by the throttle, released in order by one timer. */
@@ -15,6 +16,8 @@ export class DeviceSession {
   private held: Held[] = []
   private timer: NodeJS.Timeout | null = null
   private refused: { first: string, count: number } | null = null
+  /** Answers of QoS 1/2 publishes, in arrival order; each runs once it and all before it are decided. */
+  private readonly answers: Array<{ run: (() => void) | null }> = []
 
   /** version: the MQTT protocol level of the CONNECT (4 = 3.1.1, 5 = MQTT 5). */
   constructor (readonly deviceId: string, readonly version: number, rate: number, burst: number) {
@@ -38,6 +41,11 @@ export class DeviceSession {
     return 'held'
   }
 
+  /** Whether publishes are held back by the throttle (the connection then waits for them). */
+  throttling (): boolean {
+    return this.held.length > 0
+  }
+
   /**
    * Publishes still held when their device goes away are never acknowledged, so they must not be
    * stored either: the device will resend them.
@@ -46,6 +54,22 @@ export class DeviceSession {
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     this.held = []
+  }
+
+  /**
+   * Reserves the answer of a QoS 1/2 publish in arrival order. The returned function takes the
+   * answer (a PUBACK with its code, or a refusal) once decided; it leaves only after the answers
+   * of every earlier publish of this connection, whatever order they are decided in (a refusal is
+   * decided at once, a reading after its commit). MQTT requires PUBACKs in the order of the
+   * PUBLISHes, and a device may take an out-of-order PUBACK as the loss of the earlier one.
+   */
+  inOrder (): (answer: () => void) => void {
+    const slot: { run: (() => void) | null } = { run: null }
+    this.answers.push(slot)
+    return (answer) => {
+      slot.run = answer
+      while (this.answers.length > 0 && this.answers[0].run !== null) this.answers.shift()!.run!()
+    }
   }
 
   /**
