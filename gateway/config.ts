@@ -113,6 +113,8 @@ export const configSchema = z.object({
     /** Uplink bandwidth cap in bytes/s over all lanes (0 = none). */
     bandwidthBytesPerSec: z.number().min(0).default(0),
     publishTimeoutMs: z.number().int().positive().default(5000),
+    /** Connected, something to replicate, and no ack for this many publishTimeoutMs: the uplink is stalled and reconnects (0: never). */
+    stallAfterTimeouts: z.number().int().min(0).default(3),
     /** Reconnect backoff: jittered exponential from min to max, forever. */
     reconnectMinMs: z.number().int().positive().default(250),
     reconnectMaxMs: z.number().int().positive().default(10000),

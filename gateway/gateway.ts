@@ -19,6 +19,7 @@ import { RateMeter } from './rate-meter.ts'
 import { CommandTracker } from './rules/command-tracker.ts'
 import { Control } from './rules/control.ts'
 import { CloudChannel } from './uplink/cloud-channel.ts'
+import { StallWatchdog } from './uplink/stall-watchdog.ts'
 import type { IncomingControl } from './store/outbox-types.ts'
 import type { FsyncFn } from './store/wal-sync.ts'
 import { Lifecycle } from '../lib/lifecycle.ts'
@@ -39,6 +40,7 @@ export class Gateway extends Lifecycle {
   commands!: CommandTracker
   control!: Control
   private cloudChannel: CloudChannel | null = null
+  private watchdog: StallWatchdog | null = null
   replicator!: Replicator
   private heartbeat: Heartbeat | null = null
   private readonly startedTs = Date.now()
@@ -107,6 +109,8 @@ export class Gateway extends Lifecycle {
       command: (cmd) => { this.commands.fromCloud(cmd) },
     }, { verifyMs: cfg.uplink.channelVerifyMs, retryMinMs: cfg.uplink.reconnectMinMs, retryMaxMs: cfg.uplink.reconnectMaxMs }, this.log.child({ component: 'cloud-channel' }), this.metrics)
     this.cloudChannel.start()
+    this.watchdog = new StallWatchdog(cfg.uplink, this.link, () => ({ lastAckTs: this.replicator.lastAckTs, waiting: this.outbox.stats().events > 0 }), this.log.child({ component: 'uplink' }), this.metrics)
+    this.watchdog.start()
     this.phase = 'running'
     const stats = this.outbox.stats()
     this.log.info({ ports: this.ports, outboxEvents: stats.events, outboxBytes: stats.bytes, durability: cfg.outbox.durability, durationMs: Math.round(performance.now() - t0) }, 'gateway started')
@@ -141,6 +145,8 @@ export class Gateway extends Lifecycle {
       lastError: this.link.lastError,
       cloudChannelState: this.cloudChannel?.state ?? 'detached',
       cloudChannelError: this.cloudChannel?.lastError ?? '',
+      uplinkStalled: this.watchdog?.stalled ?? false,
+      uplinkStallsTotal: this.watchdog?.stalls ?? 0,
       ruleSetVersion: this.control.version,
       decisionP99Ms: this.control.decisionP99(),
     }
@@ -148,7 +154,7 @@ export class Gateway extends Lifecycle {
 
   private readiness (): { ready: boolean, detail: Record<string, unknown> } {
     const s = this.outbox.stats()
-    return { ready: this.phase === 'running' && !this.isClosing, detail: { state: this.state(), outboxEvents: s.events, outboxBytes: s.bytes, pending: s.pending, uplink: { link: this.link.state, lastError: this.link.lastError, ...this.replicator.stats() }, cloudChannel: { state: this.cloudChannel?.state ?? 'detached', lastError: this.cloudChannel?.lastError ?? '' } } }
+    return { ready: this.phase === 'running' && !this.isClosing, detail: { state: this.state(), outboxEvents: s.events, outboxBytes: s.bytes, pending: s.pending, uplink: { link: this.link.state, lastError: this.link.lastError, stalled: this.watchdog?.stalled ?? false, stalls: this.watchdog?.stalls ?? 0, ...this.replicator.stats() }, cloudChannel: { state: this.cloudChannel?.state ?? 'detached', lastError: this.cloudChannel?.lastError ?? '' } } }
   }
 
   private state (): string { return this.isClosing ? this.lifecycleState : this.phase }
@@ -159,6 +165,7 @@ export class Gateway extends Lifecycle {
     await this.control?.close()
     await this.commands?.close()
     await this.cloudChannel?.close()
+    await this.watchdog?.close()
     await this.outbox?.close()
     await this.heartbeat?.close()
     await this.replicator?.close()
@@ -171,7 +178,7 @@ export class Gateway extends Lifecycle {
 
   /** Immediate: refuse what is queued (nothing unacknowledged is lost: devices resend) and close. */
   protected onDestroy (err?: Error): void {
-    for (const part of [this.control, this.commands, this.cloudChannel, this.outbox, this.heartbeat, this.replicator, this.link, this.broker, this.ops, this.checkpointer]) part?.destroy(err)
+    for (const part of [this.control, this.commands, this.cloudChannel, this.watchdog, this.outbox, this.heartbeat, this.replicator, this.link, this.broker, this.ops, this.checkpointer]) part?.destroy(err)
     if (this.db?.open) this.db.close()
   }
 }

@@ -35,6 +35,8 @@ export function createMetrics (opts: { defaultMetrics?: boolean, oldestAgeSecond
     outboxOldestAge: new Gauge({ name: 'gateway_outbox_oldest_age_seconds', help: 'Age of the oldest buffered event (0 when empty)', registers: r, collect () { this.set(opts.oldestAgeSeconds?.() ?? 0) } }),
     outboxPending: new Gauge({ name: 'gateway_outbox_pending', help: 'Items waiting in memory for the next commit', registers: r }),
     uplinkUp: new Gauge({ name: 'gateway_uplink_up', help: '1 while the uplink to the cloud is connected', registers: r }),
+    uplinkStalled: new Gauge({ name: 'gateway_uplink_stalled', help: '1 while the uplink is stalled: connected, something to replicate, no ack for uplink.stallAfterTimeouts x publishTimeoutMs', registers: r }),
+    uplinkStalls: new Counter({ name: 'gateway_uplink_stalls_total', help: 'Uplink stalls detected (each followed by a reconnect)', registers: r }),
     uplinkConnects: new Counter({ name: 'gateway_uplink_connects_total', help: 'Uplink connections and reconnections', registers: r }),
     uplinkErrors: new Counter({ name: 'gateway_uplink_errors_total', help: 'Uplink problems by kind (auth, permission, no_stream, timeout, connection, disconnect; corrupt, internal: replication stopped)', labelNames: ['kind'], registers: r }),
     uplinkInFlight: new Gauge({ name: 'gateway_uplink_batches_in_flight', help: 'Replication batches awaiting a JetStream ack', registers: r }),

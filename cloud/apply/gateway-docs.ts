@@ -33,6 +33,9 @@ export interface GatewayDoc {
     /** The gateway's cloud-to-edge channel: 'attached', 'attaching', 'detached' ('' in documents written before it existed). */
     cloudChannelState?: string
     cloudChannelError?: string
+    /** The gateway's stall watchdog: stalled now, and stalls since its start (absent in older documents). */
+    uplinkStalled?: boolean
+    uplinkStallsTotal?: number
   }
 }
 

@@ -71,6 +71,8 @@ export class HeartbeatApplier {
         quarantinedTotal: Number(s.quarantinedTotal),
         cloudChannelState: s.cloudChannelState ?? '',
         cloudChannelError: s.cloudChannelError ?? '',
+        uplinkStalled: s.uplinkStalled === true,
+        uplinkStallsTotal: Number(s.uplinkStallsTotal ?? 0),
       },
     }
   }

@@ -64,6 +64,18 @@ export class UplinkLink extends Lifecycle {
     if (this.lastError !== '' && this.stateValue === 'up') this.lastError = ''
   }
 
+  /**
+   * Drops the current connection, which looks alive but gets nothing through (the stall watchdog):
+   * the loop connects anew, with a fresh JetStream client. `why` becomes lastError.
+   */
+  restart (why: string): void {
+    const nc = this.nc
+    if (!nc) return
+    this.lastError = why
+    this.log.warn({ why }, 'uplink connection dropped to reconnect')
+    void nc.close().catch(() => {})
+  }
+
   /** Reports a refusal seen while publishing (permissions, missing stream): counted, logged, link stays. */
   refused (kind: string, err: unknown): void {
     this.metrics.uplinkErrors.inc({ kind })
@@ -98,7 +110,7 @@ export class UplinkLink extends Lifecycle {
       this.nc = null
       this.js = null
       if (this.isClosing) break
-      this.setState(err && classify(err) === 'auth' ? 'refused' : 'down', err ? (err as Error).message : 'closed')
+      this.setState(err && classify(err) === 'auth' ? 'refused' : 'down', err ? (err as Error).message : this.lastError.startsWith('stalled') ? this.lastError : 'closed')
       this.log.warn({ err }, 'uplink closed; reconnecting')
       await this.sleep(backoffMs(this.attempt++, this.cfg.reconnectMinMs, this.cfg.reconnectMaxMs))
     }

@@ -12,6 +12,7 @@ export function problemsOf (g) {
   const lag = lagOf(g)
   if (!g.online) out.push({ level: 'bad', text: 'offline' })
   if (g.linkState === 'refused') out.push({ level: 'bad', text: 'uplink refused' })
+  else if (g.online && g.uplinkStalled) out.push({ level: 'bad', text: 'uplink stalled: connected, nothing acknowledged (reconnecting)' })
   else if (g.online && g.linkState && g.linkState !== 'up') out.push({ level: 'warn', text: `uplink ${g.linkState}` })
   if (lag >= LAG_BAD_MS) out.push({ level: 'bad', text: 'over 10 min behind' })
   else if (lag >= LAG_WARN_MS || g.backlogEvents >= BACKLOG_WARN_EVENTS) out.push({ level: 'warn', text: 'large backlog' })
