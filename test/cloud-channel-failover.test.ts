@@ -2,19 +2,21 @@
 // cluster, SIGKILL the node the gateway is connected to, which also leads the COMMANDS stream; the
 // gateway fails over, its channel re-attaches by itself (retrying while leaders are elected), and a
 // command and a rule set sent afterwards both arrive without a restart. Its state is reported in
-// /readyz, the heartbeat (so the cloud views) and the metrics all along.
+// /readyz, the heartbeat (so the cloud views) and the metrics all along. Then the killed node is
+// restarted and rejoins: every stream and bucket is current on all three replicas again.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { scrapeMetric, startGateway, startNatsCluster, waitFor } from '../devkit/index.ts'
+import { allCurrent, catchUpTargets, formatReplicas, streamReplicas } from '../deploy/nats/streams.ts'
 import { actuator, coolerRules } from './harness/actuator.ts'
 import { apiFetch, deferrer, startCloud } from './harness/cloud.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 const GW = 'gw-failover'
 
-test('cloud channel: after SIGKILL of the node the gateway uses (and the COMMANDS leader) it re-attaches; a command and a rule set arrive without a restart', { timeout: 120000 }, async (t) => {
+test('cloud channel: after SIGKILL of the node the gateway uses (and the COMMANDS leader) it re-attaches; a command and a rule set arrive without a restart; the node restarted rejoins every stream', { timeout: 240000 }, async (t) => {
   const defer = deferrer(t)
   const cluster = await startNatsCluster()
   defer(() => cluster.cleanup())
@@ -53,4 +55,20 @@ test('cloud channel: after SIGKILL of the node the gateway uses (and the COMMAND
   const r = await ready()
   assert.deepEqual([r.cloudChannel.state, r.cloudChannel.lastError], ['attached', ''])
   t.diagnostic(`attaches: ${await scrapeMetric(gw.ports.http!, 'gateway_cloud_channel_attaches_total', { result: 'ok' })} ok, ${await scrapeMetric(gw.ports.http!, 'gateway_cloud_channel_attaches_total', { result: 'failed' })} failed`)
+
+  // The killed node comes back with its store (SIGKILL: no goodbye) and catches up on everything
+  // written meanwhile, including the command, the rule set, the views and the heartbeats.
+  const restartedAt = Date.now()
+  await cluster.node(leader).restart()
+  // Current means: the leader says so, and the node has stored what the leader held at its restart
+  // (the leader's flag alone is not enough on 2.9.10: deploy/nats/streams.ts).
+  const monitors = (): string[] => cluster.nodes.map((n) => n.monitorUrl)
+  const targets = catchUpTargets(await streamReplicas(admin, monitors()))
+  const streams = await waitFor(async () => {
+    const all = await streamReplicas(admin, monitors())
+    const rejoined = all.every((s) => s.stored.has(leader) && s.replicas.some((r) => r.name === leader && r.current))
+    return all.length >= 5 && rejoined && allCurrent(all, targets) && all.every((s) => s.wanted === 3) ? all : null
+  }, `every stream to be current on all three replicas again after ${leader} restarted`, 120000, 500)
+  t.diagnostic(`${leader} rejoined every stream ${Date.now() - restartedAt} ms after its restart: ${streams.map(formatReplicas).join('; ')}`)
+  assert.doesNotMatch(cluster.node(leader).output(), /Catchup for stream .* stalled/, 'the restarted node reported a stalled catch-up')
 })
