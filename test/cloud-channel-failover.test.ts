@@ -9,8 +9,9 @@ import { test } from 'node:test'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { scrapeMetric, startGateway, startNatsCluster, waitFor } from '../devkit/index.ts'
-import { allCurrent, catchUpTargets, formatReplicas, streamReplicas } from '../deploy/nats/streams.ts'
+import { formatReplicas } from '../deploy/nats/streams.ts'
 import { actuator, coolerRules } from './harness/actuator.ts'
+import { waitRejoined } from './harness/rejoin.ts'
 import { apiFetch, deferrer, startCloud } from './harness/cloud.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
@@ -60,15 +61,7 @@ test('cloud channel: after SIGKILL of the node the gateway uses (and the COMMAND
   // written meanwhile, including the command, the rule set, the views and the heartbeats.
   const restartedAt = Date.now()
   await cluster.node(leader).restart()
-  // Current means: the leader says so, and the node has stored what the leader held at its restart
-  // (the leader's flag alone is not enough on 2.9.10: deploy/nats/streams.ts).
-  const monitors = (): string[] => cluster.nodes.map((n) => n.monitorUrl)
-  const targets = catchUpTargets(await streamReplicas(admin, monitors()))
-  const streams = await waitFor(async () => {
-    const all = await streamReplicas(admin, monitors())
-    const rejoined = all.every((s) => s.stored.has(leader) && s.replicas.some((r) => r.name === leader && r.current))
-    return all.length >= 5 && rejoined && allCurrent(all, targets) && all.every((s) => s.wanted === 3) ? all : null
-  }, `every stream to be current on all three replicas again after ${leader} restarted`, 120000, 500)
+  const streams = await waitRejoined(cluster, admin, leader!)
   t.diagnostic(`${leader} rejoined every stream ${Date.now() - restartedAt} ms after its restart: ${streams.map(formatReplicas).join('; ')}`)
   assert.doesNotMatch(cluster.node(leader).output(), /Catchup for stream .* stalled/, 'the restarted node reported a stalled catch-up')
 })

@@ -9,8 +9,9 @@ import { Cloud } from '../cloud/cloud.ts'
 import { parseCloudConfig } from '../cloud/config.ts'
 import { createLogger } from '../cloud/log.ts'
 import { connectDevice, scrapeMetric, startGateway, startNatsCluster, waitFor, assertExactlyOnce, readStream } from '../devkit/index.ts'
-import { allCurrent, catchUpTargets, formatReplicas, streamReplicas } from '../deploy/nats/streams.ts'
+import { formatReplicas } from '../deploy/nats/streams.ts'
 import { loadDevice } from './harness/load.ts'
+import { waitRejoined } from './harness/rejoin.ts'
 import { apiFetch, deferrer, logIn, TEST_CONSOLE } from './harness/cloud.ts'
 
 
@@ -71,13 +72,7 @@ test('cloud cluster: SIGKILL of the TELEMETRY leader under load loses nothing; e
   // The killed node comes back while the load goes on, and catches up on every stream and bucket.
   const restartedAt = Date.now()
   await cluster.node(leader).restart()
-  // Current means: the leader says so, and the node has stored what the leader held at its restart.
-  const monitors = (): string[] => cluster.nodes.map((n) => n.monitorUrl)
-  const targets = catchUpTargets(await streamReplicas(admin, monitors()))
-  const rejoined = await waitFor(async () => {
-    const all = await streamReplicas(admin, monitors())
-    return all.length >= 5 && allCurrent(all, targets) && all.every((s) => s.stored.has(leader!) && s.replicas.some((r) => r.name === leader && r.current)) ? all : null
-  }, `every stream to be current on all three replicas after ${leader} restarted under load`, 120000, 500)
+  const rejoined = await waitRejoined(cluster, admin, leader!)
   const rejoinMs = Date.now() - restartedAt
   for (const l of loads) l.stop()
   assert.doesNotMatch(cluster.node(leader).output(), /Catchup for stream .* stalled/, 'the restarted node reported a stalled catch-up')
