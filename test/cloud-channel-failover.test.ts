@@ -9,7 +9,7 @@ import { test } from 'node:test'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { scrapeMetric, startGateway, startNatsCluster, waitFor } from '../devkit/index.ts'
-import { formatReplicas } from '../deploy/nats/streams.ts'
+import { formatReplicas, stepDown } from '../deploy/nats/streams.ts'
 import { actuator, coolerRules } from './harness/actuator.ts'
 import { waitRejoined } from './harness/rejoin.ts'
 import { apiFetch, deferrer, startCloud } from './harness/cloud.ts'
@@ -64,4 +64,11 @@ test('cloud channel: after SIGKILL of the node the gateway uses (and the COMMAND
   const streams = await waitRejoined(cluster, admin, leader!)
   t.diagnostic(`${leader} rejoined every stream ${Date.now() - restartedAt} ms after its restart: ${streams.map(formatReplicas).join('; ')}`)
   assert.doesNotMatch(cluster.node(leader).output(), /Catchup for stream .* stalled/, 'the restarted node reported a stalled catch-up')
+
+  // The operators' remedy for a replica that does not catch up (deploy/README.md): a leader step-down
+  // hands every stream over to another replica, and the cluster is whole again afterwards.
+  const before = new Map(streams.map((s) => [s.stream, s.leader]))
+  for (const s of streams) await stepDown(admin, s.stream)
+  await waitFor(async () => (await jsm.streams.info('TELEMETRY')).cluster?.leader !== before.get('TELEMETRY') && (await jsm.streams.info('COMMANDS')).cluster?.leader !== before.get('COMMANDS'), 'new leaders after the step-down', 30000)
+  await waitRejoined(cluster, admin, leader)
 })

@@ -117,9 +117,10 @@ const USAGE = `usage: node --import tsx deploy/nats/streams.ts [--servers url,..
   --monitor            the nodes' monitoring URLs (their \`http\` port): also compare what each node has
                        stored with its leader (@last sequence, "N behind"); a replica counts as current
                        only once it holds what its leader held at the first look
-  --wait s             wait up to s seconds for every replica to be current (default 0)
+  --wait s             wait up to s seconds for every replica to be current (default and least: 5)
   --step-down NAME     ask the leader of stream NAME to hand over to another replica (repeatable)
-  --step-down-lagging  step down the leader of every stream with a replica that is not current`
+  --step-down-lagging  after the wait, step down the leader of every stream with a replica that is
+                       still not current, then wait again`
 
 async function main (argv: string[]): Promise<number> {
   let values
@@ -144,25 +145,31 @@ async function main (argv: string[]): Promise<number> {
   const monitor = urls(values.monitor ?? '')
   const nc = await connect({ servers, user: values.user ?? env.IOT_CLOUD_NATS__USER, pass: values.pass ?? env.IOT_CLOUD_NATS__PASS, name: 'streams.ts' })
   try {
-    const first = await streamReplicas(nc, monitor)
-    const targets = catchUpTargets(first)
+    // What each replica must reach: what its leader held at the first look. A replica behind by the
+    // messages in flight right now is not stuck, so the verdict waits for a later look (5 s at least).
+    const targets = catchUpTargets(await streamReplicas(nc, monitor))
+    const settle = async (seconds: number): Promise<StreamReplicas[]> => {
+      const deadline = Date.now() + seconds * 1000
+      for (;;) {
+        await new Promise((resolve) => setTimeout(resolve, 500))
+        const streams = await streamReplicas(nc, monitor)
+        if (allCurrent(streams, targets) || Date.now() >= deadline) return streams
+      }
+    }
+    let streams = await settle(Math.max(waitS, 5))
+    // Step down what was asked by name, and with --step-down-lagging what did not catch up meanwhile.
     const down = new Set(values['step-down'] ?? [])
-    if (values['step-down-lagging']) for (const s of first) if (!allCurrent([s], targets)) down.add(s.stream)
+    if (values['step-down-lagging']) for (const s of streams) if (!allCurrent([s], targets)) down.add(s.stream)
     for (const stream of down) {
       await stepDown(nc, stream)
       console.log(`${stream}: leader stepped down`)
     }
-    // After a step-down the stream elects a new leader first: give it a few seconds more.
-    const deadline = Date.now() + waitS * 1000 + (down.size > 0 ? 10_000 : 0)
-    for (let streams = first; ; streams = await streamReplicas(nc, monitor)) {
-      const ok = allCurrent(streams, targets)
-      if (ok || Date.now() >= deadline) {
-        for (const s of streams) console.log(formatReplicas(s))
-        if (!ok) console.log('some replicas are not current: see deploy/README.md, "A node that does not catch up"')
-        return ok ? 0 : 1
-      }
-      await new Promise((resolve) => setTimeout(resolve, 500))
-    }
+    // A stream elects its new leader first, then serves the catch-up.
+    if (down.size > 0) streams = await settle(Math.max(waitS, 10))
+    for (const s of streams) console.log(formatReplicas(s))
+    const ok = allCurrent(streams, targets)
+    if (!ok) console.log('some replicas are not current: see deploy/README.md, "A node that does not catch up"')
+    return ok ? 0 : 1
   } finally {
     await nc.close()
   }
