@@ -9,7 +9,9 @@ import { Cloud } from '../cloud/cloud.ts'
 import { parseCloudConfig } from '../cloud/config.ts'
 import { createLogger } from '../cloud/log.ts'
 import { connectDevice, scrapeMetric, startGateway, startNatsCluster, waitFor, assertExactlyOnce, readStream } from '../devkit/index.ts'
+import { formatReplicas } from '../deploy/nats/streams.ts'
 import { loadDevice } from './harness/load.ts'
+import { waitRejoined } from './harness/rejoin.ts'
 import { apiFetch, deferrer, logIn, TEST_CONSOLE } from './harness/cloud.ts'
 
 
@@ -21,7 +23,7 @@ const getJson = async <T = any>(url: string): Promise<T> => {
   return await r.json() as T
 }
 
-test('cloud cluster: SIGKILL of the TELEMETRY leader under load loses nothing; every acknowledged event is applied once', { timeout: 120000 }, async (t) => {
+test('cloud cluster: SIGKILL of the TELEMETRY leader under load loses nothing; every acknowledged event is applied once; the node restarted under load catches up on every stream', { timeout: 240000 }, async (t) => {
   const defer = deferrer(t)
   const cluster = await startNatsCluster()
   defer(() => cluster.cleanup())
@@ -67,7 +69,14 @@ test('cloud cluster: SIGKILL of the TELEMETRY leader under load loses nothing; e
   await cluster.node(leader).kill()
   await waitFor(async () => (await jsm.streams.info('TELEMETRY')).cluster?.leader !== leader, 'a new TELEMETRY leader', 20000)
   await waitFor(() => gw.gateway.replicator.ackedEvents > atKill.replicated + 1000, 'replication to go on under load on two nodes', 20000)
+  // The killed node comes back while the load goes on, and catches up on every stream and bucket.
+  const restartedAt = Date.now()
+  await cluster.node(leader).restart()
+  const rejoined = await waitRejoined(cluster, admin, leader!)
+  const rejoinMs = Date.now() - restartedAt
   for (const l of loads) l.stop()
+  assert.doesNotMatch(cluster.node(leader).output(), /Catchup for stream .* stalled/, 'the restarted node reported a stalled catch-up')
+  t.diagnostic(`${leader} rejoined under load in ${rejoinMs} ms: ${rejoined.map(formatReplicas).join('; ')}`)
   assert.ok(total() > atKill.acked + 500, `load after the kill too light: ${total() - atKill.acked}`)
 
   await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.replicator.stats().inFlight === 0, 'the gateway to drain', 20000)

@@ -71,15 +71,31 @@ export class ConsoleAuth {
 
   /** Checks credentials; a failure resolves only after the address's slowdown delay. */
   async login (user: string, password: string, address: string, now = Date.now()): Promise<LoginResult> {
+    const r = await this.check(user, password, address, now)
+    if (!r.ok) return r
+    this.log.info({ user, address }, 'console login')
+    const session = { user: this.user, expiresAtMs: now + this.ttlMs }
+    return { ok: true, token: this.sign(session), session }
+  }
+
+  /**
+   * Credentials sent with one request (HTTP Basic, for scripts): the same check, counting and
+   * slowdown as a login, but no session is made and a success is logged at debug only.
+   */
+  async authenticate (user: string, password: string, address: string, now = Date.now()): Promise<boolean> {
+    const r = await this.check(user, password, address, now)
+    if (r.ok) this.log.debug({ user, address }, 'console request authenticated (basic)')
+    return r.ok
+  }
+
+  private async check (user: string, password: string, address: string, now: number): Promise<{ ok: true } | { ok: false, delayMs: number }> {
     // The hash is checked even for a wrong user name, so timing does not tell which was wrong.
     const passwordOk = await verifyHash(this.hash, password)
     const userOk = user.length === this.user.length && timingSafeEqual(Buffer.from(user), Buffer.from(this.user))
     if (passwordOk && userOk) {
       this.failures.delete(address)
       this.logins.inc({ result: 'ok' })
-      this.log.info({ user, address }, 'console login')
-      const session = { user: this.user, expiresAtMs: now + this.ttlMs }
-      return { ok: true, token: this.sign(session), session }
+      return { ok: true }
     }
     this.logins.inc({ result: 'failed' })
     const f = this.failures.get(address)

@@ -1,6 +1,7 @@
 // The console session on the API: the guard in front of every route but the open ones (operations
 // endpoints, the login page and what it needs), and the routes that make and end a session (POST
-// /login, POST /logout, GET /api/session). The credentials and tokens are auth.ts's; the login page
+// /login, POST /logout, GET /api/session). Browsers log in once and carry the session cookie;
+// scripts send the same user and password with every request instead (HTTP Basic). The credentials and tokens are auth.ts's; the login page
 // itself is static UI (cloud/console/).
 import { fastifyCookie } from '@fastify/cookie'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
@@ -26,6 +27,15 @@ const safeNext = (next: unknown): string => typeof next === 'string' && /^\/(?!\
 function tokenOf (req: FastifyRequest): string | undefined {
   const header = req.headers.cookie
   return header ? fastifyCookie.parse(header)[SESSION_COOKIE] : undefined
+}
+
+/** `Authorization: Basic base64(user:password)` (RFC 7617), or null without one. */
+function basicCredentials (req: FastifyRequest): { user: string, password: string } | null {
+  const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(req.headers.authorization ?? '')
+  if (!m) return null
+  const text = Buffer.from(m[1], 'base64').toString('utf8')
+  const colon = text.indexOf(':')
+  return colon < 0 ? { user: text, password: '' } : { user: text.slice(0, colon), password: text.slice(colon + 1) }
 }
 
 /** A cross-site state change is refused even if a browser were to send the cookie (SameSite=Strict is the first line). */
@@ -59,7 +69,13 @@ export function registerSession (app: FastifyInstance, opts: SessionOptions): vo
     if (open.has(path)) return
     if (crossSite(req)) throw new CloudError('CLOUD_ERR_FORBIDDEN', 'cross-site request refused')
     if (auth.verify(tokenOf(req))) return
-    if (path.startsWith('/api/') || req.method !== 'GET') throw new CloudError('CLOUD_ERR_UNAUTHORIZED', 'log in first (POST /login)')
+    const basic = basicCredentials(req)
+    if (basic) {
+      // Scripts: every request carries the user and password; a wrong pair is refused outright (no redirect).
+      if (await auth.authenticate(basic.user, basic.password, req.ip)) return
+      throw new CloudError('CLOUD_ERR_UNAUTHORIZED', 'wrong user name or password (HTTP Basic)')
+    }
+    if (path.startsWith('/api/') || req.method !== 'GET') throw new CloudError('CLOUD_ERR_UNAUTHORIZED', 'log in first (POST /login, or HTTP Basic: curl -u user:password)')
     return reply.redirect(`/login?next=${encodeURIComponent(req.url)}`, 302)
   })
 

@@ -108,15 +108,31 @@ export function gatewayUserBlock (gatewayId: string, password: string, opts: Per
   ].join('\n')
 }
 
-async function main (): Promise<void> {
-  const { values, positionals } = parseArgs({ allowPositionals: true, options: { password: { type: 'string' }, 'shared-inbox': { type: 'boolean' } } })
+const USAGE = `usage: node --import tsx deploy/nats/gateway-user.ts <gatewayId> [--password <pw>] [--shared-inbox]
+  prints the user block of gateway <gatewayId> for the users list of the IOT account (accounts.conf)
+  gatewayId       ${GATEWAY_ID_RULE}, as in the gateway config
+  --password pw   its password (default: 24 random bytes, base64url); a bcrypt hash ("$2a$...") works too
+  --shared-inbox  allow _INBOX.> instead of _INBOX_<gatewayId>.> (clients that cannot set an inbox prefix)`
+
+/** Exit code: 0 printed (or --help), 2 usage error. */
+export function main (argv: string[]): number {
+  let parsed
+  try {
+    parsed = parseArgs({ args: argv, allowPositionals: true, options: { password: { type: 'string' }, 'shared-inbox': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } })
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${USAGE}`)
+    return 2
+  }
+  const { values, positionals } = parsed
+  if (values.help) { console.log(USAGE); return 0 }
   const id = positionals[0]
-  if (!id || !GATEWAY_ID.test(id)) {
-    console.error(`usage: gateway-user.ts <gatewayId> [--password <pw>] [--shared-inbox]\n  gatewayId: ${GATEWAY_ID_RULE}, as in the gateway config`)
-    process.exit(2)
+  if (!id || !GATEWAY_ID.test(id) || positionals.length > 1) {
+    console.error(USAGE)
+    return 2
   }
   const password = values.password ?? randomBytes(24).toString('base64url')
   console.log(gatewayUserBlock(id, password, { sharedInbox: values['shared-inbox'] === true }))
+  return 0
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) await main()
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) process.exit(main(process.argv.slice(2)))

@@ -1,0 +1,17 @@
+// Waits for a restarted cluster node to hold every stream again (deploy/nats/streams.ts): the leader
+// reports every replica current and every node has stored what the leader held at the restart.
+import type { NatsConnection } from '@nats-io/transport-node'
+import { waitFor, type NatsCluster } from '../../devkit/index.ts'
+import { allCurrent, catchUpTargets, streamReplicas, type StreamReplicas } from '../../deploy/nats/streams.ts'
+
+/** Resolves with the final report once `node` (just restarted) is current on every stream of `replicas`. */
+export async function waitRejoined (cluster: NatsCluster, nc: NatsConnection, node: string, opts: { streams?: number, replicas?: number, timeoutMs?: number } = {}): Promise<StreamReplicas[]> {
+  // The monitoring port of a restarted node changes: ask for the URLs on every look.
+  const monitors = (): string[] => cluster.nodes.map((n) => n.monitorUrl)
+  const targets = catchUpTargets(await streamReplicas(nc, monitors()))
+  return await waitFor(async () => {
+    const all = await streamReplicas(nc, monitors())
+    const rejoined = all.every((s) => s.wanted === (opts.replicas ?? 3) && s.stored.has(node) && s.replicas.some((r) => r.name === node && r.current))
+    return all.length >= (opts.streams ?? 5) && rejoined && allCurrent(all, targets) ? all : null
+  }, `every stream to be current on all replicas again after ${node} restarted`, opts.timeoutMs ?? 120000, 500)
+}
