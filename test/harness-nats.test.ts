@@ -98,3 +98,27 @@ test('harness: proxy adds latency', async (t) => {
   assert.equal(reply.string(), 'slow')
   assert.ok(rtt >= 100, `round trip ${rtt.toFixed(1)} ms through a 50 ms proxy`)
 })
+
+test('harness: proxy black-holes a link (connection kept, bytes dropped) and restore() resets the held connections', async (t) => {
+  const server = await startNats()
+  t.after(() => server.cleanup())
+  const proxy = await startProxy({ host: '127.0.0.1', port: server.port })
+  t.after(() => proxy.close())
+  const responder = await echo(server.url, 'harness.echo')
+  t.after(() => responder.close())
+  // Pings far apart: the client must not notice the hold by itself within the test.
+  const nc = await connect({ servers: `nats://127.0.0.1:${proxy.port}`, ...RECONNECT, pingInterval: 60000 })
+  t.after(() => nc.close())
+  const status = watchStatus(nc)
+  assert.equal((await nc.request('harness.echo', 'one', { timeout: 2000 })).string(), 'one')
+
+  proxy.hold()
+  // No answer, and no disconnect either: the TCP connection stays open.
+  await assert.rejects(nc.request('harness.echo', 'lost', { timeout: 500 }))
+  assert.ok(!status.some((s) => s.type === 'disconnect'), 'a held link was closed')
+
+  proxy.restore()
+  await waitFor(() => status.some((s) => s.type === 'disconnect'), 'the held connection to be reset on restore')
+  await waitFor(() => status.some((s) => s.type === 'reconnect'), 'client to reconnect after restore')
+  assert.equal((await nc.request('harness.echo', 'two', { timeout: 2000 })).string(), 'two')
+})
