@@ -79,56 +79,45 @@ export class FaultRunner {
     }
   }
 
+  /** kill -9 of a component, down for forMs, then started again; expected down all that time. */
+  private async downFor (name: string, forMs: number, kill: () => Promise<void>, start: () => Promise<void>): Promise<void> {
+    this.expectedDown.add(name)
+    try {
+      await kill()
+      await sleep(forMs)
+      await start()
+    } finally { this.expectedDown.delete(name) }
+  }
+
+  /** A fault on every proxy of a gateway's uplink for forMs, then undone. */
+  private async uplinkFor (proxies: Proxy[], forMs: number, begin: (p: Proxy) => void, end: (p: Proxy) => void): Promise<void> {
+    for (const p of proxies) begin(p)
+    await sleep(forMs)
+    for (const p of proxies) end(p)
+  }
+
   private async inject (f: Fault): Promise<void> {
     const t = this.t
     switch (f.kind) {
       case 'gateway-kill': {
         const gw = t.gateways[f.target]
-        this.expectedDown.add(gw.gatewayId)
-        try {
-          await gw.kill()
-          await sleep(f.forMs)
-          await gw.start()
-        } finally { this.expectedDown.delete(gw.gatewayId) }
-        return
+        return this.downFor(gw.gatewayId, f.forMs, () => gw.kill(), () => gw.start())
       }
       case 'nats-kill': {
         const node = t.natsNodes[f.target]
-        const name = `n${f.target + 1}`
-        this.expectedDown.add(name)
-        try {
-          await node.kill()
-          await sleep(f.forMs)
-          await node.restart()
-        } finally { this.expectedDown.delete(name) }
-        return
+        return this.downFor(`n${f.target + 1}`, f.forMs, () => node.kill(), () => node.restart())
       }
       case 'replica-kill': {
         const r = t.replicas[f.target]
-        this.expectedDown.add(r.name)
-        try {
-          await r.kill()
-          await sleep(f.forMs)
-          await r.start()
-        } finally { this.expectedDown.delete(r.name) }
-        return
+        return this.downFor(r.name, f.forMs, () => r.kill(), () => r.start())
       }
       case 'uplink-cut':
       case 'disk-budget':
-        for (const p of t.uplinks[f.target]) p.cut()
-        await sleep(f.forMs)
-        for (const p of t.uplinks[f.target]) p.restore()
-        return
+        return this.uplinkFor(t.uplinks[f.target], f.forMs, (p) => p.cut(), (p) => p.restore())
       case 'uplink-slow':
-        for (const p of t.uplinks[f.target]) { p.setLatency(SLOW_LATENCY_MS); p.setBandwidth(SLOW_BYTES_PER_SEC) }
-        await sleep(f.forMs)
-        for (const p of t.uplinks[f.target]) { p.setLatency(0); p.setBandwidth(null) }
-        return
+        return this.uplinkFor(t.uplinks[f.target], f.forMs, (p) => { p.setLatency(SLOW_LATENCY_MS); p.setBandwidth(SLOW_BYTES_PER_SEC) }, (p) => { p.setLatency(0); p.setBandwidth(null) })
       case 'uplink-blackhole':
-        for (const p of t.uplinks[f.target]) p.hold()
-        await sleep(f.forMs)
-        for (const p of t.uplinks[f.target]) p.restore()
-        return
+        return this.uplinkFor(t.uplinks[f.target], f.forMs, (p) => p.hold(), (p) => p.restore())
       case 'reconnect-storm':
         // Every device of the gateway at once, reconnecting right away.
         for (const d of t.devices[f.target]) d.drop(1)

@@ -3,7 +3,7 @@
 // tracked, so that the soak can stop them all, also when it fails or is interrupted.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { spawnGateway, type ChildGateway } from '../devkit/index.ts'
+import { scrapeMetrics, spawnGateway, type ChildGateway } from '../devkit/index.ts'
 import { waitFor } from '../lib/wait-for.ts'
 
 const CLOUD_MAIN = fileURLToPath(new URL('../cloud/main.ts', import.meta.url))
@@ -95,7 +95,7 @@ export class GatewayProc {
 
   /** Events buffered in the outbox (committed and pending); null when the gateway does not answer. */
   async backlog (): Promise<number | null> {
-    const v = await scrapeSums(this.http, ['gateway_outbox_events', 'gateway_outbox_pending'])
+    const v = await scrapeMetrics(this.http, ['gateway_outbox_events', 'gateway_outbox_pending'])
     return v === null ? null : v.get('gateway_outbox_events')! + v.get('gateway_outbox_pending')!
   }
 }
@@ -150,18 +150,4 @@ export class ReplicaProc {
   async kill (): Promise<void> { await stopChild(this.child, this.exited, 'SIGKILL') }
   async stop (): Promise<void> { await stopChild(this.child, this.exited, 'SIGTERM') }
   output (): string { return this.tail }
-}
-
-/** Each named metric summed over its label sets (0 when absent); null when the endpoint does not answer. */
-export async function scrapeSums<N extends string> (port: number, names: readonly N[]): Promise<Map<N, number> | null> {
-  try {
-    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(3000) })).text()
-    const sums = new Map<N, number>(names.map((n) => [n, 0]))
-    for (const line of text.split('\n')) {
-      for (const name of names) {
-        if (line.startsWith(name + ' ') || line.startsWith(name + '{')) sums.set(name, sums.get(name)! + Number(line.slice(line.lastIndexOf(' ') + 1)))
-      }
-    }
-    return sums
-  } catch { return null }
 }
