@@ -88,8 +88,9 @@ function shedProblems (acc: StreamAccount, key: string, dev: DeviceRecord): { pr
 }
 
 /** Stream and cloud accounting of every gateway; problems empty when exact. */
-export async function soakAccounting (acc: StreamAccount, gateways: GatewayRecord[], get: ApiGet, window: { fromMs: number, toMs: number }): Promise<{ problems: string[], totals: AccountTotals }> {
+export async function soakAccounting (acc: StreamAccount, gateways: GatewayRecord[], get: ApiGet, window: { fromMs: number, toMs: number }): Promise<{ problems: string[], streamProblems: string[], cloudProblems: string[], totals: AccountTotals }> {
   const problems = new Set<string>()
+  const cloudProblems = new Set<string>()
   const totals: AccountTotals = { acked: 0, inStream: 0, shed: 0, unackedStored: 0, applied: 0, cloudDuplicates: 0, gapRecords: 0 }
   for (const g of gateways) {
     const gw = g.gatewayId
@@ -114,7 +115,7 @@ export async function soakAccounting (acc: StreamAccount, gateways: GatewayRecor
 
     const cloud = (await get(`/api/accounting?gateway=${encodeURIComponent(gw)}`)) as { devices: DeviceAccounting[] }
     const byId = new Map(cloud.devices.map((d) => [d.deviceId, d]))
-    for (const bad of g.badDeviceIds) if ((byId.get(bad)?.received ?? 0) > 0) problems.add(`${gw}/${bad}: the cloud applied ${byId.get(bad)!.received} events of a device that sent only bad payloads`)
+    for (const bad of g.badDeviceIds) if ((byId.get(bad)?.received ?? 0) > 0) cloudProblems.add(`${gw}/${bad}: the cloud applied ${byId.get(bad)!.received} events of a device that sent only bad payloads`)
     for (const d of g.devices) {
       const key = `${gw}/${d.deviceId}`
       totals.acked += d.ackedN.length
@@ -127,19 +128,19 @@ export async function soakAccounting (acc: StreamAccount, gateways: GatewayRecor
         else if (!ackedSet.has(n)) totals.unackedStored++
       }
       const a = byId.get(d.deviceId)
-      if (!a) { problems.add(`${key}: the cloud has no accounting for the device`); continue }
+      if (!a) { cloudProblems.add(`${key}: the cloud has no accounting for the device`); continue }
       totals.applied += a.received
       totals.cloudDuplicates += a.duplicates
       const gaps = acc.gaps.filter((x) => x.gatewayId === gw && x.deviceId === d.deviceId)
       const highest = Math.max(0, ...seqs.keys(), ...gaps.map((x) => x.toSeq))
-      if (a.received !== seqs.size) problems.add(`${key}: the cloud applied ${a.received} events, the stream holds ${seqs.size} distinct seqs`)
-      if (a.highestSeq !== highest) problems.add(`${key}: the cloud's highest seq is ${a.highestSeq}, the stream's ${highest}`)
-      if (a.gapsOpen !== 0 || a.gapsAbandoned !== 0) problems.add(`${key}: the cloud has ${a.gapsOpen} open and ${a.gapsAbandoned} abandoned gaps`)
-      if (a.received + a.gapsExplained !== a.highestSeq) problems.add(`${key}: the cloud's received ${a.received} + explained gaps ${a.gapsExplained} != highest seq ${a.highestSeq}`)
-      for (const p of await historyProblems(get, gw, d, ns, window)) problems.add(p)
+      if (a.received !== seqs.size) cloudProblems.add(`${key}: the cloud applied ${a.received} events, the stream holds ${seqs.size} distinct seqs`)
+      if (a.highestSeq !== highest) cloudProblems.add(`${key}: the cloud's highest seq is ${a.highestSeq}, the stream's ${highest}`)
+      if (a.gapsOpen !== 0 || a.gapsAbandoned !== 0) cloudProblems.add(`${key}: the cloud has ${a.gapsOpen} open and ${a.gapsAbandoned} abandoned gaps`)
+      if (a.received + a.gapsExplained !== a.highestSeq) cloudProblems.add(`${key}: the cloud's received ${a.received} + explained gaps ${a.gapsExplained} != highest seq ${a.highestSeq}`)
+      for (const p of await historyProblems(get, gw, d, ns, window)) cloudProblems.add(p)
     }
   }
-  return { problems: [...problems], totals }
+  return { problems: [...problems, ...cloudProblems], streamProblems: [...problems], cloudProblems: [...cloudProblems], totals }
 }
 
 /** The device's 1-minute rollups of `n` against the readings the stream holds, bucket by bucket. */

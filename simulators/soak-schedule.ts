@@ -1,7 +1,7 @@
 // The soak's fault schedule: a list of faults drawn up front from a seed (the same seed gives the
 // same schedule), each with its start, its target and how long it lasts. Faults on one target never
-// overlap, at most one NATS node is down at a time (the cluster keeps its quorum) and at least one
-// aggregator replica is always up.
+// overlap, at most one NATS node is down at a time (the cluster keeps its quorum) and at most one
+// aggregator replica is (with two or more, one is always up).
 import { prng } from './signals.ts'
 
 export const FAULT_KINDS = ['gateway-kill', 'nats-kill', 'replica-kill', 'uplink-cut', 'uplink-slow', 'uplink-blackhole', 'disk-budget', 'reconnect-storm', 'bad-payloads'] as const
@@ -90,7 +90,6 @@ export function buildSchedule (o: ScheduleOptions): Fault[] {
       : kind === 'replica-kill' ? int(0, o.replicas - 1)
         : kind === 'disk-budget' ? o.budgetGateway
           : int(0, o.gateways - 1)
-    if (kind === 'replica-kill' && o.replicas < 2) continue
     const res = resourceOf({ kind, target })
     // A gateway kill and a fault of its uplink may overlap (different resources); one fault per resource at a time.
     if ((busyUntil.get(res) ?? 0) > t) continue
