@@ -65,6 +65,28 @@ export async function readStream (url: string, stream: string, auth: { user?: st
   }
 }
 
+/**
+ * One account of several streams, e.g. TELEMETRY and EVENTS: the gateway sends its gap records in
+ * the priority lane, to EVENTS, and its readings to TELEMETRY.
+ */
+export function mergeAccounts (...accs: StreamAccount[]): StreamAccount {
+  const out: StreamAccount = { batches: 0, batchIds: new Map(), events: new Map(), gaps: [], ns: new Map(), times: new Map(), seqsOfN: new Map() }
+  const addCounts = <K>(into: Map<K, number>, from: Map<K, number>): void => { for (const [k, c] of from) into.set(k, (into.get(k) ?? 0) + c) }
+  for (const a of accs) {
+    out.batches += a.batches
+    addCounts(out.batchIds, a.batchIds)
+    for (const [key, m] of a.events) addCounts(inner(out.events, key, () => new Map()), m)
+    for (const [key, m] of a.times) addCounts(inner(out.times, key, () => new Map()), m)
+    for (const [key, ns] of a.ns) inner(out.ns, key, () => []).push(...ns)
+    for (const [key, m] of a.seqsOfN ?? []) {
+      const into = inner(out.seqsOfN!, key, () => new Map<number, number[]>())
+      for (const [n, seqs] of m) inner(into, n, () => []).push(...seqs)
+    }
+    out.gaps.push(...a.gaps)
+  }
+  return out
+}
+
 /** Creates the cloud's streams on a test server. */
 export async function provision (url: string, auth: { user?: string, pass?: string } = {}): Promise<void> {
   const nc = await connect({ servers: url, ...auth })

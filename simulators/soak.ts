@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { hashPassword } from '../cloud/http/password-hash.ts'
-import { consoleLogin, freePorts, natsServerMissing, readStream, startNatsCluster, startProxy, type NatsCluster, type Proxy } from '../devkit/index.ts'
+import { consoleLogin, freePorts, mergeAccounts, natsServerMissing, readStream, startNatsCluster, startProxy, type NatsCluster, type Proxy } from '../devkit/index.ts'
 import { openDb } from '../gateway/store/db.ts'
 import { STREAMS } from '../proto/index.ts'
 import { jetstreamManager } from '@nats-io/jetstream'
@@ -182,7 +182,8 @@ export async function runSoak (o: SoakOptions, log: (line: string) => void = con
     ticker = null
     say(`settled in ${((Date.now() - settleStart) / 1000).toFixed(0)} s; reading the stream`)
 
-    const acc = await readStream(cluster.liveUrls()[0], STREAMS.telemetry.name)
+    // Readings go to TELEMETRY, gap records (priority lane) to EVENTS.
+    const acc = mergeAccounts(await readStream(cluster.urls[0], STREAMS.telemetry.name), await readStream(cluster.urls[0], STREAMS.events.name))
     const records = gateways.map((g, i) => ({ gatewayId: g.gatewayId, devices: devices[i], badDeviceIds: ['bad-1'], mayShed: i === BUDGET_GATEWAY }))
     const { problems, streamProblems, cloudProblems, totals } = await soakAccounting(acc, records, (p) => api.get(p), { fromMs: t0, toMs: Date.now() })
     // Quarantine: every bad payload acknowledged is in a dead-letter table (read once the gateways stopped).
