@@ -112,8 +112,20 @@ export class ReplicaProc {
   get api (): string { return `http://127.0.0.1:${this.httpPort}` }
   get running (): boolean { return !gone(this.child) }
 
+  /** Starts that failed and were retried (a supervisor's restart): the cloud exits when NATS times out at its start. */
+  readonly failedStarts: string[] = []
+
   async start (): Promise<void> {
-    await retryAddrInUse(() => this.spawnOnce())
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await retryAddrInUse(() => this.spawnOnce())
+        break
+      } catch (err) {
+        if (attempt >= 5) throw err
+        this.failedStarts.push((err as Error).message.slice(0, 300))
+        await sleep(1000)
+      }
+    }
     this.lives++
   }
 

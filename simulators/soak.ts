@@ -205,6 +205,8 @@ export async function runSoak (o: SoakOptions, log: (line: string) => void = con
     log(`  shed (acknowledged, explained by gap records): ${totals.shed} in ${totals.gapRecords} gap records; stored without a PUBACK seen: ${totals.unackedStored}; redeliveries dropped by the cloud: ${totals.cloudDuplicates}`)
     log(`  bad payloads: sent ${runner.badSent}, acknowledged ${badAcked}, quarantined ${quarantined}; none may reach the stream or the views`)
     log(`  lives: ${gateways.map((g) => `${g.gatewayId} ${g.lives}`).join(', ')}; ${replicas.map((r) => `${r.name} ${r.lives}`).join(', ')}`)
+    const failedStarts = replicas.flatMap((r) => r.failedStarts.map((m) => `${r.name}: ${m}`))
+    if (failedStarts.length) log(`  replica starts that failed and were retried (as a supervisor would): ${failedStarts.length}; first: ${failedStarts[0]}`)
     ok = problems.length === 0
     log(`  stream: ${streamProblems.length === 0 ? 'exact: every acknowledged reading is in the stream exactly once, or shed with its gap record' : `${streamProblems.length} problems`}`)
     log(`  views: ${cloudProblems.length === 0 ? 'exact: every reading of the stream applied exactly once (accounting and 1-minute history of every device)' : `${cloudProblems.length} problems`}`)
