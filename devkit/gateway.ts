@@ -152,3 +152,17 @@ export async function scrapeMetric (httpPort: number, name: string, labels?: Rec
   }
   return sum
 }
+
+/** Each named metric of a gateway's /metrics summed over its label sets (0 when absent); null when the endpoint does not answer. */
+export async function scrapeMetrics<N extends string> (httpPort: number, names: readonly N[]): Promise<Map<N, number> | null> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`, { signal: AbortSignal.timeout(3000) })).text()
+    const sums = new Map<N, number>(names.map((n) => [n, 0]))
+    for (const line of text.split('\n')) {
+      for (const name of names) {
+        if (line.startsWith(name + ' ') || line.startsWith(name + '{')) sums.set(name, sums.get(name)! + Number(line.slice(line.lastIndexOf(' ') + 1)))
+      }
+    }
+    return sums
+  } catch { return null }
+}

@@ -13,6 +13,11 @@ export interface NatsClusterOptions {
   config?: string
   /** How long to wait for the JetStream meta group to elect a leader with every node current (ms). */
   readyTimeoutMs?: number
+  /**
+   * Keep the nodes from telling clients each other's URLs (`no_advertise`): a client then uses only
+   * the URLs it was given, e.g. proxies in front of every node, and never goes around them.
+   */
+  noAdvertise?: boolean
 }
 
 export interface NatsCluster {
@@ -42,13 +47,14 @@ export async function freePorts (n: number): Promise<number[]> {
 }
 
 /** The config of node `i`: its name, its route listener and routes to every node (its own is ignored). */
-export function clusterNodeConfig (i: number, routePorts: number[], extra = ''): string {
+export function clusterNodeConfig (i: number, routePorts: number[], extra = '', noAdvertise = false): string {
   return [
     `server_name: n${i + 1}`,
     'cluster {',
     '  name: iot-test',
     `  listen: 127.0.0.1:${routePorts[i]}`,
     `  routes: [${routePorts.map((p) => `nats-route://127.0.0.1:${p}`).join(', ')}]`,
+    ...(noAdvertise ? ['  no_advertise: true'] : []),
     '}',
     extra,
   ].join('\n')
@@ -62,7 +68,7 @@ export async function startNatsCluster (opts: NatsClusterOptions = {}): Promise<
     const ports = await freePorts(2 * size)
     const clientPorts = ports.slice(0, size)
     const routePorts = ports.slice(size)
-    const started = await Promise.allSettled(clientPorts.map((port, i) => startNats({ port, config: clusterNodeConfig(i, routePorts, opts.config) })))
+    const started = await Promise.allSettled(clientPorts.map((port, i) => startNats({ port, config: clusterNodeConfig(i, routePorts, opts.config, opts.noAdvertise) })))
     const nodes = started.filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<NatsServer>).value)
     const failed = started.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined
     if (failed) {

@@ -18,10 +18,12 @@ export interface StreamAccount {
   ns: Map<string, number[]>
   /** "gateway/device" -> event time (ms) -> times seen */
   times: Map<string, Map<number, number>>
+  /** "gateway/device" -> readings.n value -> the seq of each event that carried it (filled by readStream). */
+  seqsOfN?: Map<string, Map<number, number[]>>
 }
 
 const bump = (m: Map<number, number>, k: number): void => { m.set(k, (m.get(k) ?? 0) + 1) }
-function inner<V> (m: Map<string, V>, key: string, make: () => V): V {
+function inner<K, V> (m: Map<K, V>, key: K, make: () => V): V {
   let v = m.get(key)
   if (v === undefined) { v = make(); m.set(key, v) }
   return v
@@ -33,7 +35,7 @@ export async function readStream (url: string, stream: string, auth: { user?: st
   try {
     const jsm = await jetstreamManager(nc)
     const info = await jsm.streams.info(stream)
-    const acc: StreamAccount = { batches: 0, batchIds: new Map(), events: new Map(), gaps: [], ns: new Map(), times: new Map() }
+    const acc: StreamAccount = { batches: 0, batchIds: new Map(), events: new Map(), gaps: [], ns: new Map(), times: new Map(), seqsOfN: new Map() }
     for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
       let m
       try {
@@ -50,7 +52,10 @@ export async function readStream (url: string, stream: string, auth: { user?: st
         bump(inner(acc.events, key, () => new Map()), Number(ev.seq))
         bump(inner(acc.times, key, () => new Map()), Number(ev.eventTsMs))
         const n = (ev.readings ?? []).find((r) => r.name === 'n')?.value
-        if (n !== undefined && n !== null) inner(acc.ns, key, () => []).push(n)
+        if (n !== undefined && n !== null) {
+          inner(acc.ns, key, () => []).push(n)
+          inner(inner(acc.seqsOfN!, key, () => new Map<number, number[]>()), n, () => []).push(Number(ev.seq))
+        }
       }
       for (const g of batch.gaps) acc.gaps.push({ gatewayId: batch.gatewayId, deviceId: g.deviceId ?? '', fromSeq: Number(g.fromSeq), toSeq: Number(g.toSeq) })
     }
@@ -58,6 +63,28 @@ export async function readStream (url: string, stream: string, auth: { user?: st
   } finally {
     await nc.close()
   }
+}
+
+/**
+ * One account of several streams, e.g. TELEMETRY and EVENTS: the gateway sends its gap records in
+ * the priority lane, to EVENTS, and its readings to TELEMETRY.
+ */
+export function mergeAccounts (...accs: StreamAccount[]): StreamAccount {
+  const out: StreamAccount = { batches: 0, batchIds: new Map(), events: new Map(), gaps: [], ns: new Map(), times: new Map(), seqsOfN: new Map() }
+  const addCounts = <K>(into: Map<K, number>, from: Map<K, number>): void => { for (const [k, c] of from) into.set(k, (into.get(k) ?? 0) + c) }
+  for (const a of accs) {
+    out.batches += a.batches
+    addCounts(out.batchIds, a.batchIds)
+    for (const [key, m] of a.events) addCounts(inner(out.events, key, () => new Map()), m)
+    for (const [key, m] of a.times) addCounts(inner(out.times, key, () => new Map()), m)
+    for (const [key, ns] of a.ns) inner(out.ns, key, () => []).push(...ns)
+    for (const [key, m] of a.seqsOfN ?? []) {
+      const into = inner(out.seqsOfN!, key, () => new Map<number, number[]>())
+      for (const [n, seqs] of m) inner(into, n, () => []).push(...seqs)
+    }
+    out.gaps.push(...a.gaps)
+  }
+  return out
 }
 
 /** Creates the cloud's streams on a test server. */

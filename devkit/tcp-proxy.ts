@@ -1,5 +1,6 @@
 // A TCP fault-injection proxy for tests: sits on an ephemeral 127.0.0.1 port in front of a target
-// and can cut the link, add latency (in both directions or in one) and limit bandwidth.
+// and can cut the link, black-hole it (connections stay open, bytes go nowhere), add latency (in
+// both directions or in one) and limit bandwidth.
 import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net'
 
 export interface ProxyTarget { host: string, port: number }
@@ -12,7 +13,15 @@ export interface Proxy {
   readonly port: number
   /** Destroys every current connection and closes new ones at once until restore(). */
   cut: () => void
-  /** Lets connections through again. */
+  /**
+   * Black-holes the link: every connection, current or new, stays open but the bytes sent either way
+   * are dropped, as on a path that silently loses packets. Peers notice only by their own timeouts.
+   */
+  hold: () => void
+  /**
+   * Lets connections through again. Connections that lived through a hold are destroyed (their byte
+   * streams lost data, as TCP would have given up on them by now); the next ones pass.
+   */
   restore: () => void
   /** Delays every chunk by ms in the given direction(s), default both (applies to data arriving from now on). */
   setLatency: (ms: number, direction?: ProxyDirection) => void
@@ -22,7 +31,7 @@ export interface Proxy {
   close: () => Promise<void>
 }
 
-interface Link { latencyMs: number, bytesPerSec: number | null }
+interface Link { latencyMs: number, bytesPerSec: number | null, blackHole: boolean }
 
 // Bytes queued (delayed or throttled) per direction before the source is paused.
 const HIGH_WATER = 1024 * 1024
@@ -44,7 +53,7 @@ class Pipe {
 
   constructor (private readonly src: Socket, private readonly dst: Socket, private readonly link: Link) {
     src.on('data', (chunk: Buffer) => {
-      if (dst.destroyed) return
+      if (dst.destroyed || this.link.blackHole) return
       this.queue.push({ chunk, due: Date.now() + this.link.latencyMs })
       this.queued += chunk.length
       this.flush()
@@ -64,6 +73,14 @@ class Pipe {
     if (this.timer) clearTimeout(this.timer)
     this.timer = null
     this.queue.length = 0
+  }
+
+  /** Drops what is queued and keeps reading the source (into the black hole). */
+  discard (): void {
+    this.stop()
+    this.queued = 0
+    this.waitingDrain = false
+    if (!this.src.destroyed && this.src.isPaused()) this.src.resume()
   }
 
   private flush (): void {
@@ -105,9 +122,11 @@ class Pipe {
 
 /** Starts a proxy on an ephemeral 127.0.0.1 port forwarding to target. */
 export async function startProxy (target: ProxyTarget): Promise<Proxy> {
-  const up: Link = { latencyMs: 0, bytesPerSec: null }
-  const down: Link = { latencyMs: 0, bytesPerSec: null }
+  const up: Link = { latencyMs: 0, bytesPerSec: null, blackHole: false }
+  const down: Link = { latencyMs: 0, bytesPerSec: null, blackHole: false }
   const sockets = new Set<Socket>()
+  // Sockets that were open during a hold: restore() destroys them.
+  const held = new Set<Socket>()
   const pipes = new Set<Pipe>()
   let isCut = false
   let closed: Promise<void> | null = null
@@ -132,6 +151,7 @@ export async function startProxy (target: ProxyTarget): Promise<Proxy> {
       s.on('error', () => {})
       s.on('close', (hadError) => {
         sockets.delete(s)
+        held.delete(s)
         into.stop()
         pipes.delete(into)
         // A reset (or a failed upstream connect) is passed on at once; after a clean close the
@@ -141,6 +161,7 @@ export async function startProxy (target: ProxyTarget): Promise<Proxy> {
     }
     side(client, upstream, toClient)
     side(upstream, client, toUpstream)
+    if (up.blackHole) { held.add(client); held.add(upstream) }
   })
 
   await new Promise<void>((resolve, reject) => {
@@ -156,7 +177,22 @@ export async function startProxy (target: ProxyTarget): Promise<Proxy> {
       isCut = true
       destroyAll()
     },
-    restore: () => { isCut = false },
+    hold: () => {
+      up.blackHole = true
+      down.blackHole = true
+      // What is queued in the pipes is lost too.
+      for (const p of pipes) p.discard()
+      for (const s of sockets) held.add(s)
+    },
+    restore: () => {
+      isCut = false
+      if (up.blackHole) {
+        up.blackHole = false
+        down.blackHole = false
+        for (const s of held) s.destroy()
+        held.clear()
+      }
+    },
     setLatency: (ms: number, direction: ProxyDirection = 'both') => {
       if (!(ms >= 0)) throw new RangeError(`latency must be >= 0 ms, got ${ms}`)
       if (direction !== 'down') up.latencyMs = ms

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Cloud } from '../cloud/cloud.ts'
 import { parseCloudConfig } from '../cloud/config.ts'
-import { accountingProblems, consoleLogin, natsServerMissing, readStream, startNats, type NatsServer, spawnGateway, type ChildGateway, startProxy, type Proxy, withSession } from '../devkit/index.ts'
+import { accountingProblems, consoleLogin, scrapeMetrics, natsServerMissing, readStream, startNats, type NatsServer, spawnGateway, type ChildGateway, startProxy, type Proxy, withSession } from '../devkit/index.ts'
 import { STREAMS } from '../proto/index.ts'
 import { createLogger as createCloudLogger } from '../cloud/log.ts'
 import { openDb } from '../gateway/store/db.ts'
@@ -67,7 +67,7 @@ class GatewayChild {
   /** Reads the counters of this life (each summed over its label sets); false while the gateway is down. */
   async scrapeCounters (): Promise<boolean> {
     if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return false
-    const values = await scrapeAll(this.http, COUNTERS)
+    const values = await scrapeMetrics(this.http, COUNTERS)
     if (values === null) return false
     for (const n of COUNTERS) this.now.set(n, values.get(n) ?? 0)
     return true
@@ -78,7 +78,7 @@ class GatewayChild {
 
   /** Events still buffered in the outbox (committed or pending); null while down. */
   async backlog (): Promise<number | null> {
-    const v = await scrapeAll(this.http, ['gateway_outbox_events', 'gateway_outbox_pending'])
+    const v = await scrapeMetrics(this.http, ['gateway_outbox_events', 'gateway_outbox_pending'])
     return v === null ? null : v.get('gateway_outbox_events')! + v.get('gateway_outbox_pending')!
   }
 
@@ -110,21 +110,6 @@ async function identityProblems (natsUrl: string, devices: ScenarioDevice[]): Pr
     for (const t of acc.times.get(key)?.keys() ?? []) if (!ackedSet.has(t)) problems.push(`${key}: reading ts=${t} is in the stream but was never acknowledged`)
   }
   return { problems, streamEvents }
-}
-
-/** Each named metric summed over its label sets (0 when absent); null when the endpoint does not answer. */
-async function scrapeAll<N extends string> (port: number, names: readonly N[]): Promise<Map<N, number> | null> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(2000) })
-    const text = await res.text()
-    const sums = new Map<N, number>(names.map((n) => [n, 0]))
-    for (const line of text.split('\n')) {
-      for (const name of names) {
-        if (line.startsWith(name + ' ') || line.startsWith(name + '{')) sums.set(name, sums.get(name)! + Number(line.slice(line.lastIndexOf(' ') + 1)))
-      }
-    }
-    return sums
-  } catch { return null }
 }
 
 function percentile (sorted: number[], p: number): number {

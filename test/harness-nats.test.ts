@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { connect, type NatsConnection, type Status } from '@nats-io/transport-node'
 import { jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { startNats, startProxy, waitFor } from '../devkit/index.ts'
+import { startNats, startProxy, waitFor, type Proxy } from '../devkit/index.ts'
 
 const RECONNECT = { maxReconnectAttempts: -1, reconnectTimeWait: 100 }
 
@@ -19,6 +19,17 @@ async function echo (url: string, subject: string): Promise<NatsConnection> {
   nc.subscribe(subject, { callback: (_err, msg) => { msg.respond(msg.data) } })
   await nc.flush()
   return nc
+}
+
+/** A server, a proxy in front of it and an echo responder on `harness.echo` (connected directly). */
+async function echoBehindProxy (t: { after: (fn: () => unknown) => void }): Promise<{ proxy: Proxy, responder: NatsConnection }> {
+  const server = await startNats()
+  t.after(() => server.cleanup())
+  const proxy = await startProxy({ host: '127.0.0.1', port: server.port })
+  t.after(() => proxy.close())
+  const responder = await echo(server.url, 'harness.echo')
+  t.after(() => responder.close())
+  return { proxy, responder }
 }
 
 test('harness: nats-server starts with JetStream, restarts on the same port with its data', async (t) => {
@@ -51,12 +62,7 @@ test('harness: nats-server starts with JetStream, restarts on the same port with
 })
 
 test('harness: proxy forwards, cuts and restores a NATS connection', async (t) => {
-  const server = await startNats()
-  t.after(() => server.cleanup())
-  const proxy = await startProxy({ host: '127.0.0.1', port: server.port })
-  t.after(() => proxy.close())
-  const responder = await echo(server.url, 'harness.echo')
-  t.after(() => responder.close())
+  const { proxy, responder } = await echoBehindProxy(t)
 
   const nc = await connect({ servers: `nats://127.0.0.1:${proxy.port}`, ...RECONNECT })
   t.after(() => nc.close())
@@ -80,12 +86,7 @@ test('harness: proxy forwards, cuts and restores a NATS connection', async (t) =
 })
 
 test('harness: proxy adds latency', async (t) => {
-  const server = await startNats()
-  t.after(() => server.cleanup())
-  const proxy = await startProxy({ host: '127.0.0.1', port: server.port })
-  t.after(() => proxy.close())
-  const responder = await echo(server.url, 'harness.echo')
-  t.after(() => responder.close())
+  const { proxy } = await echoBehindProxy(t)
   const nc = await connect({ servers: `nats://127.0.0.1:${proxy.port}` })
   t.after(() => nc.close())
   await nc.request('harness.echo', 'warm', { timeout: 2000 })
@@ -97,4 +98,23 @@ test('harness: proxy adds latency', async (t) => {
   const rtt = performance.now() - start
   assert.equal(reply.string(), 'slow')
   assert.ok(rtt >= 100, `round trip ${rtt.toFixed(1)} ms through a 50 ms proxy`)
+})
+
+test('harness: proxy black-holes a link (connection kept, bytes dropped) and restore() resets the held connections', async (t) => {
+  const { proxy } = await echoBehindProxy(t)
+  // Pings far apart: the client must not notice the hold by itself within the test.
+  const nc = await connect({ servers: `nats://127.0.0.1:${proxy.port}`, ...RECONNECT, pingInterval: 60000 })
+  t.after(() => nc.close())
+  const status = watchStatus(nc)
+  assert.equal((await nc.request('harness.echo', 'one', { timeout: 2000 })).string(), 'one')
+
+  proxy.hold()
+  // No answer, and no disconnect either: the TCP connection stays open.
+  await assert.rejects(nc.request('harness.echo', 'lost', { timeout: 500 }))
+  assert.ok(!status.some((s) => s.type === 'disconnect'), 'a held link was closed')
+
+  proxy.restore()
+  await waitFor(() => status.some((s) => s.type === 'disconnect'), 'the held connection to be reset on restore')
+  await waitFor(() => status.some((s) => s.type === 'reconnect'), 'client to reconnect after restore')
+  assert.equal((await nc.request('harness.echo', 'two', { timeout: 2000 })).string(), 'two')
 })

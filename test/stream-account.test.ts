@@ -1,7 +1,7 @@
 // The identity accounting that every fault test ends with must catch what equal counts hide.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { accountingProblems, type StreamAccount } from '../devkit/index.ts'
+import { accountingProblems, mergeAccounts, type StreamAccount } from '../devkit/index.ts'
 
 /** A stream account of gateway gw, device d: the given seqs, each carrying n = seq * 10. */
 function account (seqs: number[], gaps: Array<{ fromSeq: number, toSeq: number }> = []): StreamAccount {
@@ -39,4 +39,14 @@ test('accounting: a batch stored twice is a problem', () => {
   const acc = account([1])
   acc.batchIds.set('b1', 2)
   assert.ok(accountingProblems(acc, 'gw', acked(10)).some((p) => /batch b1 stored 2 times/.test(p)))
+})
+
+test('accounting: gap records read from another stream (EVENTS) explain the seqs missing from TELEMETRY once merged', () => {
+  const telemetry = account([1, 2, 5])
+  const events: StreamAccount = { ...account([], [{ fromSeq: 3, toSeq: 4 }]), batchIds: new Map([['b2', 1]]) }
+  assert.ok(accountingProblems(telemetry, 'gw', acked(10, 20, 50)).some((p) => /seq 3 missing/.test(p)))
+  const merged = mergeAccounts(telemetry, events)
+  assert.deepEqual(accountingProblems(merged, 'gw', acked(10, 20, 50)), [])
+  // A batch id stored in both streams is still one stored twice.
+  assert.ok(accountingProblems(mergeAccounts(telemetry, account([])), 'gw', acked(10, 20, 50)).some((p) => /batch b1 stored 2 times/.test(p)))
 })
