@@ -23,7 +23,7 @@ import { cpuMeter, otherCpuPct } from './proc-cpu.ts'
 import type { BenchOptions, BenchReport } from './bench-types.ts'
 
 /** DESIGN.md "Targets": backlog drain edge -> cloud, and online freshness p99. */
-const TARGET_DRAIN_PER_SEC = 200_000
+const TARGET_DRAIN_PER_SEC = 250_000
 const DRAIN_GATEWAY = 'bench-drain'
 const POLL_MS = 50
 // collectDefaultMetrics under the gateway's prefix gateway_process_.
