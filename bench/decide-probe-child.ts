@@ -6,12 +6,12 @@
 // triggers of a window; every latency itself is measured on the probe's one clock.
 import { fork, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { DecisionProbe, type ProbeCounts, type ProbeOptions, type ProbeWindow } from './decide-probe.ts'
+import { DecisionProbe, mergeCounts, mergeWindows, type ProbeCounts, type ProbeOptions, type ProbeWindow } from './decide-probe.ts'
 
 const SELF = fileURLToPath(import.meta.url)
 
 type Request =
-  | { cmd: 'start', opts: ProbeOptions }
+  | { cmd: 'start', opts: ProbeOptions[] }
   | { cmd: 'stop', settleMs: number }
   | { cmd: 'window', fromEpochMs: number, toEpochMs: number }
 type Reply = { ok: true, value: unknown } | { ok: false, error: string }
@@ -28,8 +28,8 @@ export class ProbeChild {
     child.on('exit', (code) => { const p = this.pending; this.pending = null; p?.({ ok: false, error: `probe process exited (code ${code})` }) })
   }
 
-  /** Forks the probe and starts triggering; resolves once both MQTT clients are connected. */
-  static async start (opts: ProbeOptions): Promise<ProbeChild> {
+  /** Forks the probe and starts triggering, one sensor/actuator pair per options; resolves once every MQTT client is connected. */
+  static async start (opts: ProbeOptions[]): Promise<ProbeChild> {
     const child = fork(SELF, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
     const probe = new ProbeChild(child)
     try {
@@ -67,15 +67,15 @@ export class ProbeChild {
 }
 
 function serve (): void {
-  let probe: DecisionProbe | null = null
+  let probes: DecisionProbe[] = []
   process.once('disconnect', () => process.exit(1))
   process.on('message', (msg) => {
     const req = msg as Request
     const run = async (): Promise<unknown> => {
       switch (req.cmd) {
-        case 'start': probe = await DecisionProbe.start(req.opts); return null
-        case 'stop': return await probe!.stop(req.settleMs)
-        case 'window': return probe!.window(req.fromEpochMs - performance.timeOrigin, req.toEpochMs - performance.timeOrigin)
+        case 'start': probes = await Promise.all(req.opts.map(async (o) => await DecisionProbe.start(o))); return null
+        case 'stop': return mergeCounts(await Promise.all(probes.map(async (p) => await p.stop(req.settleMs))))
+        case 'window': return mergeWindows(probes.map((p) => p.window(req.fromEpochMs - performance.timeOrigin, req.toEpochMs - performance.timeOrigin)))
       }
     }
     run().then((value) => process.send!({ ok: true, value }), (err: Error) => process.send!({ ok: false, error: err.message }))

@@ -15,6 +15,8 @@ export interface ProbeOptions {
   actuatorId: string
   /** Pace of the triggers: one every intervalMs, alternating high and low. */
   intervalMs: number
+  /** Delay of the first slot after the connect (to spread many sensors over the interval); default 0. */
+  offsetMs?: number
   /** The reading the rule compares with its threshold; high fires (command "on"), low clears (command "off"). */
   reading: string
   high: number
@@ -28,8 +30,15 @@ export interface LatencyUs { count: number, p50: number, p99: number, p999: numb
 export interface ProbeWindow {
   /** Triggers published inside the window. */
   triggers: number
-  /** Sensor publish -> actuator receives the command, per trigger that got one (µs). */
+  /**
+   * Sensor publish -> actuator receives the command (µs), per trigger that got one; and per slot
+   * skipped before it, its due time -> that command (a trigger that could not go out on time waits
+   * from its due time, so a stall is counted in full rather than omitted). The publish is never held
+   * back by an earlier trigger (open loop): a skipped slot is a stall of the probe's own process.
+   */
   decisionUs: number[]
+  /** Slots inside the window that got no trigger of their own (each is in decisionUs as waiting). */
+  skippedSlots: number
   /** Sensor publish -> its PUBACK (the trigger committed to the outbox), per trigger (µs). */
   pubackUs: number[]
   /** Triggers whose command arrived before their own PUBACK: the decision did not wait for the commit. */
@@ -62,7 +71,8 @@ export interface ProbeCounts {
   errors: string[]
 }
 
-interface Trigger { t0: number, expect: 'on' | 'off', pubackAt: number, cmdAt: number }
+/** skippedDues: due times of the slots skipped just before it, whose wait ends with its command. */
+interface Trigger { t0: number, skippedDues: number[], expect: 'on' | 'off', pubackAt: number, cmdAt: number }
 
 async function connect (port: number, clientId: string, clean: boolean): Promise<MqttClient> {
   const client = mqtt.connect(`mqtt://127.0.0.1:${port}`, { clientId, clean, reconnectPeriod: 0, connectTimeout: 10000, protocolVersion: 4 })
@@ -86,6 +96,7 @@ export class DecisionProbe {
   private timer: NodeJS.Timeout | null = null
   private slot = 0
   private startedAt = 0
+  private skippedDues: number[] = []
   private readonly counts = { commands: 0, matched: 0, mismatched: 0, extra: 0, duplicateIds: 0, skippedSlots: 0, disconnects: 0 }
   private readonly errors: string[] = []
   private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 })
@@ -105,7 +116,7 @@ export class DecisionProbe {
     }
     await actuator.subscribeAsync(commandTopic(opts.actuatorId), { qos: 1 })
     probe.loopDelay.enable()
-    probe.startedAt = performance.now()
+    probe.startedAt = performance.now() + (opts.offsetMs ?? 0)
     probe.schedule()
     return probe
   }
@@ -115,13 +126,15 @@ export class DecisionProbe {
   }
 
   // Fixed pace from the start: slot k is due at start + k * interval. A late timer sends one trigger
-  // and skips the slots it missed, so a stall of this process never turns into a burst.
+  // and skips the slots it missed, so a stall of this process never turns into a burst; the skipped
+  // slots ride on the next trigger, and their wait counts from their own due times.
   private schedule (): void {
     if (this.stopped) return
     const due = this.startedAt + this.slot * this.opts.intervalMs
     this.timer = setTimeout(() => {
       this.fire()
       const behind = Math.floor((performance.now() - this.startedAt) / this.opts.intervalMs)
+      for (let k = this.slot + 1; k < behind; k++) this.skippedDues.push(this.startedAt + k * this.opts.intervalMs)
       if (behind > this.slot + 1) this.counts.skippedSlots += behind - this.slot - 1
       this.slot = Math.max(this.slot + 1, behind)
       this.schedule()
@@ -131,7 +144,8 @@ export class DecisionProbe {
   private fire (): void {
     const high = this.triggers.length % 2 === 0 // the rule starts cleared: the first trigger fires it
     const body = `{"ts":${Date.now()},"${this.opts.reading}":${high ? this.opts.high : this.opts.low}}`
-    const trig: Trigger = { t0: performance.now(), expect: high ? 'on' : 'off', pubackAt: 0, cmdAt: 0 }
+    const trig: Trigger = { t0: performance.now(), skippedDues: this.skippedDues, expect: high ? 'on' : 'off', pubackAt: 0, cmdAt: 0 }
+    this.skippedDues = []
     this.triggers.push(trig)
     this.sensor.publish(telemetryTopic(this.opts.sensorId), body, { qos: 1 }, (err) => {
       if (err) this.error(`trigger publish: ${err.message}`)
@@ -180,17 +194,43 @@ export class DecisionProbe {
 
   /** The triggers published in [from, to) (performance.now() of this process). */
   window (from: number, to: number): ProbeWindow {
-    const w: ProbeWindow = { triggers: 0, decisionUs: [], pubackUs: [], commandBeforePuback: 0, commandMinusPubackUs: [] }
+    const w: ProbeWindow = { triggers: 0, decisionUs: [], skippedSlots: 0, pubackUs: [], commandBeforePuback: 0, commandMinusPubackUs: [] }
     const us = (ms: number): number => Math.max(1, Math.round(ms * 1000))
     for (const t of this.triggers) {
       if (t.t0 < from || t.t0 >= to) continue
       w.triggers++
-      if (t.cmdAt > 0) w.decisionUs.push(us(t.cmdAt - t.t0))
+      w.skippedSlots += t.skippedDues.length
+      if (t.cmdAt > 0) for (const from of [t.t0, ...t.skippedDues]) w.decisionUs.push(us(t.cmdAt - from))
       if (t.pubackAt > 0) w.pubackUs.push(us(t.pubackAt - t.t0))
       if (t.cmdAt > 0 && (t.pubackAt === 0 || t.cmdAt < t.pubackAt)) w.commandBeforePuback++
       if (t.cmdAt > 0 && t.pubackAt > 0) w.commandMinusPubackUs.push(Math.round((t.cmdAt - t.pubackAt) * 1000))
     }
     return w
+  }
+}
+
+/** The windows of several probes (one per sensor) as one. */
+export function mergeWindows (ws: ProbeWindow[]): ProbeWindow {
+  const out: ProbeWindow = { triggers: 0, decisionUs: [], skippedSlots: 0, pubackUs: [], commandBeforePuback: 0, commandMinusPubackUs: [] }
+  for (const w of ws) {
+    out.triggers += w.triggers
+    out.skippedSlots += w.skippedSlots
+    out.commandBeforePuback += w.commandBeforePuback
+    for (const v of w.decisionUs) out.decisionUs.push(v)
+    for (const v of w.pubackUs) out.pubackUs.push(v)
+    for (const v of w.commandMinusPubackUs) out.commandMinusPubackUs.push(v)
+  }
+  return out
+}
+
+/** The counts of several probes as one (sums; the loop delay is one process's, so the first). */
+export function mergeCounts (cs: ProbeCounts[]): ProbeCounts {
+  const sum = (k: 'triggers' | 'commands' | 'matched' | 'mismatched' | 'extra' | 'duplicateIds' | 'missing' | 'unacked' | 'skippedSlots' | 'disconnects'): number => cs.reduce((s, c) => s + c[k], 0)
+  return {
+    triggers: sum('triggers'), commands: sum('commands'), matched: sum('matched'), mismatched: sum('mismatched'), extra: sum('extra'),
+    duplicateIds: sum('duplicateIds'), missing: sum('missing'), unacked: sum('unacked'), skippedSlots: sum('skippedSlots'), disconnects: sum('disconnects'),
+    probeLoopDelayMs: cs[0]?.probeLoopDelayMs ?? { p99: 0, max: 0 },
+    errors: cs.flatMap((c) => c.errors).slice(0, 20),
   }
 }
 

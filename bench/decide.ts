@@ -7,14 +7,20 @@
 //   load       5k events/s of QoS 1 telemetry from 10 other devices (paced-load.ts), uplink live
 //   drain      the same while a backlog (1M events; quick: 200k) drains to JetStream
 //   load-normal  like load with outbox.durability=normal (no fsync per commit): does the disk matter?
+//   fleet-1hz, fleet-10hz  100 sensors (each with its own actuator) triggering at 1 or 10 Hz each,
+//              device-like rates, over the same 5k events/s background, instead of the 100 Hz probe
+// A skipped trigger slot counts as a decision waiting from its due time (decide-probe.ts).
 // Beside the outside figure: the gateway's own gateway_decision_seconds, its event-loop delay
-// (prom-client's default metrics), its commit durations and GC, all as deltas over the same window.
+// (prom-client's default metrics), its commit durations and GC, all as deltas over the same window,
+// and its GC pauses traced in its process (gc-trace.ts).
 import { copyFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { connect } from '@nats-io/transport-node'
 import { provisionStreams } from '../cloud/provision.ts'
 import { startNats, type NatsServer, spawnGateway, tempDir, type ChildGateway, waitFor } from '../devkit/index.ts'
 import { killOnExit, stopGateway } from './children.ts'
+import { gcStats, gcTraceWrapper } from './gc-trace.ts'
+import type { ProbeOptions } from './decide-probe.ts'
 import type { ProbeCounts } from './decide-probe.ts'
 import { ProbeChild } from './decide-probe-child.ts'
 import { report, type DecideSettings, type Mark, type Poll, type ScenarioKey, type ScenarioRun } from './decide-report.ts'
@@ -30,14 +36,19 @@ const ACTUATOR = 'act-x'
 /** The backlog counts as drained once the outbox holds fewer events than this (live telemetry waiting for its batch stays far below). */
 const DRAINED_BELOW = 2000
 
-export interface Scenario { key: ScenarioKey, background: boolean, backlog: boolean, durability: 'full' | 'normal' }
+export interface Scenario { key: ScenarioKey, background: boolean, backlog: boolean, durability: 'full' | 'normal', fleet: boolean }
 
 const SCENARIOS: Scenario[] = [
-  { key: 'idle', background: false, backlog: false, durability: 'full' },
-  { key: 'load', background: true, backlog: false, durability: 'full' },
-  { key: 'drain', background: true, backlog: true, durability: 'full' },
-  { key: 'load-normal', background: true, backlog: false, durability: 'normal' },
+  { key: 'idle', background: false, backlog: false, durability: 'full', fleet: false },
+  { key: 'load', background: true, backlog: false, durability: 'full', fleet: false },
+  { key: 'drain', background: true, backlog: true, durability: 'full', fleet: false },
+  { key: 'load-normal', background: true, backlog: false, durability: 'normal', fleet: false },
+  { key: 'fleet-1hz', background: true, backlog: false, durability: 'full', fleet: true },
+  { key: 'fleet-10hz', background: true, backlog: false, durability: 'full', fleet: true },
 ]
+const FLEET_SENSORS = 100
+/** The fleet's sensors; each one's actuator is <sensor>-act (the rule's {device}-act). */
+const FLEET = Array.from({ length: FLEET_SENSORS }, (_, i) => `fleet-s${String(i).padStart(3, '0')}`)
 
 const RULES = `version: bench-decide-1
 rules:
@@ -48,6 +59,13 @@ rules:
       - command: { device: ${ACTUATOR}, name: "on", args: { on: true } }
     else:
       - command: { device: ${ACTUATOR}, name: "off", args: { on: false } }
+  - id: trip-fleet
+    devices: [${FLEET.join(', ')}]
+    when: { reading: v, above: 50 }
+    then:
+      - command: { device: "{device}-act", name: "on", args: { on: true } }
+    else:
+      - command: { device: "{device}-act", name: "off", args: { on: false } }
 `
 
 function settingsFor (quick: boolean): DecideSettings {
@@ -58,11 +76,14 @@ function settingsFor (quick: boolean): DecideSettings {
     triggerQos: 1,
     commandQos: 1,
     warmupMs: quick ? 500 : 3000,
-    durationMs: quick ? 2000 : 20000,
+    // Full: 30 s gives 3,000 decisions at 100 Hz and at 100 x 1 Hz (at least 2,000 per scenario).
+    durationMs: quick ? 2000 : 30000,
     backlogEvents: quick ? 200_000 : 1_000_000,
     backlogDevices: 100,
     /** Drain runs (each a fresh copy of the backlog, nats-server and gateway), merged: one drain is only a few seconds of triggers. */
-    drainRuns: quick ? 1 : 3,
+    drainRuns: quick ? 1 : 10,
+    minDecisions: quick ? 0 : 2000,
+    fleet: { sensors: FLEET_SENSORS, intervalMs: { 'fleet-1hz': 1000, 'fleet-10hz': 100 } },
     /** Longest a drain run measures (the background load runs this long). */
     drainCapMs: quick ? 3000 : 12000,
     drainedBelowEvents: DRAINED_BELOW,
@@ -86,10 +107,14 @@ export async function decide (opts: BenchOptions): Promise<BenchReport> {
         process.stderr.write(`decide: filling an outbox with ${settings.backlogEvents.toLocaleString('en-US')} events...\n`)
         fill = await fillOutbox(fillDir.dir, { events: settings.backlogEvents, devices: settings.backlogDevices, burst: 50_000 })
       }
+      // A drain lasts only a few seconds: runs repeat until their windows hold enough decisions.
       const repeats = scenario.backlog ? settings.drainRuns : 1
-      for (let run = 1; run <= repeats; run++) {
-        process.stderr.write(`decide: ${scenario.key}${repeats > 1 ? ` (run ${run}/${repeats})` : ''}, outbox.durability=${scenario.durability}...\n`)
-        runs.push(await runScenario(settings, scenario, run, scenario.backlog ? join(fillDir.dir, 'gateway.db') : null))
+      let decisions = 0
+      for (let run = 1; run <= repeats && (run === 1 || decisions < settings.minDecisions); run++) {
+        process.stderr.write(`decide: ${scenario.key}${repeats > 1 ? ` (run ${run}, ${decisions} decisions so far)` : ''}, outbox.durability=${scenario.durability}...\n`)
+        const r = await runScenario(settings, scenario, run, scenario.backlog ? join(fillDir.dir, 'gateway.db') : null)
+        decisions += r.window.decisionUs.length
+        runs.push(r)
       }
     }
   } finally {
@@ -185,12 +210,13 @@ async function runScenario (settings: DecideSettings, scenario: Scenario, run: n
       await nats.stop()
       copyFileSync(backlogDb, join(data.dir, 'gateway.db'))
     }
-    const gw = await spawnGateway(data.dir, [...settings.gatewaySets, `rules.file=${rulesFile}`, `uplink.servers=${nats.url}`, `outbox.durability=${scenario.durability}`])
+    const trace = gcTraceWrapper(data.dir)
+    const gw = await spawnGateway(data.dir, [...settings.gatewaySets, `rules.file=${rulesFile}`, `uplink.servers=${nats.url}`, `outbox.durability=${scenario.durability}`], { wrapper: trace.wrapper })
     const forget = killOnExit(gw.child.pid)
     try {
       const http = gw.ports.http!
       if (!backlogDb) await waitFor(async () => (await poll(http)).linkUp, 'gateway uplink to connect', 15000, 50)
-      const probe = await ProbeChild.start({ port: gw.ports.mqtt, sensorId: SENSOR, actuatorId: ACTUATOR, intervalMs: settings.triggerIntervalMs, reading: 'v', high: 100, low: 0 })
+      const probe = await ProbeChild.start(probeOptions(settings, scenario, gw.ports.mqtt))
       const poller = new Poller(http, settings.pollMs)
       let measured: Measured
       let load: PacedLoadResult | null = null
@@ -240,6 +266,7 @@ async function runScenario (settings: DecideSettings, scenario: Scenario, run: n
         counts: probeCounts,
         final: { decisions: final.values.get('gateway_decisions_total') ?? 0, commands: statusCounts(final.series) },
         load,
+        gcTrace: gcStats(trace.file, performance.timeOrigin + measured.start.t, performance.timeOrigin + measured.end.t),
         gatewayStderr: gw.stderr().trim().slice(-2000),
       }
     } finally {
@@ -250,6 +277,14 @@ async function runScenario (settings: DecideSettings, scenario: Scenario, run: n
     await nats.cleanup()
     data.cleanup()
   }
+}
+
+/** The 100 Hz probe (one sensor), or the fleet: one pair per sensor at the scenario's rate, their first slots spread over the interval. */
+function probeOptions (settings: DecideSettings, scenario: Scenario, port: number): ProbeOptions[] {
+  const base = { port, reading: 'v', high: 100, low: 0 }
+  if (!scenario.fleet) return [{ ...base, sensorId: SENSOR, actuatorId: ACTUATOR, intervalMs: settings.triggerIntervalMs }]
+  const intervalMs = settings.fleet.intervalMs[scenario.key]
+  return FLEET.map((sensorId, i) => ({ ...base, sensorId, actuatorId: `${sensorId}-act`, intervalMs, offsetMs: i * intervalMs / FLEET.length }))
 }
 
 function statusCounts (series: Map<string, number>): Record<string, number> {

@@ -3,7 +3,8 @@
 // live uplink to a fresh nats-server; the time until its outbox is empty gives events/s, for two
 // batch sizes. The peer, in the same run: the same JetStream client publishing one event per message
 // (DESIGN: ~30k msg/s). Afterwards the stream is read back and every event counted exactly once.
-// Freshness: see freshness.ts.
+// Live beside the drain (drain-live.ts): freshness of live events with no backlog and while the same
+// backlog drains, and full-speed ingest while draining against ingest with no backlog, same run.
 import { spawnSync } from 'node:child_process'
 import { copyFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -13,6 +14,7 @@ import { provisionStreams } from '../cloud/provision.ts'
 import { STREAMS, subjects, v1 } from '../proto/index.ts'
 import { startNats, spawnGateway, tempDir } from '../devkit/index.ts'
 import { killOnExit, stopGateway } from './children.ts'
+import { freshnessPart, ingestPart, runIngestBesideDrain, type IngestBesideDrain, type LivePart } from './drain-live.ts'
 import { runFreshness, type FreshnessResult } from './freshness.ts'
 import { runJsPublish, type JsPublishResult } from './js-publish-peer.ts'
 import { bucketQuantile, scrapeAll, type Scrape } from './metrics-scrape.ts'
@@ -21,8 +23,7 @@ import { cpuMeter, otherCpuPct } from './proc-cpu.ts'
 import type { BenchOptions, BenchReport } from './bench-types.ts'
 
 /** DESIGN.md "Targets": backlog drain edge -> cloud, and online freshness p99. */
-const TARGET_DRAIN_PER_SEC = 200_000
-const TARGET_FRESHNESS_P99_MS = 500
+const TARGET_DRAIN_PER_SEC = 250_000
 const DRAIN_GATEWAY = 'bench-drain'
 const POLL_MS = 50
 // collectDefaultMetrics under the gateway's prefix gateway_process_.
@@ -82,11 +83,21 @@ function settingsFor (quick: boolean) {
       maxInflightPerPublisher: 500,
       qos: 1,
       gatewaySets: ['mqtt.allowAnonymous=true'],
+      // While draining: the measured interval starts this soon after the gateway is up (the drain starts with it) and ends when the backlog is gone.
+      whileDraining: { warmupMs: 200, durationMs: quick ? 20_000 : 60_000 },
     },
+    // Full-speed ingest (the ingest benchmark's load client) with no backlog and while the backlog drains, each on a fresh gateway and nats-server.
+    ingestBesideDrain: {
+      publishers: 8, window: 100, warmupMs: 200, durationMs: quick ? 700 : 2000, drainTimeoutMs: 5000, clientIdPrefix: 'drain-ingest',
+      gatewaySets: [`gatewayId=${DRAIN_GATEWAY}`, 'mqtt.allowAnonymous=true', 'mqtt.ratePerDevice=1000000', 'mqtt.burstPerDevice=1000000'],
+    },
+    drainedBelowEvents: 2000,
   }
 }
 
 type DrainSettings = ReturnType<typeof settingsFor>
+
+interface Live { freshIdle: FreshnessResult, freshDraining: FreshnessResult, ingestIdle: IngestBesideDrain, ingestDraining: IngestBesideDrain }
 
 /** Runs the drain and freshness benchmark and returns its settings, results, ratios and table. */
 export async function drain (opts: BenchOptions): Promise<BenchReport> {
@@ -97,20 +108,28 @@ export async function drain (opts: BenchOptions): Promise<BenchReport> {
   const fillDir = tempDir('bench-drain-fill-')
   const runs: DrainRun[] = []
   let fill: FillResult
+  const { gatewaySets, qos: _qos, whileDraining, ...load } = settings.freshness
+  const { gatewaySets: ingestSets, ...ingestLoad } = settings.ingestBesideDrain
+  let live: Live
   try {
     process.stderr.write(`drain: filling an outbox with ${settings.backlogEvents.toLocaleString('en-US')} events...\n`)
     fill = await fillOutbox(fillDir.dir, { events: settings.backlogEvents, devices: settings.devices, burst: settings.fillBurst })
+    const dbFile = join(fillDir.dir, 'gateway.db')
     for (const config of settings.drainConfigs) {
       process.stderr.write(`drain: batchMaxEvents=${config.batchMaxEvents}, maxInFlight=${config.maxInFlight}...\n`)
-      runs.push(await runDrain(join(fillDir.dir, 'gateway.db'), fill, config, settings.drainTimeoutMs))
+      runs.push(await runDrain(dbFile, fill, config, settings.drainTimeoutMs))
     }
+    process.stderr.write(`drain: online freshness at ${settings.freshness.ratePerSec} events/s, no backlog, then while the backlog drains...\n`)
+    const freshIdle = await runFreshness({ ...load, clientIdPrefix: 'fresh' }, gatewaySets)
+    const freshDraining = await runFreshness({ ...load, ...whileDraining, clientIdPrefix: 'fresh' }, gatewaySets, { dbFile, drainedBelow: settings.drainedBelowEvents })
+    process.stderr.write('drain: full-speed ingest, no backlog, then while the backlog drains...\n')
+    const ingestIdle = await runIngestBesideDrain(null, ingestLoad, ingestSets)
+    const ingestDraining = await runIngestBesideDrain(dbFile, ingestLoad, ingestSets)
+    live = { freshIdle, freshDraining, ingestIdle, ingestDraining }
   } finally {
     fillDir.cleanup()
   }
-  process.stderr.write(`drain: online freshness at ${settings.freshness.ratePerSec} events/s...\n`)
-  const { gatewaySets, qos: _qos, ...load } = settings.freshness
-  const freshness = await runFreshness({ ...load, clientIdPrefix: 'fresh' }, gatewaySets)
-  return report(settings, fill, peer, runs, freshness)
+  return report(settings, fill, peer, runs, live)
 }
 
 async function runPeer (opts: { window: number, warmupMs: number, durationMs: number }): Promise<JsPublishResult> {
@@ -247,7 +266,7 @@ const mb = (v: number | null): string => v === null ? '?' : `${int(v / 1e6)} MB`
 const CPU_COLUMNS = ['gateway', 'nats', 'client', 'other']
 const pcts = (cpu: Record<string, number | null>): string => CPU_COLUMNS.map((k) => cpu[k] === undefined ? '-' : fix(cpu[k], 0)).join(' / ')
 
-function report (settings: DrainSettings, fill: FillResult, peer: JsPublishResult, runs: DrainRun[], fresh: FreshnessResult): BenchReport {
+function report (settings: DrainSettings, fill: FillResult, peer: JsPublishResult, runs: DrainRun[], live: Live): BenchReport {
   const rows: string[][] = []
   const notes: string[] = []
   const failures: string[] = []
@@ -288,40 +307,22 @@ function report (settings: DrainSettings, fill: FillResult, peer: JsPublishResul
     if (run.gatewayStderr !== '') notes.push(`${label}: gateway log: ${run.gatewayStderr}`)
   }
 
-  const f = fresh
-  const meets = (p99: number): string => p99 <= TARGET_FRESHNESS_P99_MS ? `p99 <= ${TARGET_FRESHNESS_P99_MS} ms: met` : `p99 <= ${TARGET_FRESHNESS_P99_MS} ms: MISSED`
-  const load = `${f.load.ratePerSec}/s over ${f.load.publishers} devices, QoS 1`
-  const freshCpu = { gateway: f.cpuPct.gateway, nats: f.cpuPct.nats, client: f.load.clientCpuPct, other: otherCpuPct({ ...f.cpuPct, client: f.load.clientCpuPct }, ['gateway', 'nats', 'bench', 'client']) }
-  skewed('freshness', freshCpu)
-  const cpu = pcts(freshCpu)
-  const rate = `${int(f.load.ackedPerSec)} ev/s`
-  rows.push(['freshness: ingest -> core subscriber', load, rate, fix(f.coreSubscriber.p50), fix(f.coreSubscriber.p99), fix(f.coreSubscriber.p999), meets(f.coreSubscriber.p99), cpu])
-  if (f.orderedConsumer) rows.push(['freshness: ingest -> ordered JS consumer', load, rate, fix(f.orderedConsumer.p50), fix(f.orderedConsumer.p99), fix(f.orderedConsumer.p999), meets(f.orderedConsumer.p99), cpu])
-  else notes.push(`freshness: ordered JetStream consumer unavailable: ${f.orderedConsumerError}`)
-  rows.push(['freshness: device publish -> core subscriber', load, rate, fix(f.publishToSubscriber.p50), fix(f.publishToSubscriber.p99), fix(f.publishToSubscriber.p999), meets(f.publishToSubscriber.p99), cpu])
-  rows.push(['freshness: gateway metric (newest of batch)', `${int(f.gatewayMetric.batches)} live batches`, '-', fix(f.gatewayMetric.p50), fix(f.gatewayMetric.p99), '-', f.gatewayMetric.p99 === null ? '-' : meets(f.gatewayMetric.p99), cpu])
-  rows.push(['PUBACK (durable ingest) at that load', load, rate, fix(f.load.pubackMs.p50, 2), fix(f.load.pubackMs.p99, 2), fix(f.load.pubackMs.p999, 2), '-', cpu])
-  ratios.push({ what: `freshness p99 (ingest -> core subscriber) ÷ target ${TARGET_FRESHNESS_P99_MS} ms`, ratio: f.coreSubscriber.p99 / TARGET_FRESHNESS_P99_MS, meetsTarget: f.coreSubscriber.p99 <= TARGET_FRESHNESS_P99_MS })
-  if (f.orderedConsumer) ratios.push({ what: `freshness p99 (ingest -> ordered consumer) ÷ target ${TARGET_FRESHNESS_P99_MS} ms`, ratio: f.orderedConsumer.p99 / TARGET_FRESHNESS_P99_MS, meetsTarget: f.orderedConsumer.p99 <= TARGET_FRESHNESS_P99_MS })
-  if (f.gatewayMetric.p99 !== null) ratios.push({ what: 'freshness p99: gateway metric ÷ measured at the core subscriber', ratio: f.gatewayMetric.p99 / f.coreSubscriber.p99 })
-  if (f.received < f.load.totalAcked) failures.push(`freshness: only ${f.received} events reached the subscriber for ${f.load.totalAcked} PUBACKs`)
-  if (f.duplicates > 0) failures.push(`freshness: ${f.duplicates} events seen twice by the subscriber`)
-  if (f.load.disconnects > 0) failures.push(`freshness: ${f.load.disconnects} device connection(s) dropped`)
-  if (f.load.errors.length > 0) failures.push(`freshness: client errors: ${f.load.errors.join('; ')}`)
-  if (f.load.skipped > 0) notes.push(`freshness: ${f.load.skipped} publishes skipped (device window of ${settings.freshness.maxInflightPerPublisher} full): the offered rate was not met`)
-  notes.push(`freshness: ${int(f.received)} events reached the subscriber for ${int(f.load.totalAcked)} PUBACKs; ${int(f.coreSubscriber.events)} ingested inside the measured ${fix(f.load.measuredMs / 1000, 1)} s`)
-  if (f.gatewayStderr !== '') notes.push(`freshness: gateway log: ${f.gatewayStderr}`)
+  const part: LivePart = { rows, notes, failures, ratios }
+  freshnessPart('no backlog', live.freshIdle, settings.freshness.maxInflightPerPublisher, part)
+  freshnessPart(`while draining ${int(fill.events)} events`, live.freshDraining, settings.freshness.maxInflightPerPublisher, part)
+  ingestPart(live.ingestIdle, live.ingestDraining, fill.events, settings.drainedBelowEvents, part)
 
   notes.unshift(
     `backlog: ${int(fill.events)} events over ${fill.devices} devices, ${fix(fill.meanEventBytes, 1)} B each as stored (3 readings, event and ingest ts), filled in-process at ${int(fill.eventsPerSec)} ev/s; each drain gets a copy of it, a fresh nats-server and a gateway child.`,
     'drain ev/s = events acked between the first metrics poll after the child is ready and the gateway\'s last-ack timestamp; p50/p99 of drain rows = batch publish -> JetStream ack (gateway histogram, bucket-derived).',
     'peer = the same @nats-io/jetstream client publishing one event per message with a window of acks outstanding, in its own process (DESIGN: ~30k msg/s); its p50/p99 = publish -> ack.',
-    'freshness latencies are per event, whole ms on both clocks (1 ms resolution); the gateway metric covers only the newest event of each live batch.',
+    'freshness latencies are per event, whole ms on both clocks (1 ms resolution); the gateway metric covers only the newest event of each live batch. "while draining": the gateway starts on a copy of the backlog with its uplink live, the live load starts at once, and only live events ingested before the backlog is gone (/readyz: outbox under ' + settings.drainedBelowEvents + ' events) are measured; backlog events are not counted.',
+    'ingest while draining: the ingest benchmark\'s load client at full speed against a gateway starting on the backlog, against the same load on the same configuration with no backlog; a note says whether the drain lasted through the measured interval.',
     'cpu = % of one core over the measured interval: gateway child / nats-server / load client (peer: the JetStream client) / everything else on the machine except the bench process (which polls and subscribes).',
   )
   return {
     settings,
-    results: [{ fill }, { peer }, ...runs.map((r) => ({ drain: r })), { freshness: fresh }],
+    results: [{ fill }, { peer }, ...runs.map((r) => ({ drain: r })), { freshness: live.freshIdle }, { freshnessWhileDraining: live.freshDraining }, { ingestIdle: live.ingestIdle }, { ingestWhileDraining: live.ingestDraining }],
     ratios,
     table: { columns: ['measurement', 'settings', 'rate', 'p50 ms', 'p99 ms', 'p99.9 ms', 'vs peer / target', 'cpu % gw/nats/client/other'], rows },
     notes,

@@ -6,12 +6,17 @@
 //   delivered the way a cloud consumer gets them);
 // - the gateway's own histogram gateway_uplink_freshness_seconds (newest event of each live batch,
 //   ingest -> JetStream ack), bucket-derived quantiles over the measured interval.
+// With a backlog (an outbox left by an outage, copied in before the gateway starts), the drain
+// starts with the gateway and the measured interval ends when the backlog is gone (/readyz polls):
+// the freshness of live events while the backlog drains beside them (promise 7).
 import { latencyHistogram } from './child-kit.ts'
 import { DeliverPolicy, jetstream, type ConsumerMessages } from '@nats-io/jetstream'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
 import type { Histogram } from 'hdr-histogram-js'
 import { provisionStreams } from '../cloud/provision.ts'
 import { subjects, v1 } from '../proto/index.ts'
+import { copyFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { startNats, spawnGateway, tempDir, waitFor } from '../devkit/index.ts'
 import { killOnExit, stopGateway } from './children.ts'
 import { bucketDelta, bucketQuantile, scrapeAll, type Scrape } from './metrics-scrape.ts'
@@ -38,11 +43,16 @@ export interface FreshnessResult {
   received: number
   duplicates: number
   cpuPct: Record<string, number | null>
+  /** With a backlog: ms from the measured interval's start until the outbox held fewer than drainedBelow events (null: not within it, the interval ran to its end). */
+  drainedAfterMs: number | null
   gatewayStderr: string
 }
 
+/** A backlog to drain beside the live load: the outbox file to start from, and when it counts as drained. */
+export interface FreshnessBacklog { dbFile: string, drainedBelow: number }
+
 /** Runs the online freshness measurement on its own nats-server and gateway child. */
-export async function runFreshness (load: Omit<PacedLoadOptions, 'port'>, gatewaySets: string[]): Promise<FreshnessResult> {
+export async function runFreshness (load: Omit<PacedLoadOptions, 'port'>, gatewaySets: string[], backlog: FreshnessBacklog | null = null): Promise<FreshnessResult> {
   const server = await startNats()
   const data = tempDir('bench-fresh-')
   let nc: NatsConnection | null = null
@@ -50,11 +60,12 @@ export async function runFreshness (load: Omit<PacedLoadOptions, 'port'>, gatewa
   try {
     nc = await connect({ servers: server.url })
     await provisionStreams(nc)
+    if (backlog) copyFileSync(backlog.dbFile, join(data.dir, 'gateway.db'))
     const gw = await spawnGateway(data.dir, [`gatewayId=${FRESHNESS_GATEWAY}`, `uplink.servers=${server.url}`, ...gatewaySets])
     const forget = killOnExit(gw.child.pid)
     try {
       const http = gw.ports.http!
-      await waitFor(async () => (await scrapeAll(http)).values.get('gateway_uplink_up') === 1, 'gateway uplink to connect', 15000, 50)
+      await waitFor(async () => (await scrapeAll(http)).values.get('gateway_uplink_up') === 1, 'gateway uplink to connect', 15000, backlog ? 10 : 50)
       const subject = subjects.telemetry(FRESHNESS_GATEWAY)
       // Events ingested inside the load's measured interval (wall clock ms), set by its phase callbacks.
       let measured = { from: Infinity, to: Infinity }
@@ -64,6 +75,7 @@ export async function runFreshness (load: Omit<PacedLoadOptions, 'port'>, gatewa
       const ordered = hist()
       const seen = new Map<string, Set<number>>()
       let received = 0
+      const loadDevice = `${load.clientIdPrefix}-`
       let duplicates = 0
       let orderedSeen = 0
       nc.subscribe(subject, {
@@ -72,6 +84,7 @@ export async function runFreshness (load: Omit<PacedLoadOptions, 'port'>, gatewa
           const now = Date.now()
           for (const ev of v1.ReplicationBatch.decode(msg.data).events) {
             const device = ev.deviceId ?? ''
+            if (!device.startsWith(loadDevice)) continue // the backlog's devices
             const seqs = seen.get(device) ?? new Set<number>()
             seen.set(device, seqs)
             if (seqs.has(Number(ev.seq))) duplicates++
@@ -94,6 +107,7 @@ export async function runFreshness (load: Omit<PacedLoadOptions, 'port'>, gatewa
           for await (const m of messages) {
             const now = Date.now()
             for (const ev of v1.ReplicationBatch.decode(m.data).events) {
+              if (!(ev.deviceId ?? '').startsWith(loadDevice)) continue
               orderedSeen++
               const ingest = Number(ev.ingestTsMs)
               if (inWindow(ingest)) record(ordered, now - ingest)
@@ -107,17 +121,26 @@ export async function runFreshness (load: Omit<PacedLoadOptions, 'port'>, gatewa
 
       // Set by the load's phase callbacks: the gateway's metrics and CPU at both ends of the interval.
       const marks: { before?: Promise<Scrape>, after?: Promise<Scrape>, meter?: ReturnType<typeof cpuMeter>, cpuPct: Record<string, number | null> } = { cpuPct: {} }
+      let drainedAt: number | null = null
+      let polling = true
+      const drainedNow = async (): Promise<boolean> => !polling || ((await (await fetch(`http://127.0.0.1:${http}/readyz`)).json()) as { outboxEvents: number }).outboxEvents < backlog!.drainedBelow
       const result = await runPacedLoad({ ...load, port: gw.ports.mqtt }, (phase, wallMs) => {
         if (phase === 'measure') {
           measured = { from: wallMs, to: Infinity }
           marks.before = scrapeAll(http)
           marks.meter = cpuMeter({ gateway: gw.child.pid, nats: server.pid, bench: process.pid })
+          if (backlog) {
+            // The interval ends with the backlog: events ingested after it are fresh with no drain beside them.
+            void waitFor(drainedNow, 'the backlog to drain', 600000, 50)
+              .then(() => { if (polling) { drainedAt = Date.now(); measured = { from: measured.from, to: Math.min(measured.to, drainedAt) } } }, () => {})
+          }
         } else {
-          measured = { from: measured.from, to: wallMs }
+          measured = { from: measured.from, to: Math.min(measured.to, wallMs) }
           marks.after = scrapeAll(http)
           marks.cpuPct = marks.meter?.stop() ?? {}
         }
       })
+      polling = false
       // Whatever the devices got a PUBACK for must reach the stream; give the tail time to arrive.
       await waitFor(() => received >= result.totalAcked && (consumer === null || orderedSeen >= result.totalAcked), 'the last events to reach the cloud', 10000, 20).catch(() => {})
       const delta = marks.before && marks.after ? bucketDelta(await marks.before, await marks.after, FRESHNESS_METRIC) : []
@@ -132,6 +155,7 @@ export async function runFreshness (load: Omit<PacedLoadOptions, 'port'>, gatewa
         received,
         duplicates,
         cpuPct: marks.cpuPct,
+        drainedAfterMs: drainedAt === null || drainedAt > measured.to ? null : (drainedAt as number) - measured.from,
         gatewayStderr: gw.stderr().trim().slice(-2000),
       }
     } finally {

@@ -26,13 +26,16 @@ export interface LoadOptions {
   protocolVersion?: 4 | 5
   /** The broker's PID, to report its CPU use over the measured interval (Linux /proc only). */
   targetPid?: number
+  /** Client (= device) ids of the first publishers, e.g. the devices a rule set names; the rest are <clientIdPrefix>-<i>. */
+  deviceIds?: string[]
 }
 
 export interface LoadResult {
   publishers: number
   window: number
-  /** Actual length of the measured interval. */
+  /** Actual length of the measured interval, and when it began (epoch ms, to match other processes' records). */
   measuredMs: number
+  measuredFromEpochMs: number
   /** PUBACKs received inside the measured interval, and per second. */
   measuredAcks: number
   eventsPerSec: number
@@ -74,7 +77,8 @@ function payload (n: number): string {
 
 
 async function generate (opts: LoadOptions): Promise<LoadResult> {
-  const clients = await Promise.all(Array.from({ length: opts.publishers }, async (_, i) => await connectMqtt(opts.port, `${opts.clientIdPrefix}-${i}`, opts.protocolVersion ?? 4)))
+  const ids = Array.from({ length: opts.publishers }, (_, i) => opts.deviceIds?.[i] ?? `${opts.clientIdPrefix}-${i}`)
+  const clients = await Promise.all(ids.map(async (id) => await connectMqtt(opts.port, id, opts.protocolVersion ?? 4)))
   const hist = latencyHistogram()
   const errors: string[] = []
   let phase: 'warmup' | 'measure' | 'drain' = 'warmup'
@@ -107,7 +111,7 @@ async function generate (opts: LoadOptions): Promise<LoadResult> {
   }
 
   clients.forEach((client, i) => {
-    const topic = telemetryTopic(`${opts.clientIdPrefix}-${i}`)
+    const topic = telemetryTopic(ids[i])
     client.on('close', () => { if (!ending) disconnects++ })
     client.on('error', (err) => { if (errors.length < 20) errors.push(`${client.options.clientId}: ${err.message}`) })
     for (let k = 0; k < opts.window; k++) publishOne(client, topic)
@@ -116,6 +120,7 @@ async function generate (opts: LoadOptions): Promise<LoadResult> {
   await sleep(opts.warmupMs)
   phase = 'measure'
   const t0 = performance.now()
+  const measuredFromEpochMs = Date.now()
   const cpu0 = process.cpuUsage()
   const targetCpu0 = procCpuMs(opts.targetPid)
   const machine0 = machineBusyMs()
@@ -139,6 +144,7 @@ async function generate (opts: LoadOptions): Promise<LoadResult> {
     publishers: opts.publishers,
     window: opts.window,
     measuredMs,
+    measuredFromEpochMs,
     measuredAcks,
     eventsPerSec: measuredAcks / (measuredMs / 1000),
     latencyMs: {
