@@ -38,7 +38,6 @@ test('uplink: acks held back while the link stays up: stalled (counted, in /read
   await waitFor(async () => (await readyz()).uplink.stalled, 'the stall in /readyz')
   const r = await readyz()
   assert.ok(r.uplink.stalls >= 1)
-  assert.match(r.uplink.lastError, /stalled/)
   assert.equal(await scrapeMetric(gw.ports.http!, 'gateway_uplink_stalled'), 1)
   // It keeps trying: each new connection is held the same way, so it is declared again or fails to connect.
   await waitFor(async () => await scrapeMetric(gw.ports.http!, 'gateway_uplink_stalls_total') >= 1 && gw.gateway.link.state !== 'up', 'a reconnect after the stall')
