@@ -94,7 +94,7 @@ interface GatewaySide {
   commit: { commits: number, perSec: number, meanGroupEvents: number, p50Ms: number | null, p99Ms: number | null, totalMs: number }
   /** fsyncs of the WAL (durability=full), on the thread pool: what a trigger's PUBACK waits for beyond its commit. */
   walSync: { syncs: number, p50Ms: number | null, p99Ms: number | null }
-  /** Replication batches acknowledged per second: each costs the loop two more transactions (recordInflight before, ackBatch after). */
+  /** Replication batches acknowledged per second: each costs the main loop two more transactions (the in-flight ledger's record before, ack after). */
   uplinkBatchesPerSec: number
   gc: { count: number, totalMs: number, over1ms: number }
   cpuPct: Record<string, number | null>

@@ -63,7 +63,7 @@ export class Cloud extends Lifecycle {
     await provisionStreams(this.nc, { replicas: c.replicas, duplicateWindowMs: c.duplicateWindowMs, maxAgeMs: c.streamMaxAgeMs })
     await provisionViews(this.nc, { replicas: c.replicas, bucket: c.viewsBucket })
     const store = this.store = await KvViewStore.open(this.nc, c.viewsBucket)
-    this.views = new FleetViews(store, { offlineTimeoutMs: c.offlineTimeoutMs })
+    this.views = new FleetViews(store, { offlineTimeoutMs: c.offlineTimeoutMs, drainStuckMs: c.drainStuckMs })
     if (c.aggregator.enabled) {
       const { enabled: _, ...aopts } = c.aggregator
       this.aggregator = new Aggregator(this.nc, this.store, this.metrics, this.log.child({ component: 'aggregator' }), aopts)

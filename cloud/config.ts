@@ -33,6 +33,8 @@ export const cloudConfigSchema = z.object({
   viewsBucket: z.string().regex(/^[A-Za-z0-9_-]+$/).default('VIEWS'),
   /** A gateway with no heartbeat for this long is shown offline (gateways beat every 5 s by default). */
   offlineTimeoutMs: z.number().int().positive().default(15_000),
+  /** An online gateway whose backlog has not gone lower for this long, while its link is up, is flagged "not draining". */
+  drainStuckMs: z.number().int().positive().default(120_000),
   aggregator: z.object({
     /** Set false to run an API-only replica. */
     enabled: z.boolean().default(true),

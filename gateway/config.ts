@@ -86,6 +86,13 @@ export const configSchema = z.object({
     /** Dead-letter rows kept (oldest dropped first) and bytes of payload copied into each. */
     deadLetterRows: z.number().int().positive().default(10000),
     deadLetterPayloadBytes: z.number().int().min(0).default(256),
+    /**
+     * Dead letters reported to the cloud (a control event in the priority lane, with the payload's
+     * first deadLetterPayloadBytes), per second, in bursts of 10 s of the rate; beyond it a flood of
+     * bad input is only counted (the heartbeat carries the counts by reason), so that it never
+     * crowds decisions out of the priority lane. 0 = none reported.
+     */
+    deadLetterReportsPerSec: z.number().min(0).default(5),
   }).strict().prefault({}),
   uplink: z.object({
     /** NATS servers of the cloud; empty = no uplink (events stay buffered in the outbox). */

@@ -12,14 +12,10 @@ import { createMetrics, type GatewayMetrics } from './metrics.ts'
 import { OpsServer } from './http-server.ts'
 import { Outbox } from './store/outbox.ts'
 import { Checkpointer } from './store/checkpointer.ts'
-import { Heartbeat } from './uplink/heartbeat.ts'
-import { Replicator } from './uplink/replicator.ts'
-import { UplinkLink } from './uplink/link.ts'
+import { Uplink } from './uplink/uplink.ts'
 import { RateMeter } from './rate-meter.ts'
 import { CommandTracker } from './rules/command-tracker.ts'
 import { Control } from './rules/control.ts'
-import { CloudChannel } from './uplink/cloud-channel.ts'
-import { StallWatchdog } from './uplink/stall-watchdog.ts'
 import type { IncomingControl } from './store/outbox-types.ts'
 import type { FsyncFn } from './store/wal-sync.ts'
 import { Lifecycle } from '../lib/lifecycle.ts'
@@ -36,13 +32,11 @@ export class Gateway extends Lifecycle {
   registry!: DeviceRegistry
   ingest!: Ingest
   broker!: Broker
-  link!: UplinkLink
+  /** The link to the cloud, in a thread of its own (uplink/uplink-thread.ts); this is its mirror. */
+  uplink!: Uplink
   commands!: CommandTracker
   control!: Control
-  private cloudChannel: CloudChannel | null = null
-  private watchdog: StallWatchdog | null = null
-  replicator!: Replicator
-  private heartbeat: Heartbeat | null = null
+  private statusTimer: NodeJS.Timeout | null = null
   private readonly startedTs = Date.now()
   private ops: OpsServer | null = null
   /** How far start() has got; closing and closed are the lifecycle's (lib/lifecycle.ts). */
@@ -77,9 +71,11 @@ export class Gateway extends Lifecycle {
     this.checkpointer = new Checkpointer(this.db, { file: this.db.name, intervalMs: cfg.outbox.checkpointIntervalMs, maxWalBytes: cfg.outbox.maxWalBytes, durability: cfg.outbox.durability }, this.log.child({ component: 'checkpointer' }), this.metrics)
     this.checkpointer.start()
     this.outbox.onCommit(() => this.checkpointer.afterCommit())
-    this.link = new UplinkLink(cfg.uplink, cfg.gatewayId, this.log.child({ component: 'uplink' }), this.metrics)
-    this.replicator = new Replicator(this.outbox.reader, this.link, cfg.uplink, cfg.gatewayId, this.log.child({ component: 'replicator' }), this.metrics)
-    this.replicator.start()
+    // What the cloud sends goes to the rules and the command tracker, made below.
+    this.uplink = new Uplink(cfg, this.outbox, {
+      loadRules: (text) => this.control.load(text, 'cloud'),
+      command: (cmd) => { this.commands.fromCloud(cmd) },
+    }, this.log.child({ component: 'uplink' }), this.metrics)
     this.registry = new DeviceRegistry(this.db)
     // The control path, in dependency order: commands, rules, ingest, broker. The tracker publishes
     // through the broker made after it, by a callback that runs only once commands are sent.
@@ -94,23 +90,23 @@ export class Gateway extends Lifecycle {
     const brokerPorts = await this.broker.start()
     let http: number | null = null
     if (cfg.http.port !== null) {
-      this.ops = new OpsServer(this.metrics.registry, { ready: () => this.readiness() })
+      this.ops = new OpsServer(async () => {
+        const [own, uplink] = await Promise.all([this.metrics.registry.metrics(), this.uplink.metricsText()])
+        return uplink === '' || own.endsWith('\n') ? own + uplink : `${own}\n${uplink}`
+      }, this.metrics.registry.contentType, { ready: () => this.readiness() })
       http = await this.ops.start(cfg.http.host, cfg.http.port)
     }
     this.ports = { ...brokerPorts, http }
-    // The uplink starts last and in the background: ingest never waits for the cloud.
-    this.link.start()
-    const ingestRate = new RateMeter(() => this.outbox.stats().events + this.outbox.stats().shedEvents + this.replicator.ackedEvents)
-    const uplinkRate = new RateMeter(() => this.replicator.ackedEvents)
-    this.heartbeat = new Heartbeat(this.link, cfg.gatewayId, cfg.uplink.heartbeatMs, () => this.status(ingestRate.rate(), uplinkRate.rate()), this.log.child({ component: 'heartbeat' }))
-    this.heartbeat.start()
-    this.cloudChannel = new CloudChannel(this.link, cfg.gatewayId, {
-      loadRules: (text) => this.control.load(text, 'cloud'),
-      command: (cmd) => { this.commands.fromCloud(cmd) },
-    }, { verifyMs: cfg.uplink.channelVerifyMs, retryMinMs: cfg.uplink.reconnectMinMs, retryMaxMs: cfg.uplink.reconnectMaxMs }, this.log.child({ component: 'cloud-channel' }), this.metrics)
-    this.cloudChannel.start()
-    this.watchdog = new StallWatchdog(cfg.uplink, this.link, () => ({ lastAckTs: this.replicator.lastAckTs, waiting: this.outbox.stats().events > 0 }), this.log.child({ component: 'uplink' }), this.metrics)
-    this.watchdog.start()
+    // The uplink starts last, in its own thread: ingest never waits for the cloud.
+    this.outbox.onCommit(() => this.uplink.outboxChanged())
+    this.uplink.start()
+    const ingestRate = new RateMeter(() => this.outbox.stats().events + this.outbox.stats().shedEvents + this.uplink.ackedEvents)
+    const uplinkRate = new RateMeter(() => this.uplink.ackedEvents)
+    // The thread sends heartbeats with the latest status it was given.
+    const pushStatus = (): void => this.uplink.status(this.status(ingestRate.rate(), uplinkRate.rate()))
+    pushStatus()
+    this.statusTimer = setInterval(pushStatus, Math.max(100, Math.floor(cfg.uplink.heartbeatMs / 2)))
+    this.statusTimer.unref()
     this.phase = 'running'
     const stats = this.outbox.stats()
     this.log.info({ ports: this.ports, outboxEvents: stats.events, outboxBytes: stats.bytes, durability: cfg.outbox.durability, durationMs: Math.round(performance.now() - t0) }, 'gateway started')
@@ -130,7 +126,7 @@ export class Gateway extends Lifecycle {
       gatewayId: this.config.gatewayId,
       tsMs: Date.now(),
       version: VERSION,
-      linkState: this.link.state,
+      linkState: this.uplink.state,
       backlogEvents: s.events,
       backlogBytes: s.bytes,
       oldestUnsentAgeMs: oldest === null ? 0 : Math.max(0, Date.now() - oldest),
@@ -140,13 +136,14 @@ export class Gateway extends Lifecycle {
       shedEventsTotal: s.shedEvents,
       rejectedTotal: this.metrics.totals.rejected,
       quarantinedTotal: this.metrics.totals.quarantined,
+      quarantinedByReason: this.metrics.totals.quarantinedByReason,
       startedTsMs: this.startedTs,
-      lastAckTsMs: this.replicator.lastAckTs,
-      lastError: this.link.lastError,
-      cloudChannelState: this.cloudChannel?.state ?? 'detached',
-      cloudChannelError: this.cloudChannel?.lastError ?? '',
-      uplinkStalled: this.watchdog?.stalled ?? false,
-      uplinkStallsTotal: this.watchdog?.stalls ?? 0,
+      lastAckTsMs: this.uplink.lastAckTs,
+      lastError: this.uplink.lastError,
+      cloudChannelState: this.uplink.channel.state,
+      cloudChannelError: this.uplink.channel.lastError,
+      uplinkStalled: this.uplink.stalled,
+      uplinkStallsTotal: this.uplink.stalls,
       ruleSetVersion: this.control.version,
       decisionP99Ms: this.control.decisionP99(),
     }
@@ -154,22 +151,20 @@ export class Gateway extends Lifecycle {
 
   private readiness (): { ready: boolean, detail: Record<string, unknown> } {
     const s = this.outbox.stats()
-    return { ready: this.phase === 'running' && !this.isClosing, detail: { state: this.state(), outboxEvents: s.events, outboxBytes: s.bytes, pending: s.pending, uplink: { link: this.link.state, lastError: this.link.lastError, stalled: this.watchdog?.stalled ?? false, stalls: this.watchdog?.stalls ?? 0, ...this.replicator.stats() }, cloudChannel: { state: this.cloudChannel?.state ?? 'detached', lastError: this.cloudChannel?.lastError ?? '' } } }
+    return { ready: this.phase === 'running' && !this.isClosing, detail: { state: this.state(), outboxEvents: s.events, outboxBytes: s.bytes, pending: s.pending, uplink: { link: this.uplink.state, lastError: this.uplink.lastError, stalled: this.uplink.stalled, stalls: this.uplink.stalls, ...this.uplink.stats() }, cloudChannel: this.uplink.channel } }
   }
 
   private state (): string { return this.isClosing ? this.lifecycleState : this.phase }
 
   /** Graceful: stop accepting, commit what is queued, close the database; parts close in reverse order of start. */
   protected async onClose (): Promise<void> {
+    if (this.statusTimer) clearInterval(this.statusTimer)
     await this.broker?.close()
     await this.control?.close()
     await this.commands?.close()
-    await this.cloudChannel?.close()
-    await this.watchdog?.close()
     await this.outbox?.close()
-    await this.heartbeat?.close()
-    await this.replicator?.close()
-    await this.link?.close()
+    // After the outbox's last commit: the thread may still send it, and records its acks here.
+    await this.uplink?.close()
     await this.ops?.close()
     await this.checkpointer?.close()
     this.db?.close()
@@ -178,7 +173,8 @@ export class Gateway extends Lifecycle {
 
   /** Immediate: refuse what is queued (nothing unacknowledged is lost: devices resend) and close. */
   protected onDestroy (err?: Error): void {
-    for (const part of [this.control, this.commands, this.cloudChannel, this.watchdog, this.outbox, this.heartbeat, this.replicator, this.link, this.broker, this.ops, this.checkpointer]) part?.destroy(err)
+    if (this.statusTimer) clearInterval(this.statusTimer)
+    for (const part of [this.control, this.commands, this.outbox, this.uplink, this.broker, this.ops, this.checkpointer]) part?.destroy(err)
     if (this.db?.open) this.db.close()
   }
 }

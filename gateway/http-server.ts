@@ -1,7 +1,6 @@
 // The gateway's operations endpoint: Prometheus metrics, liveness and readiness.
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { Registry } from 'prom-client'
 import { Lifecycle } from '../lib/lifecycle.ts'
 
 export interface HealthSource {
@@ -13,7 +12,8 @@ export interface HealthSource {
 export class OpsServer extends Lifecycle {
   private server: Server | null = null
 
-  constructor (private readonly registry: Registry, private readonly health: HealthSource) {
+  /** metrics: the Prometheus text of every registry (the gateway's and its uplink thread's). */
+  constructor (private readonly metrics: () => Promise<string>, private readonly contentType: string, private readonly health: HealthSource) {
     super()
   }
 
@@ -21,8 +21,8 @@ export class OpsServer extends Lifecycle {
     const server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0]
       if (path === '/metrics') {
-        this.registry.metrics().then((text) => {
-          res.writeHead(200, { 'content-type': this.registry.contentType }).end(text)
+        this.metrics().then((text) => {
+          res.writeHead(200, { 'content-type': this.contentType }).end(text)
         }, (err: Error) => res.writeHead(500).end(err.message))
       } else if (path === '/healthz') {
         res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}')

@@ -9,13 +9,21 @@ export function createMetrics (opts: { defaultMetrics?: boolean, oldestAgeSecond
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'gateway_process_' })
   const r = [registry]
   // Plain running totals for the heartbeat (prom-client reads are async; the heartbeat is not).
-  const totals = { rejected: 0, quarantined: 0 }
+  const totals = { rejected: 0, quarantined: 0, quarantinedByReason: {} as Record<string, number> }
   const rejected = new Counter({ name: 'gateway_rejected_total', help: 'Input refused or quarantined, by reason', labelNames: ['reason'], registers: r })
   const quarantined = new Counter({ name: 'gateway_dead_letters_total', help: 'Payloads quarantined in the dead-letter table, by reason', labelNames: ['reason'], registers: r })
   return {
     totals,
     rejected: { inc: (labels: { reason: string }, n = 1) => { totals.rejected += n; rejected.inc(labels, n) }, get: () => rejected.get() },
-    quarantined: { inc: (labels: { reason: string }, n = 1) => { totals.quarantined += n; quarantined.inc(labels, n) }, get: () => quarantined.get() },
+    quarantined: {
+      inc: (labels: { reason: string }, n = 1) => {
+        totals.quarantined += n
+        totals.quarantinedByReason[labels.reason] = (totals.quarantinedByReason[labels.reason] ?? 0) + n
+        quarantined.inc(labels, n)
+      },
+      get: () => quarantined.get(),
+    },
+    deadLetterReports: new Counter({ name: 'gateway_dead_letter_reports_total', help: 'Quarantined payloads reported to the cloud in the priority lane (sent), or only counted here (suppressed: over outbox.deadLetterReportsPerSec)', labelNames: ['result'], registers: r }),
     registry,
     ingested: new Counter({ name: 'gateway_ingest_events_total', help: 'Events committed to the outbox', registers: r }),
     resendsDropped: new Counter({ name: 'gateway_resends_dropped_total', help: 'Device resends of readings already committed (same device ts and payload): acknowledged, not stored again', registers: r }),
@@ -34,20 +42,7 @@ export function createMetrics (opts: { defaultMetrics?: boolean, oldestAgeSecond
     outboxBudgetBytes: new Gauge({ name: 'gateway_outbox_budget_bytes', help: 'The outbox disk budget', registers: r }),
     outboxOldestAge: new Gauge({ name: 'gateway_outbox_oldest_age_seconds', help: 'Age of the oldest buffered event (0 when empty)', registers: r, collect () { this.set(opts.oldestAgeSeconds?.() ?? 0) } }),
     outboxPending: new Gauge({ name: 'gateway_outbox_pending', help: 'Items waiting in memory for the next commit', registers: r }),
-    uplinkUp: new Gauge({ name: 'gateway_uplink_up', help: '1 while the uplink to the cloud is connected', registers: r }),
-    uplinkStalled: new Gauge({ name: 'gateway_uplink_stalled', help: '1 while the uplink is stalled: connected, something to replicate, no ack for uplink.stallAfterTimeouts x publishTimeoutMs', registers: r }),
-    uplinkStalls: new Counter({ name: 'gateway_uplink_stalls_total', help: 'Uplink stalls detected (each followed by a reconnect)', registers: r }),
-    uplinkConnects: new Counter({ name: 'gateway_uplink_connects_total', help: 'Uplink connections and reconnections', registers: r }),
-    uplinkErrors: new Counter({ name: 'gateway_uplink_errors_total', help: 'Uplink problems by kind (auth, permission, no_stream, timeout, connection, disconnect; corrupt, internal: replication stopped)', labelNames: ['kind'], registers: r }),
-    uplinkInFlight: new Gauge({ name: 'gateway_uplink_batches_in_flight', help: 'Replication batches awaiting a JetStream ack', registers: r }),
-    uplinkPublishSeconds: new Histogram({ name: 'gateway_uplink_publish_seconds', help: 'Batch publish to JetStream ack', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5], registers: r }),
-    uplinkAcked: new Counter({ name: 'gateway_uplink_acked_events_total', help: 'Events acknowledged by JetStream, by lane', labelNames: ['lane'], registers: r }),
-    uplinkBatches: new Counter({ name: 'gateway_uplink_batches_total', help: 'Batches acknowledged by JetStream (duplicate=true: JetStream had it already)', labelNames: ['duplicate'], registers: r }),
-    uplinkFreshnessSeconds: new Histogram({ name: 'gateway_uplink_freshness_seconds', help: 'Ingest of the newest event of a live batch to its JetStream ack', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10], registers: r }),
-    uplinkLastAck: new Gauge({ name: 'gateway_uplink_last_ack_timestamp_seconds', help: 'Time of the last successful JetStream ack', registers: r }),
     decisionSeconds: new Histogram({ name: 'gateway_decision_seconds', help: 'Publish received to decision taken and its command handed to the broker', buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.05], registers: r }),
-    cloudChannelAttached: new Gauge({ name: 'gateway_cloud_channel_attached', help: '1 while the cloud-to-edge channel (rules watch, commands consumer) is attached', registers: r }),
-    cloudChannelAttaches: new Counter({ name: 'gateway_cloud_channel_attaches_total', help: 'Attempts to attach the cloud-to-edge channel, by result (ok, failed) and cause (link_up, retry, lost)', labelNames: ['result', 'cause'], registers: r }),
     decisions: new Counter({ name: 'gateway_decisions_total', help: 'Rule decisions by kind (fired, cleared)', labelNames: ['kind'], registers: r }),
     commands: new Counter({ name: 'gateway_commands_total', help: 'Command outcomes (sent, delivered, acknowledged, rejected, timed_out, expired)', labelNames: ['status'], registers: r }),
     commandsPending: new Gauge({ name: 'gateway_commands_pending', help: 'Commands awaiting an acknowledgement', registers: r }),
@@ -55,5 +50,7 @@ export function createMetrics (opts: { defaultMetrics?: boolean, oldestAgeSecond
     rulesInfo: new Gauge({ name: 'gateway_rules_info', help: 'The running rule set (value 1)', labelNames: ['version', 'source'], registers: r }),
     connections: new Gauge({ name: 'gateway_connections', help: 'Connected MQTT clients', registers: r }),
     connectionsTotal: new Counter({ name: 'gateway_connections_total', help: 'MQTT connections accepted (CONNACK ok)', registers: r }),
+    uplinkThreadUp: new Gauge({ name: 'gateway_uplink_thread_up', help: '1 while the uplink thread runs (the gateway_uplink_* and gateway_cloud_channel_* metrics are its own)', registers: r }),
+    uplinkThreadRestarts: new Counter({ name: 'gateway_uplink_thread_restarts_total', help: 'Uplink threads that failed or exited unasked and were started again', registers: r }),
   }
 }

@@ -261,7 +261,7 @@ test('cloud end to end: gateway + devices -> aggregator -> API, received == ackn
   }
   await waitFor(() => [...acked.values()].every((s) => s.size > 300), 'devices to publish', 30000)
   for (const l of loads) l.stop()
-  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.replicator.stats().inFlight === 0, 'the gateway to drain', 30000)
+  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.uplink.stats().inFlight === 0, 'the gateway to drain', 30000)
   for (const [id, set] of acked) {
     const dev = await waitFor(async () => {
       const d = await getJson(`${api}/api/devices/gw-e2e/${id}`).catch(() => null)
@@ -307,7 +307,7 @@ test('cloud end to end: events shed at the gateway (outbox over budget) show up 
   const shed = gw.gateway.outbox.stats().shedEvents
   assert.ok(shed > 0, 'nothing was shed')
   proxy.restore()
-  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.replicator.stats().inFlight === 0, 'the gateway to drain', 30000)
+  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.uplink.stats().inFlight === 0, 'the gateway to drain', 30000)
   const acct = await waitFor(async () => {
     const a = await getJson(`${api}/api/accounting?gateway=gw-shed`)
     return a.totals.received + a.totals.gapsExplained === devices.length * perDevice ? a : null

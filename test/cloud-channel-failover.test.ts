@@ -37,13 +37,13 @@ test('cloud channel: after SIGKILL of the node the gateway uses (and the COMMAND
   const ready = async (): Promise<any> => (await (await fetch(`http://127.0.0.1:${gw.ports.http}/readyz`)).json())
   await waitFor(async () => (await ready()).cloudChannel?.state === 'attached', 'the cloud channel to attach')
   assert.equal(await scrapeMetric(gw.ports.http!, 'gateway_cloud_channel_attached'), 1)
-  assert.equal(gw.gateway.link.current()?.nc.getServer(), leaderUrl.replace('nats://', ''))
+  assert.equal(gw.gateway.uplink.server, leaderUrl.replace('nats://', ''))
   // The cloud views show it from the heartbeat.
   await waitFor(async () => (await (await apiFetch(`${api}/api/gateways/${GW}`)).json()).status?.cloudChannelState === 'attached', 'the views to show the channel attached')
 
   await cluster.node(leader).kill()
   await waitFor(async () => { const l = (await jsm.streams.info('COMMANDS')).cluster?.leader; return l !== undefined && l !== leader }, 'a new COMMANDS leader', 30000)
-  await waitFor(() => gw.gateway.link.state === 'up' && gw.gateway.link.current()?.nc.getServer() !== leaderUrl.replace('nats://', ''), 'the gateway to fail over to another node', 30000)
+  await waitFor(() => gw.gateway.uplink.state === 'up' && gw.gateway.uplink.server !== leaderUrl.replace('nats://', ''), 'the gateway to fail over to another node', 30000)
   await waitFor(async () => (await ready()).cloudChannel?.state === 'attached', 'the cloud channel to re-attach by itself', 60000, 100)
 
   // A command and a rule set, sent after the failure, arrive without a restart.

@@ -55,7 +55,7 @@ test('cloud cluster: SIGKILL of the TELEMETRY leader under load loses nothing; e
     loads.push(loadDevice(c, id, { n: 0 }, acked.get(id)!, { window: 10, intervalMs: 2 }))
   }
   const total = (): number => [...acked.values()].reduce((s, a) => s + a.size, 0)
-  await waitFor(async () => gw.gateway.replicator.ackedEvents > 500 && (await getJson(`${api}/api/accounting?gateway=${GW}`)).totals.received > 500, 'events to flow through the cluster to the views', 20000)
+  await waitFor(async () => gw.gateway.uplink.ackedEvents > 500 && (await getJson(`${api}/api/accounting?gateway=${GW}`)).totals.received > 500, 'events to flow through the cluster to the views', 20000)
 
   // The node that leads TELEMETRY takes every replication batch first: kill it, no goodbye.
   const leader = (await jsm.streams.info('TELEMETRY')).cluster?.leader
@@ -64,11 +64,11 @@ test('cloud cluster: SIGKILL of the TELEMETRY leader under load loses nothing; e
     consumer: (await jsm.consumers.info('TELEMETRY', 'aggregator-telemetry')).cluster?.leader,
     views: (await jsm.streams.info('KV_VIEWS')).cluster?.leader,
   }
-  const atKill = { acked: total(), replicated: gw.gateway.replicator.ackedEvents, gatewayOn: gw.gateway.link.current()?.nc.getServer(), cloudOn: cloud.nc?.getServer() }
+  const atKill = { acked: total(), replicated: gw.gateway.uplink.ackedEvents, gatewayOn: gw.gateway.uplink.server, cloudOn: cloud.nc?.getServer() }
   const killedAt = Date.now()
   await cluster.node(leader).kill()
   await waitFor(async () => (await jsm.streams.info('TELEMETRY')).cluster?.leader !== leader, 'a new TELEMETRY leader', 20000)
-  await waitFor(() => gw.gateway.replicator.ackedEvents > atKill.replicated + 1000, 'replication to go on under load on two nodes', 20000)
+  await waitFor(() => gw.gateway.uplink.ackedEvents > atKill.replicated + 1000, 'replication to go on under load on two nodes', 20000)
   // The killed node comes back while the load goes on, and catches up on every stream and bucket.
   const restartedAt = Date.now()
   await cluster.node(leader).restart()
@@ -79,7 +79,7 @@ test('cloud cluster: SIGKILL of the TELEMETRY leader under load loses nothing; e
   t.diagnostic(`${leader} rejoined under load in ${rejoinMs} ms: ${rejoined.map(formatReplicas).join('; ')}`)
   assert.ok(total() > atKill.acked + 500, `load after the kill too light: ${total() - atKill.acked}`)
 
-  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.replicator.stats().inFlight === 0, 'the gateway to drain', 20000)
+  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.uplink.stats().inFlight === 0, 'the gateway to drain', 20000)
   // The aggregator's accounting: per device, received == acknowledged at the edge, no open gaps.
   // Slow when the killed node led the aggregator's consumer: its parked pull request is renewed only
   // after two missed idle heartbeats (15 s each with the client's default 30 s pull expiry).

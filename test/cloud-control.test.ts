@@ -213,7 +213,7 @@ test('cloud control: decisions, alerts (raise, ack, clear), command timelines, c
   assert.ok(health.samples.every((s: any, i: number) => i === 0 || s.t > health.samples[i - 1].t))
 
   // Control accounting: every control event applied once, each in exactly one view.
-  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.replicator.stats().inFlight === 0, 'the gateway to drain')
+  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.uplink.stats().inFlight === 0, 'the gateway to drain')
   const acct = await waitFor(async () => {
     const a = (await getJson(`${api}/api/accounting?gateway=${gwId}`)).control[0]
     return a && a.received === a.highestSeq ? a : null

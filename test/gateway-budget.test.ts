@@ -73,9 +73,9 @@ test('budget: a total counted with the old overhead (12 bytes a row) is recounte
     assert.deepEqual(db.prepare('SELECT events, bytes, row_overhead FROM outbox_state').get(), { events: N, bytes: body + N * ROW_OVERHEAD_BYTES, row_overhead: ROW_OVERHEAD_BYTES })
     assertWithin2Percent(outbox.stats().bytes, pagesUsed(db), `start ${start}`)
     // Releasing every row takes the total back to 0: rows are counted out with the same figure.
-    const all = outbox.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, N, Number.MAX_SAFE_INTEGER)
+    const all = outbox.reader.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, N, Number.MAX_SAFE_INTEGER)
     if (start === 2) {
-      outbox.reader.ackBatch({ batchId: 'all', lane: LANE_TELEMETRY, firstId: all[0].id, lastId: all.at(-1)!.id, gapFirst: 1, gapLast: 0 })
+      outbox.ledger.ack({ batchId: 'all', lane: LANE_TELEMETRY, firstId: all[0].id, lastId: all.at(-1)!.id, gapFirst: 1, gapLast: 0 })
       assert.deepEqual(outbox.stats().bytes, 0)
     }
     outbox.close()
@@ -83,7 +83,7 @@ test('budget: a total counted with the old overhead (12 bytes a row) is recounte
   }
 })
 
-test('budget: shedding spares rows of a batch in flight and records one gap per run of consecutive seqs, so no gap names a seq the cloud gets', (t) => {
+test('budget: shedding spares rows of a batch in flight and records one gap per run of consecutive seqs, so no gap names a seq the cloud gets; a batch read before a shed is refused by the ledger until read again', (t) => {
   const tmp = tempDir('gw-budget-inflight-')
   t.after(() => tmp.cleanup())
   const cfg = parseConfig({ dataDir: tmp.dir, logLevel: 'silent', outbox: { durability: 'normal', budgetBytes: 40_000 } })
@@ -101,11 +101,21 @@ test('budget: shedding spares rows of a batch in flight and records one gap per 
   // 100 readings, one of them an alarm in the priority lane (seq 50): the telemetry around it is two runs.
   for (let n = 1; n <= 100; n++) append(n === 50 ? LANE_PRIORITY : LANE_TELEMETRY)
   // The uplink has published readings 11-30 and waits for the ack.
-  const rows = outbox.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, 100, Number.MAX_SAFE_INTEGER)
+  const rows = outbox.reader.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, 100, Number.MAX_SAFE_INTEGER)
   const inflight = rows.slice(10, 30)
-  outbox.reader.recordInflight([{ batchId: 'b-1', lane: LANE_TELEMETRY, firstId: inflight[0].id, lastId: inflight.at(-1)!.id, gapFirst: 1, gapLast: 0 }])
+  assert.deepEqual(outbox.ledger.record([{ batchId: 'b-1', lane: LANE_TELEMETRY, firstId: inflight[0].id, lastId: inflight.at(-1)!.id, gapFirst: 1, gapLast: 0, events: inflight.length }]), [true])
+  // The uplink thread has also read readings 31-40 for its next batch, not yet recorded.
+  const next = rows.slice(30, 40)
   // Keep appending until well past the budget: the oldest telemetry goes, the batch in flight stays.
   while (outbox.stats().shedEvents < 150) append(LANE_TELEMETRY)
+  // The batch read before the shedding is refused: sent as read, it would carry seqs a gap record names.
+  const stale = { batchId: 'b-2', lane: LANE_TELEMETRY, firstId: next[0].id, lastId: next.at(-1)!.id, gapFirst: 1, gapLast: 0, events: next.length } as const
+  assert.deepEqual(outbox.ledger.record([stale]), [false])
+  assert.equal((db.prepare('SELECT count(*) AS n FROM uplink_inflight WHERE batch_id = ?').get('b-2') as { n: number }).n, 0)
+  // Read again, it holds what is left of its range and is recorded.
+  const left = outbox.reader.readLane(LANE_TELEMETRY, stale.firstId - 1, stale.lastId, 100, Number.MAX_SAFE_INTEGER)
+  assert.ok(left.length < next.length)
+  assert.deepEqual(outbox.ledger.record([{ ...stale, events: left.length }]), [true])
 
   const seqOf = (lane: Lane, body: Buffer): number => Number(decodeStored(lane, body).seq)
   const kept = new Set(db.prepare('SELECT lane, body FROM events').all().map((r) => { const row = r as { lane: Lane, body: Buffer }; return seqOf(row.lane, row.body) }))

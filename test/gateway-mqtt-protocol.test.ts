@@ -50,7 +50,7 @@ test('protocol: refused CONNECTs of any protocol version are counted: an unknown
   assert.deepEqual(await rejected(gw), { malformed_packet: 1, bad_client_id: 1 })
 })
 
-test('protocol: an MQTT 5 publish with topic alias 0, or an alias never set, gets DISCONNECT 0x94 and is counted; a malformed packet closes only its own connection', async (t) => {
+test('protocol: an MQTT 5 publish with topic alias 0, or an alias never set, gets DISCONNECT 0x94; a packet that does not parse gets DISCONNECT 0x81; each is counted and closes only its own connection', async (t) => {
   const gw = await anonGateway(t)
   const bystander = await connectDevice(gw.ports.mqtt, { clientId: 'p-ok', protocolVersion: 5 })
   t.after(() => bystander.endAsync(true))
@@ -63,13 +63,21 @@ test('protocol: an MQTT 5 publish with topic alias 0, or an alias never set, get
     const disconnect = w.packets.find((p) => p.cmd === 'disconnect') as { reasonCode?: number } | undefined
     assert.equal(disconnect?.reasonCode, 0x94, `${clientId}: ${JSON.stringify(w.packets.map((p) => p.cmd))}`)
   }
-  // A packet of the reserved type 0: the parser refuses it and the connection is closed.
-  const w = await wire(t, gw.ports.mqtt, 5)
-  send(w, { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 60, clientId: 'p-junk' }, 5)
-  await waitFor(() => w.packets.some((p) => p.cmd === 'connack'), 'CONNACK')
-  w.sock.write(Buffer.from([0x00, 0x00]))
-  await w.closed
+  // Packets that do not parse: the reserved type 0, and a PUBLISH with an unknown property (0x7f).
+  // The device is told why (DISCONNECT 0x81 with the parser's reason), and only it is closed.
+  const topic = Buffer.from(telemetryTopic('p-prop'))
+  const badProperty = Buffer.concat([Buffer.from([0x30, 2 + topic.length + 3]), Buffer.from([0, topic.length]), topic, Buffer.from([2, 0x7f, 0])])
+  for (const [clientId, bytes] of [['p-junk', Buffer.from([0x00, 0x00])], ['p-prop', badProperty]] as const) {
+    const w = await wire(t, gw.ports.mqtt, 5)
+    send(w, { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 60, clientId }, 5)
+    await waitFor(() => w.packets.some((p) => p.cmd === 'connack'), 'CONNACK')
+    w.sock.write(bytes)
+    await w.closed
+    const disconnect = w.packets.find((p) => p.cmd === 'disconnect') as { reasonCode?: number, properties?: { reasonString?: string } } | undefined
+    assert.equal(disconnect?.reasonCode, 0x81, `${clientId}: ${JSON.stringify(w.packets.map((p) => p.cmd))}`)
+    assert.match(disconnect?.properties?.reasonString ?? '', /^malformed packet: /)
+  }
   await bystander.publishAsync(telemetryTopic('p-ok'), JSON.stringify({ temperature: 2 }), { qos: 1 })
   assert.equal(bystander.connected, true)
-  assert.deepEqual(await rejected(gw), { topic_alias_invalid: 2, malformed_packet: 1 })
+  assert.deepEqual(await rejected(gw), { topic_alias_invalid: 2, malformed_packet: 2 })
 })

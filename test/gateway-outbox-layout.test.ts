@@ -96,7 +96,7 @@ test('outbox layout: rows name their device by number, and a batch built from th
 
   // What the replicator does: the batch header, then every stored row put back on the wire.
   const header = v1.ReplicationBatch.encode({ gatewayId: 'gw-layout', batchId: 'b-1', sentTsMs: 1_700_000_001_000 }).finish()
-  const built = (lane: Lane, box: Outbox): Buffer => encodeBatch(header, lane === LANE_PRIORITY ? 6 : 3, box.readLane(lane, 0, Number.MAX_SAFE_INTEGER, 1000, 1 << 20), (dev) => box.deviceField(dev))
+  const built = (lane: Lane, box: Outbox): Buffer => encodeBatch(header, lane === LANE_PRIORITY ? 6 : 3, box.reader.readLane(lane, 0, Number.MAX_SAFE_INTEGER, 1000, 1 << 20), (dev) => box.reader.deviceField(dev))
   // What the cloud got before version 3: the same header, then each event encoded whole (device id
   // included) and appended as field 3 (telemetry) or 6 (control), as the replicator did.
   const wholeBatch = (field: number, events: Uint8Array[]): Uint8Array => {
@@ -129,7 +129,7 @@ test('outbox layout: rows name their device by number, and a batch built from th
 
   // After a restart the dictionary is loaded: same numbers, same bytes; a new device gets a new number.
   const again = localOutbox(t, tmp.dir)
-  assert.ok(encodeBatch(header, 3, again.outbox.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, items.length, 1 << 20), (dev) => again.outbox.deviceField(dev)).equals(Buffer.from(expected)))
+  assert.ok(encodeBatch(header, 3, again.outbox.reader.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, items.length, 1 << 20), (dev) => again.outbox.reader.deviceField(dev)).equals(Buffer.from(expected)))
   assert.deepEqual(commit(again.outbox, [reading(uuid, 7), reading('sensor-0002', 1)]), [3, 1])
   again.outbox.close()
   const after = queryOutbox<{ device_id: string, num: number }>(tmp.dir, 'SELECT device_id, num FROM device_seq ORDER BY num')
@@ -158,7 +158,7 @@ test('outbox layout: rows of a version-2 database (device id in the body) replic
   await provision(nats.url)
   const gw = await startGateway({ uplink: { servers: [nats.url] } }, { dataDir: tmp.dir, keepData: true })
   t.after(() => gw.close())
-  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.replicator.stats().inFlight === 0, 'the outbox to drain', 20000)
+  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.uplink.stats().inFlight === 0, 'the outbox to drain', 20000)
 
   const acc = await readStream(nats.url, STREAMS.telemetry.name)
   // Per device: the seqs that arrived, and how often each.
@@ -237,8 +237,8 @@ test('outbox layout: an event naming an unknown device number stops replication 
   const gw = await startGateway({ mqtt: anon, uplink }, { dataDir: tmp.dir, keepData: true })
   let closed = false
   t.after(() => closed ? undefined : gw.close())
-  await waitFor(() => gw.gateway.link.lastError.startsWith('corrupt:'), 'replication to stop with the corruption reported', 20000)
-  assert.match(gw.gateway.link.lastError, /device number 999/)
+  await waitFor(() => gw.gateway.uplink.lastError.startsWith('corrupt:'), 'replication to stop with the corruption reported', 20000)
+  assert.match(gw.gateway.uplink.lastError, /device number 999/)
   assert.equal(await scrapeMetric(gw.ports.http!, 'gateway_uplink_errors_total', { kind: 'corrupt' }), 1)
   // The gateway is still up: ingest and its PUBACK still work.
   const again = await connectDevice(gw.ports.mqtt, { clientId: 'dev-d' })
@@ -266,6 +266,6 @@ test('outbox layout: an event naming an unknown device number stops replication 
   fix.close()
   const repaired = await startGateway({ mqtt: anon, uplink }, { dataDir: tmp.dir, keepData: true })
   t.after(() => repaired.close())
-  await waitFor(() => repaired.gateway.outbox.stats().events === 0 && repaired.gateway.replicator.stats().inFlight === 0, 'the repaired outbox to drain', 20000)
+  await waitFor(() => repaired.gateway.outbox.stats().events === 0 && repaired.gateway.uplink.stats().inFlight === 0, 'the repaired outbox to drain', 20000)
   assertExactlyOnce(await readStream(nats.url, STREAMS.telemetry.name), 'gw-test', acked)
 })

@@ -3,27 +3,15 @@
 // its commit's fsync, and the PUBACKs still leave in order, each after its own commit. The fsync is
 // injected and held: a behaviour test, no timing.
 import assert from 'node:assert/strict'
-import { fsync } from 'node:fs'
 import { join } from 'node:path'
 import { writeFileSync } from 'node:fs'
 import { test } from 'node:test'
 import { connectDevice, startGateway, tempDir, waitFor } from '../devkit/index.ts'
-import type { FsyncFn } from '../gateway/store/wal-sync.ts'
 import { telemetryTopic } from '../proto/topics.ts'
 import { actuator, coolerRules } from './harness/actuator.ts'
+import { heldFsync } from './harness/held-fsync.ts'
 
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
-
-/** An fsync that, once `hold` is set, keeps every sync waiting until released. */
-function heldFsync (): { fsync: FsyncFn, hold: (on: boolean) => void, waiting: () => number } {
-  let holding = false
-  const waiting: Array<() => void> = []
-  return {
-    fsync: (fd, _file, cb) => { if (holding) waiting.push(() => fsync(fd, cb)); else fsync(fd, cb) },
-    hold: (on) => { holding = on; if (!on) for (const go of waiting.splice(0)) go() },
-    waiting: () => waiting.length,
-  }
-}
 
 for (const protocolVersion of [4, 5] as const) {
   test(`pipelining (MQTT ${protocolVersion === 4 ? '3.1.1' : '5'}): a later publish drives a command while earlier ones wait for their fsync; the PUBACKs then leave in order`, async (t) => {

@@ -62,7 +62,7 @@ test('rules: decisions keep happening while the uplink is down', async (t) => {
   t.after(() => { cooler.client.end(true); room.end(true) })
   await room.publishAsync('devices/room-1/telemetry', JSON.stringify({ temperature: 12 }), { qos: 1 })
   await waitFor(() => cooler.received.length === 1, 'the command while the cloud is unreachable')
-  assert.notEqual(gw.gateway.link.state, 'up')
+  assert.notEqual(gw.gateway.uplink.state, 'up')
 })
 
 test('rules: hot reload of the rules file under load loses nothing; a bad file keeps the running rules', async (t) => {

@@ -45,8 +45,8 @@ test('start-up sync (durability full): rows of the last run are neither readable
   let started = false
   void outbox.started().then(() => { started = true })
   assert.deepEqual([...files].sort(), [basename(tmp.dir), 'gateway.db', 'gateway.db-wal'].sort(), 'start() syncs the WAL, the database file and its directory')
-  assert.equal(outbox.maxId(LANE_TELEMETRY), 0, 'the uplink sees a row before the start-up sync')
-  assert.equal(outbox.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, 100, 1 << 20).length, 0, 'the uplink could read an unsynced row')
+  assert.equal(outbox.reader.maxId(LANE_TELEMETRY), 0, 'the uplink sees a row before the start-up sync')
+  assert.equal(outbox.reader.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, 100, 1 << 20).length, 0, 'the uplink could read an unsynced row')
   const resent: Array<string | null> = []
   assert.equal(outbox.acceptResend('dev-r', ...identity(2), (err) => { resent.push(err?.code ?? null) }), true, 'a resend of a loaded reading')
   // Let the event loop run: nothing may be answered while the sync is held.
@@ -58,8 +58,8 @@ test('start-up sync (durability full): rows of the last run are neither readable
   const release = setInterval(() => { for (const run of held.splice(0)) run() }, 5)
   t.after(() => clearInterval(release))
   await outbox.started()
-  assert.equal(outbox.maxId(LANE_TELEMETRY), 3)
-  assert.equal(outbox.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, 100, 1 << 20).length, 3)
+  assert.equal(outbox.reader.maxId(LANE_TELEMETRY), 3)
+  assert.equal(outbox.reader.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, 100, 1 << 20).length, 3)
   await waitFor(() => resent.length === 1, 'the resend\'s PUBACK after the start-up sync', 5000)
   assert.deepEqual(resent, [null])
   outbox.close()

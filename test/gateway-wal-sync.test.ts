@@ -55,11 +55,11 @@ test('outbox (durability full): a commit is neither acknowledged nor readable by
   // Committed (another connection could count the rows) but not yet synced.
   assert.equal((db.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n, 3)
   assert.equal(acked.length, 0, 'acknowledged before the WAL sync')
-  assert.equal(outbox.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, 100, 1 << 20).length, 0, 'the uplink could read an unsynced row')
-  assert.equal(outbox.maxId(LANE_TELEMETRY), 0)
+  assert.equal(outbox.reader.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, 100, 1 << 20).length, 0, 'the uplink could read an unsynced row')
+  assert.equal(outbox.reader.maxId(LANE_TELEMETRY), 0)
   await waitFor(() => acked.length === 3, 'the WAL sync', 5000)
   assert.deepEqual([...acked], [1, 2, 3])
-  assert.equal(outbox.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, 100, 1 << 20).length, 3)
+  assert.equal(outbox.reader.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, 100, 1 << 20).length, 3)
   assert.equal((await metrics.walSyncSeconds.get()).values.find((v) => v.metricName === 'gateway_outbox_wal_sync_seconds_count')?.value, 1)
   // close() syncs what is left on this thread: its callbacks have run when it returns.
   outbox.appendEvent(reading(4), (err, seq) => { assert.equal(err, null); acked.push(seq!) })

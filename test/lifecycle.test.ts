@@ -60,7 +60,7 @@ test('lifecycle: the gateway and every long-lived part of it share it; a closed 
   const { startGateway } = await import('../devkit/index.ts')
   const gw = await startGateway()
   const g = gw.gateway
-  const parts = { gateway: g, outbox: g.outbox, broker: g.broker, link: g.link, replicator: g.replicator, commands: g.commands, control: g.control }
+  const parts = { gateway: g, outbox: g.outbox, broker: g.broker, uplink: g.uplink, commands: g.commands, control: g.control }
   for (const [name, part] of Object.entries(parts)) assert.ok(part instanceof Lifecycle, `${name} does not use lib/lifecycle.ts`)
   await Promise.all([gw.close(), g.close()])
   assert.equal(await g.closed(), undefined)

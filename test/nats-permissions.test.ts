@@ -144,7 +144,7 @@ test('nats permissions: a gateway with its own credentials replicates, receives 
 
   const gw = await startGateway({ gatewayId: 'site-a', mqtt: ANON, uplink: { servers: [nats.url], user: SITE_A.user, pass: SITE_A.pass, heartbeatMs: 200, reconnectMinMs: 50, reconnectMaxMs: 500 }, commands: { ackTimeoutMs: 500 } })
   defer(() => gw.close())
-  await waitFor(() => gw.gateway.link.state === 'up', 'the gateway to log in as gw-site-a')
+  await waitFor(() => gw.gateway.uplink.state === 'up', 'the gateway to log in as gw-site-a')
   await waitFor(() => gw.gateway.control.version === 'cloud-1', 'the rule set pushed through KV to be applied')
 
   // An actuator for the commands, and a sensor whose reading trips the rule.
@@ -162,7 +162,7 @@ test('nats permissions: a gateway with its own credentials replicates, receives 
   await jetstream(cloud).publish(subjects.commands('site-a'), JSON.stringify({ id: 'cmd-cloud-1', deviceId: 'fan-1', name: 'boost', args: { minutes: 1 } }))
   await waitFor(() => commands.some((c) => c.id === 'cmd-cloud-1'), 'the cloud command to reach the actuator')
 
-  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.replicator.stats().inFlight === 0, 'the gateway to replicate everything')
+  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.uplink.stats().inFlight === 0, 'the gateway to replicate everything')
   const telemetry = await readStream(nats.url, 'TELEMETRY', CLOUD)
   assert.deepEqual([...(telemetry.events.get('site-a/room-1')?.keys() ?? [])].sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i + 1))
   // The priority lane (decision, alert, command outcomes) in EVENTS.
@@ -288,12 +288,12 @@ test('nats TLS: with deploy/nats/tls.conf (mutual TLS) a gateway replicates thro
   defer(() => gw.close())
   // Link up first: events committed before it are backlog, which goes after live events (lanes),
   // and this test reads the stream in order.
-  await waitFor(() => gw.gateway.link.state === 'up', 'the uplink to connect over TLS')
+  await waitFor(() => gw.gateway.uplink.state === 'up', 'the uplink to connect over TLS')
   const dev = await connectDevice(gw.ports.mqtt, { clientId: 'tls-1' })
   defer(() => dev.end(true))
   for (let i = 0; i < 5; i++) await dev.publishAsync('devices/tls-1/telemetry', JSON.stringify({ temperature: 20 + i }), { qos: 1 })
-  await waitFor(() => gw.gateway.replicator.ackedEvents === 5, 'the gateway to replicate over TLS')
-  assert.equal(gw.gateway.link.current()?.nc.info?.tls_required, true)
+  await waitFor(() => gw.gateway.uplink.ackedEvents === 5, 'the gateway to replicate over TLS')
+  assert.equal(gw.gateway.uplink.tlsRequired, true)
   const seqs = (await batchesOf(cloud, 'TELEMETRY')).flatMap((b) => b.events.map((e) => `${b.gatewayId}/${e.deviceId}/${e.seq}`))
   assert.deepEqual(seqs, [1, 2, 3, 4, 5].map((n) => `site-a/tls-1/${n}`))
 

@@ -18,16 +18,16 @@ test('uplink: closing with batches in flight records their acks and leaves nothi
   const proxy = await startProxy({ host: '127.0.0.1', port: nats.port })
   t.after(() => proxy.close())
   const gw = await startGateway({ mqtt: ANON, uplink: { servers: [`nats://127.0.0.1:${proxy.port}`], publishTimeoutMs: 60000 } }, { keepData: true })
-  await waitFor(() => gw.gateway.link.state === 'up', 'the uplink')
+  await waitFor(() => gw.gateway.uplink.state === 'up', 'the uplink')
   // Acks come back slowly, so the batch is still in flight when the gateway closes.
   proxy.setLatency(3000, 'down')
   const client = await connectDevice(gw.ports.mqtt, { clientId: 'dev-1' })
   await Promise.all(Array.from({ length: 20 }, (_, n) => client.publishAsync(telemetryTopic('dev-1'), JSON.stringify({ n, temperature: 20 }), { qos: 1 })))
   await client.endAsync()
-  await waitFor(() => gw.gateway.replicator.stats().inFlight > 0, 'a batch in flight')
-  // The replicator's own close, as the gateway's close calls it (after the broker and the cloud channel).
-  await gw.gateway.replicator.close()
-  assert.equal(gw.gateway.replicator.stats().inFlight, 0, 'close returned with the batch still in flight')
+  await waitFor(() => gw.gateway.uplink.stats().inFlight > 0, 'a batch in flight')
+  // The uplink's own close, as the gateway's close calls it (after the broker and the outbox).
+  await gw.gateway.uplink.close()
+  assert.equal(gw.gateway.uplink.stats().inFlight, 0, 'close returned with the batch still in flight')
   await gw.close()
 
   const db = new Database(join(gw.dataDir, 'gateway.db'), { readonly: true })

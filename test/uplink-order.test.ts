@@ -79,21 +79,21 @@ test('uplink order: per device and lane seq increases; live overtakes the backlo
 
   const clients = await Promise.all(DEVICES.map((id) => connectDevice(gw.ports.mqtt, { clientId: id })))
   t.after(() => { for (const c of clients) c.end(true) })
-  await waitFor(() => gw.gateway.link.state === 'up', 'the uplink')
+  await waitFor(() => gw.gateway.uplink.state === 'up', 'the uplink')
   await Promise.all(clients.map((c, i) => publish(c, DEVICES[i], 0, 100)))
   await waitFor(() => gw.gateway.outbox.stats().events === 0, 'phase 0 to reach the cloud')
 
   proxy.cut()
-  await waitFor(() => gw.gateway.link.state === 'down', 'the gateway to notice the cut')
+  await waitFor(() => gw.gateway.uplink.state === 'down', 'the gateway to notice the cut')
   const cutTs = Date.now()
   // Every 100th reading is hot: alerts raised and cleared while the uplink is away (priority lane).
   await Promise.all(clients.map((c, i) => publish(c, DEVICES[i], 1, 1500, 100)))
   const restoreTs = Date.now()
   proxy.restore()
-  await waitFor(() => gw.gateway.link.state === 'up', 'the uplink to come back', 20000)
+  await waitFor(() => gw.gateway.uplink.state === 'up', 'the uplink to come back', 20000)
   // Live readings, paced like real sensors, while the backlog drains at its cap.
   await Promise.all(clients.map((c, i) => publish(c, DEVICES[i], 2, 100, 0, 5)))
-  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.replicator.stats().inFlight === 0, 'the backlog to drain', 60000)
+  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.uplink.stats().inFlight === 0, 'the backlog to drain', 60000)
   await waitFor(() => arrivals.reduce((s, a) => s + a.events.length, 0) >= DEVICES.length * 1700, 'every event to be seen by the subscriber', 10000)
 
   const telemetry = arrivals.filter((a) => a.lane === 'telemetry').flatMap((a) => a.events.map((e) => ({ ...e, index: a.index })))

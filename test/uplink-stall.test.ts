@@ -17,7 +17,7 @@ test('uplink: acks held back while the link stays up: stalled (counted, in /read
   t.after(() => proxy.close())
   const gw = await startGateway({ mqtt: ANON, uplink: { servers: [`nats://127.0.0.1:${proxy.port}`], publishTimeoutMs: 300, stallAfterTimeouts: 3, reconnectMinMs: 50, reconnectMaxMs: 200 } })
   t.after(() => gw.close())
-  await waitFor(() => gw.gateway.link.state === 'up', 'the uplink')
+  await waitFor(() => gw.gateway.uplink.state === 'up', 'the uplink')
   const client = await connectDevice(gw.ports.mqtt, { clientId: 'dev-s' })
   t.after(() => client.end(true))
   const acked: number[] = []
@@ -40,7 +40,7 @@ test('uplink: acks held back while the link stays up: stalled (counted, in /read
   assert.ok(r.uplink.stalls >= 1)
   assert.equal(await scrapeMetric(gw.ports.http!, 'gateway_uplink_stalled'), 1)
   // It keeps trying: each new connection is held the same way, so it is declared again or fails to connect.
-  await waitFor(async () => await scrapeMetric(gw.ports.http!, 'gateway_uplink_stalls_total') >= 1 && gw.gateway.link.state !== 'up', 'a reconnect after the stall')
+  await waitFor(async () => await scrapeMetric(gw.ports.http!, 'gateway_uplink_stalls_total') >= 1 && gw.gateway.uplink.state !== 'up', 'a reconnect after the stall')
 
   proxy.setLatency(0, 'down')
   await publish(41, 50)

@@ -22,17 +22,17 @@ test('uplink: replays the backlog after a NATS outage under load, every event ex
     clients.push(c)
     loads.push(loadDevice(c, id, { n: 0 }, acked.get(id)!, { window: 10, intervalMs: 2 }))
   }
-  await waitFor(() => gw.gateway.replicator.stats().ackedEvents > 200, 'events to flow to the cloud')
+  await waitFor(() => gw.gateway.uplink.ackedEvents > 200, 'events to flow to the cloud')
   await nats.stop()
-  await waitFor(() => gw.gateway.link.state === 'down', 'the gateway to notice the outage')
+  await waitFor(() => gw.gateway.uplink.state === 'down', 'the gateway to notice the outage')
   const atOutage = gw.gateway.outbox.stats().events
   await waitFor(() => gw.gateway.outbox.stats().events > atOutage + 500, 'a backlog to build while the cloud is away', 20000)
   await nats.restart()
-  await waitFor(() => gw.gateway.link.state === 'up', 'the uplink to reconnect', 20000)
+  await waitFor(() => gw.gateway.uplink.state === 'up', 'the uplink to reconnect', 20000)
   for (const l of loads) l.stop()
   // end() waits for the publishes still in flight: after it, every acknowledged event is committed.
   await Promise.all(clients.map((c) => c.endAsync()))
-  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.outbox.stats().pending === 0 && gw.gateway.replicator.stats().inFlight === 0, 'the backlog to drain', 30000)
+  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.outbox.stats().pending === 0 && gw.gateway.uplink.stats().inFlight === 0, 'the backlog to drain', 30000)
   const acc = await readStream(nats.url, 'TELEMETRY')
   assertExactlyOnce(acc, 'gw-test', acked)
   const total = [...acked.values()].reduce((s, a) => s + a.size, 0)
@@ -56,9 +56,9 @@ test('uplink: the drain cap holds a backlog to its rate from the start, beyond a
   await c.endAsync()
   const backlog = gw.gateway.outbox.stats().events
   await nats.restart()
-  await waitFor(() => gw.gateway.link.state === 'up', 'the uplink to reconnect', 20000)
+  await waitFor(() => gw.gateway.uplink.state === 'up', 'the uplink to reconnect', 20000)
   const t0 = performance.now()
-  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.replicator.stats().inFlight === 0, 'the backlog to drain', 60000)
+  await waitFor(() => gw.gateway.outbox.stats().events === 0 && gw.gateway.uplink.stats().inFlight === 0, 'the backlog to drain', 60000)
   const seconds = (performance.now() - t0) / 1000
   // A lower bound, which no machine speed can beat: everything beyond the burst (one batch, or
   // 100 ms of the rate) waits for the cap. A burst of a whole second of the rate would cut it by 0.9 s.

@@ -15,7 +15,7 @@ import { CONTROL_DEVICE_ID } from '../../proto/index.ts'
 import { viewKeys } from '../store/view-store.ts'
 import { applyToDevice, applyToRollup, newDeviceDoc, newRollupDoc, type DeviceApplyStats, type DeviceDoc, type RollupDoc } from './apply.ts'
 import type { ApplyContext } from './apply-context.ts'
-import { applyAlerts, applyCommands, applyDecisions, applyDeviceControl, dedupeEvent, newAlertsDoc, newCommandsDoc, newDecisionsDoc, newDeviceControlDoc, type ControlEv, type ControlLimits } from './control/index.ts'
+import { applyAlerts, applyCommands, applyDeadLetters, applyDecisions, applyDeviceControl, dedupeEvent, newAlertsDoc, newCommandsDoc, newDeadLettersDoc, newDecisionsDoc, newDeviceControlDoc, type ControlEv, type ControlLimits } from './control/index.ts'
 import { decodeGroup, type ControlGroup, type DecodedGroup, type GroupMsg } from './decode.ts'
 import type { LagDoc } from './gateway-docs.ts'
 
@@ -94,6 +94,7 @@ export class GroupApplier {
     if (has('decision')) out.push(writer.update(viewKeys.decisions(gw), () => newDecisionsDoc(gw), (doc) => applyDecisions(doc, g.events, lim.decisions) > 0))
     if (has('alert_raised', 'alert_cleared')) out.push(writer.update(viewKeys.alerts(gw), () => newAlertsDoc(gw), (doc) => applyAlerts(doc, g.events, lim)))
     if (has('command_result')) out.push(writer.update(viewKeys.commands(gw), () => newCommandsDoc(gw), (doc) => applyCommands(doc, g.events, lim)))
+    if (has('dead_letter')) out.push(writer.update(viewKeys.deadLetters(gw), () => newDeadLettersDoc(gw), (doc) => applyDeadLetters(doc, g.events, lim.deadLetters) > 0))
     const byDevice = new Map<string, ControlEv[]>()
     for (const e of g.events) {
       if (e.deviceId === '') continue

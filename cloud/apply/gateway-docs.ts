@@ -10,6 +10,11 @@ export interface GatewayDoc {
   gatewayId: string
   /** Cloud clock, ms: when the last heartbeat was received (not the gateway's clock). */
   lastSeenMs: number
+  /**
+   * The drain's progress (drainProgress()): the lowest backlog seen since the link came up, and
+   * since when (cloud clock) it has not gone lower. Absent in documents written before it existed.
+   */
+  drain?: { low: number, sinceMs: number }
   status: {
     tsMs: number
     version: string
@@ -30,6 +35,8 @@ export interface GatewayDoc {
     /** Decision latency p99 (publish received -> command sent) over the gateway's recent decisions, ms. */
     decisionP99Ms?: number
     quarantinedTotal?: number
+    /** Payloads quarantined since the gateway's start, by reason (absent in older documents). */
+    quarantinedByReason?: Record<string, number>
     /** The gateway's cloud-to-edge channel: 'attached', 'attaching', 'detached' ('' in documents written before it existed). */
     cloudChannelState?: string
     cloudChannelError?: string
@@ -37,6 +44,18 @@ export interface GatewayDoc {
     uplinkStalled?: boolean
     uplinkStallsTotal?: number
   }
+}
+
+/**
+ * The drain's progress after a heartbeat: reset when the backlog is empty or the link is not up (an
+ * outage is reported by itself), moved on when the backlog reaches a new low, kept otherwise. A
+ * backlog that stays above its low while the link is up, for long, is not draining (a stalled
+ * consumer, a cloud that refuses, or ingest above the uplink's rate): views.ts flags it.
+ */
+export function drainProgress (prev: GatewayDoc['drain'] | undefined, status: GatewayDoc['status'], nowMs: number): NonNullable<GatewayDoc['drain']> {
+  const backlog = status.backlogEvents
+  if (backlog === 0 || status.linkState !== 'up' || !prev || backlog < prev.low) return { low: backlog, sinceMs: nowMs }
+  return prev
 }
 
 /** Apply lag of a gateway as last measured by an aggregator replica (last writer wins). */

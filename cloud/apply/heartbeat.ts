@@ -1,12 +1,13 @@
 // The apply of a gateway heartbeat (iot.<gw>.status, core NATS, one replica per heartbeat through a
 // queue group): decoded and checked against its subject, stored as the gateway document (last writer
-// wins, stamped with the cloud's receive time), then one link-health sample appended. A heartbeat
+// wins, stamped with the cloud's receive time, with the drain's progress carried over from the
+// document before), then one link-health sample appended. A heartbeat
 // that is not stored is not retried: the next one, seconds later, says more.
 import { v1, type GatewayStatus } from '../../proto/index.ts'
 import { GATEWAY_ID } from '../../proto/ids.ts'
 import { viewKeys } from '../store/view-store.ts'
 import type { ApplyContext } from './apply-context.ts'
-import { appendHealth, newHealthDoc, replicationLag, type GatewayDoc, type HealthDoc, type LagDoc } from './gateway-docs.ts'
+import { appendHealth, drainProgress, newHealthDoc, replicationLag, type GatewayDoc, type HealthDoc, type LagDoc } from './gateway-docs.ts'
 
 export class HeartbeatApplier {
   /** `healthSamples`: link-health samples kept per gateway. */
@@ -17,6 +18,8 @@ export class HeartbeatApplier {
     const doc = this.decode(subject, data)
     if (!doc) return
     try {
+      const prev = await store.get<GatewayDoc>(viewKeys.gateway(doc.gatewayId))
+      doc.drain = drainProgress(prev?.value.drain, doc.status, doc.lastSeenMs)
       await store.put(viewKeys.gateway(doc.gatewayId), doc)
       counts.heartbeats++
       metrics.heartbeats.inc()
@@ -69,6 +72,7 @@ export class HeartbeatApplier {
         ruleSetVersion: s.ruleSetVersion,
         decisionP99Ms: Number.isFinite(s.decisionP99Ms) ? s.decisionP99Ms : 0,
         quarantinedTotal: Number(s.quarantinedTotal),
+        quarantinedByReason: Object.fromEntries(Object.entries(s.quarantinedByReason ?? {}).slice(0, 64).map(([k, v]) => [k.slice(0, 64), Number(v)])),
         cloudChannelState: s.cloudChannelState ?? '',
         cloudChannelError: s.cloudChannelError ?? '',
         uplinkStalled: s.uplinkStalled === true,

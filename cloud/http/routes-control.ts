@@ -81,6 +81,18 @@ export function registerControlRoutes (app: FastifyInstance, opts: ControlRoutes
     return { decisions: lists.flat().sort((a, b) => b.tsMs - a.tsMs || b.seq - a.seq).slice(0, q.limit) }
   })
 
+  // --- dead letters --------------------------------------------------------------------------
+
+  // The gateway's recent dead letters (the payload's first bytes as base64) and its counts by
+  // reason since its start (from its heartbeats): reports beyond its rate are only in the counts.
+  app.get('/api/gateways/:id/dead-letters', async (req) => {
+    const { id } = parse(gatewayParams, req.params)
+    const q = parse(listQuery(MAX_LIMIT), req.query)
+    const [items, gw] = await Promise.all([views.control.deadLetters(id, { deviceId: q.device, limit: q.limit }), views.gateway(id)])
+    if (items === null && gw === null) throw new CloudError('CLOUD_ERR_NOT_FOUND', `no gateway ${id}`)
+    return { gatewayId: id, deadLetters: items ?? [], byReason: gw?.quarantinedByReason ?? {}, quarantinedTotal: gw?.quarantinedTotal ?? 0 }
+  })
+
   // --- commands ------------------------------------------------------------------------------
 
   app.get('/api/gateways/:id/commands', async (req) => {

@@ -38,7 +38,9 @@ export const viewKeys = {
   alerts: (gatewayId: string): string => `alr.${gatewayId}`,
   /** The gateway's recent commands, each with its status timeline (bounded). */
   commands: (gatewayId: string): string => `cmd.${gatewayId}`,
-  /** One device's references to its recent decisions, alerts and commands. */
+  /** The gateway's recent dead letters (bounded). */
+  deadLetters: (gatewayId: string): string => `dlq.${gatewayId}`,
+  /** One device's references to its recent decisions, alerts, commands and dead letters. */
   deviceControl: (gatewayId: string, deviceId: string): string => `dctl.${gatewayId}.${enc(deviceId)}`,
   /** Link-health history of a gateway: one sample per heartbeat (bounded). */
   health: (gatewayId: string): string => `hlth.${gatewayId}`,

@@ -1,8 +1,8 @@
-// The read side of the control views (decisions, alerts, commands, per-device references, link
-// health) and the two writes the API makes into them: an operator's alert acknowledgement and a
+// The read side of the control views (decisions, alerts, commands, dead letters, per-device
+// references, link health) and the two writes the API makes into them: an operator's alert acknowledgement and a
 // command the cloud queued. Both writes use compare-and-set on the same documents the aggregator
 // writes, so neither side loses the other's change.
-import { ackAlert, DEFAULT_CONTROL_LIMITS, isAcknowledged, newCommandsDoc, newDeviceControlDoc, recordQueued, recordQueuedRef, type AlertEventEntry, type AlertState, type AlertsDoc, type CommandState, type CommandsDoc, type ControlLimits, type DecisionEntry, type DecisionsDoc, type DeviceAlertRef, type DeviceCommandRef, type DeviceControlDoc, type DeviceDecisionRef, type QueuedCommand } from '../apply/control/index.ts'
+import { ackAlert, DEFAULT_CONTROL_LIMITS, isAcknowledged, newCommandsDoc, newDeviceControlDoc, recordQueued, recordQueuedRef, type AlertEventEntry, type AlertState, type AlertsDoc, type CommandState, type CommandsDoc, type ControlLimits, type DeadLetterEntry, type DeadLettersDoc, type DecisionEntry, type DecisionsDoc, type DeviceAlertRef, type DeviceCommandRef, type DeviceControlDoc, type DeviceDecisionRef, type QueuedCommand } from '../apply/control/index.ts'
 import { healthSamples, type HealthDoc, type HealthSample } from '../apply/gateway-docs.ts'
 import { updateDoc, viewKeys, type ViewStore } from '../store/view-store.ts'
 
@@ -16,7 +16,7 @@ export interface AlertView extends Omit<AlertState, 'ack'> {
 }
 export interface AlertEventView extends AlertEventEntry { gatewayId: string }
 export interface CommandView extends CommandState { gatewayId: string }
-export interface DeviceControlView { gatewayId: string, deviceId: string, decisions: DeviceDecisionRef[], alerts: DeviceAlertRef[], commands: DeviceCommandRef[] }
+export interface DeviceControlView { gatewayId: string, deviceId: string, decisions: DeviceDecisionRef[], alerts: DeviceAlertRef[], commands: DeviceCommandRef[], deadLetters: DeadLetterEntry[] }
 
 const SEVERITY_RANK: Record<string, number> = { critical: 0, warning: 1, info: 2 }
 
@@ -76,6 +76,14 @@ export class ControlViews {
     return items.slice(0, q.limit ?? items.length)
   }
 
+  /** Recent dead letters of a gateway (optionally one device's), newest (highest control seq) first; null when it reported none. */
+  async deadLetters (gatewayId: string, q: { deviceId?: string, limit?: number } = {}): Promise<DeadLetterEntry[] | null> {
+    const d = await this.store.get<DeadLettersDoc>(viewKeys.deadLetters(gatewayId))
+    if (!d) return null
+    const items = q.deviceId ? d.value.items.filter((x) => x.deviceId === q.deviceId) : d.value.items
+    return items.slice(0, q.limit ?? items.length)
+  }
+
   /** Recent commands of a gateway, newest first. */
   async commands (gatewayId: string, q: { deviceId?: string, status?: string, limit?: number } = {}): Promise<CommandView[] | null> {
     const d = await this.store.get<CommandsDoc>(viewKeys.commands(gatewayId))
@@ -103,7 +111,7 @@ export class ControlViews {
   async device (gatewayId: string, deviceId: string): Promise<DeviceControlView> {
     const d = await this.store.get<DeviceControlDoc>(viewKeys.deviceControl(gatewayId, deviceId))
     const doc = d?.value ?? newDeviceControlDoc(gatewayId, deviceId)
-    return { gatewayId, deviceId, decisions: doc.decisions, alerts: doc.alerts, commands: doc.commands }
+    return { gatewayId, deviceId, decisions: doc.decisions, alerts: doc.alerts, commands: doc.commands, deadLetters: doc.deadLetters ?? [] }
   }
 
   /** Link-health samples of a gateway, oldest first (optionally only those at or after `fromMs`). */

@@ -6,7 +6,9 @@ import { replicationLag, type GatewayDoc, type LagDoc } from '../apply/gateway-d
 import { ControlViews } from './control-views.ts'
 import { viewKeys, type ViewStore } from '../store/view-store.ts'
 
-export interface GatewayView extends Omit<GatewayDoc['status'], 'tsMs' | 'ruleSetVersion' | 'decisionP99Ms' | 'quarantinedTotal' | 'cloudChannelState' | 'cloudChannelError'> {
+const DEFAULT_DRAIN_STUCK_MS = 120_000
+
+export interface GatewayView extends Omit<GatewayDoc['status'], 'tsMs' | 'ruleSetVersion' | 'decisionP99Ms' | 'quarantinedTotal' | 'quarantinedByReason' | 'cloudChannelState' | 'cloudChannelError'> {
   gatewayId: string
   online: boolean
   lastSeenMs: number
@@ -15,6 +17,9 @@ export interface GatewayView extends Omit<GatewayDoc['status'], 'tsMs' | 'ruleSe
   ruleSetVersion: string
   decisionP99Ms: number
   quarantinedTotal: number
+  quarantinedByReason: Record<string, number>
+  /** Online, link up, backlog above its low for at least drainStuckMs: since when (cloud clock), else null. */
+  notDrainingSinceMs: number | null
   /** The cloud-to-edge channel (rules, commands): 'attached', 'attaching', 'detached', or '' when the gateway does not say. */
   cloudChannelState: string
   cloudChannelError: string
@@ -40,23 +45,28 @@ export class FleetViews {
   /** Decisions, alerts, commands, per-device control references and link health. */
   readonly control: ControlViews
 
-  constructor (readonly store: ViewStore, private readonly opts: { offlineTimeoutMs: number, now?: () => number }) {
+  /** drainStuckMs: see cloud config (default 2 min). */
+  constructor (readonly store: ViewStore, private readonly opts: { offlineTimeoutMs: number, drainStuckMs?: number, now?: () => number }) {
     this.control = new ControlViews(store, { now: () => this.now() })
   }
 
   private now (): number { return this.opts.now?.() ?? Date.now() }
 
   gatewayView (doc: GatewayDoc, lag: LagDoc | null = null): GatewayView {
-    const { tsMs, ruleSetVersion, decisionP99Ms, quarantinedTotal, cloudChannelState, cloudChannelError, ...status } = doc.status
+    const { tsMs, ruleSetVersion, decisionP99Ms, quarantinedTotal, quarantinedByReason, cloudChannelState, cloudChannelError, ...status } = doc.status
+    const online = this.now() - doc.lastSeenMs <= this.opts.offlineTimeoutMs
+    const stuck = online && doc.drain !== undefined && doc.status.backlogEvents > 0 && doc.status.linkState === 'up' && this.now() - doc.drain.sinceMs >= (this.opts.drainStuckMs ?? DEFAULT_DRAIN_STUCK_MS)
     return {
       gatewayId: doc.gatewayId,
-      online: this.now() - doc.lastSeenMs <= this.opts.offlineTimeoutMs,
+      online,
+      notDrainingSinceMs: stuck ? doc.drain!.sinceMs : null,
       lastSeenMs: doc.lastSeenMs,
       heartbeatTsMs: tsMs,
       ...status,
       ruleSetVersion: ruleSetVersion ?? '',
       decisionP99Ms: decisionP99Ms ?? 0,
       quarantinedTotal: quarantinedTotal ?? 0,
+      quarantinedByReason: quarantinedByReason ?? {},
       cloudChannelState: cloudChannelState ?? '',
       cloudChannelError: cloudChannelError ?? '',
       sinceLastAckMs: status.lastAckTsMs > 0 ? Math.max(0, tsMs - status.lastAckTsMs) : null,

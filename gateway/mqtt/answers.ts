@@ -4,11 +4,13 @@
 // (patches/aedes+2.0.0-beta.1.patch) reads `reasonCode` and `disconnectReasonCode` off the error.
 // The README's device contract table is this file in prose.
 import type { AuthenticateError } from 'aedes'
+import mqttPacket from 'mqtt-packet'
 import { GatewayError, type GatewayErrorCode } from '../errors.ts'
 
 /** The MQTT 5 reason codes the gateway answers with (MQTT 5.0 section 2.4). */
 export const RC = {
   UNSPECIFIED_ERROR: 0x80,
+  MALFORMED_PACKET: 0x81,
   CLIENT_ID_NOT_VALID: 0x85,
   BAD_USERNAME_OR_PASSWORD: 0x86,
   NOT_AUTHORIZED: 0x87,
@@ -47,6 +49,14 @@ const CONNECT: Record<ConnectRefusal, { returnCode: 2 | 3 | 4 | 5, reasonCode: n
 export function connectRefused (reason: ConnectRefusal, message: string): AuthenticateError {
   const a = CONNECT[reason]
   return Object.assign(new Error(message), { returnCode: a.returnCode, reasonCode: a.reasonCode, counted: true }) as AuthenticateError
+}
+
+/**
+ * The DISCONNECT an MQTT 5 device gets for a packet that does not parse (0x81 Malformed Packet,
+ * with the parser's reason), written just before the connection closes: aedes closes it without a word.
+ */
+export function malformedDisconnect (err: Error): Buffer {
+  return mqttPacket.generate({ cmd: 'disconnect', reasonCode: RC.MALFORMED_PACKET, properties: { reasonString: `malformed packet: ${err.message.slice(0, 100)}` } }, { protocolVersion: 5 })
 }
 
 /** What aedes or its packet parser reports on a connection (its clientError / connectionError events). */

@@ -13,7 +13,7 @@ import { GatewayError } from '../errors.ts'
 import type { Ingest } from '../ingest/ingest.ts'
 import type { Logger } from '../log.ts'
 import type { GatewayMetrics } from '../metrics.ts'
-import { brokerRefusal, connectRefused, publishRefusedV5, quarantinedV5, type BrokerError, type ConnectRefusal } from './answers.ts'
+import { brokerRefusal, connectRefused, malformedDisconnect, publishRefusedV5, quarantinedV5, type BrokerError, type ConnectRefusal } from './answers.ts'
 import { DeviceConnections } from './device-connections.ts'
 import { DeviceSession } from './device-session.ts'
 import { boundUserProperties } from './user-properties.ts'
@@ -101,8 +101,12 @@ export class Broker extends Lifecycle {
     const handle = (conn: Socket | TLSSocket | import('node:stream').Duplex, req?: import('node:http').IncomingMessage): void => {
       const client = this.aedes.handle(conn, req) as Client & { _parser: { _list: { length: number }, prependListener: (ev: 'error', fn: (err: BrokerError) => void) => void } }
       if (client._parser._list.length === 0) client._parser._list = new BufferList() as typeof client._parser._list
-      // A parser error is a malformed packet: marked before aedes reports it (and closes the connection).
-      client._parser.prependListener('error', (err) => { err.malformed = true })
+      // A parser error is a malformed packet: marked before aedes reports it and closes the
+      // connection; an MQTT 5 device is told why first (the write leaves before aedes' close).
+      client._parser.prependListener('error', (err) => {
+        err.malformed = true
+        if (client.version === 5 && client.connected && !client.closed) conn.write(malformedDisconnect(err))
+      })
     }
     const tcp = createNetServer((sock) => { sock.setNoDelay(true); handle(sock) })
     const ports: BrokerPorts = { mqtt: await this.listen(tcp, this.cfg.port), ws: null, tls: null }

@@ -2,6 +2,7 @@
 // (events.dev), kept beside the device's sequence counter (device_seq.num), instead of repeating
 // its id in every row; the uplink puts the id back into each event (stored-event.ts).
 import { GatewayError } from '../errors.ts'
+import type { Db } from './db.ts'
 import { deviceIdField } from './stored-event.ts'
 
 export class DeviceNumbers {
@@ -53,12 +54,33 @@ export class DeviceNumbers {
   /** The id of the device with number `num`. Throws if none has it: the outbox is not consistent. */
   idOf (num: number): string {
     const id = this.ids[num]
-    if (id === undefined) throw new GatewayError('GW_ERR_OUTBOX_CORRUPT', `an event names device number ${num}, which device_seq does not hold`)
+    if (id === undefined) throw unknownDeviceNumber(num)
     return id
   }
 
   /** The encoded device_id field of the device with number `num` (cached). */
   field (num: number): Buffer {
     return this.fields[num] ?? (this.fields[num] = deviceIdField(this.idOf(num)))
+  }
+}
+
+/** An event names a device number that device_seq does not hold: the outbox is not consistent. */
+export function unknownDeviceNumber (num: number): GatewayError {
+  return new GatewayError('GW_ERR_OUTBOX_CORRUPT', `an event names device number ${num}, which device_seq does not hold`)
+}
+
+/**
+ * deviceIdField() by device number, read from device_seq on a connection of the caller's (the
+ * uplink thread's) and cached: the number of a row the uplink reads is on disk with the row.
+ */
+export function deviceFieldLookup (db: Db): (num: number) => Buffer {
+  const idOf = db.prepare('SELECT device_id FROM device_seq WHERE num = ?').pluck()
+  const fields: Buffer[] = []
+  return (num) => {
+    const known = fields[num]
+    if (known !== undefined) return known
+    const id = idOf.get(num) as string | undefined
+    if (id === undefined) throw unknownDeviceNumber(num)
+    return (fields[num] = deviceIdField(id))
   }
 }

@@ -1,14 +1,10 @@
-// The uplink's side of the outbox: reads unsent rows by lane, remembers the batches in flight,
-// deletes what the cloud acknowledged. It works on a Db handle of its own choosing and learns what
-// it needs of the writer's memory through an OutboxFeed (what is on disk, device names, the
-// budget's totals), so it could move to its own read connection in a worker thread.
-//
-// Its bookkeeping transactions are not synced by themselves (the next ingest commit's sync covers
-// them): a power cut can lose one, which costs only a re-send that JetStream or the cloud's
-// idempotent apply drops.
+// The uplink's reads of the outbox: unsent rows by lane, gap records, the batches left in flight by
+// the last run. It works on a Db handle of its own choosing (the uplink thread's own connection) and
+// learns what it needs of the writer through an OutboxFeed (what is on disk, device names), never
+// writing: the writes of the uplink's bookkeeping are the writer's (inflight-ledger.ts).
 import type { Statement } from 'better-sqlite3'
 import type { Db } from './db.ts'
-import { ROW_OVERHEAD_BYTES, type GapRecord, type InflightBatch, type Lane, type UplinkRow, type Watermark } from './outbox-types.ts'
+import type { GapRecord, InflightBatch, Lane, UplinkRow, Watermark } from './outbox-types.ts'
 
 /** What the reader needs from the writer (outbox.ts). */
 export interface OutboxFeed {
@@ -16,8 +12,6 @@ export interface OutboxFeed {
   durable: () => Watermark
   /** The encoded device_id field of the device with number `dev` (device-numbers.ts). */
   deviceField: (dev: number) => Buffer
-  /** Inside ackBatch's transaction: rows deleted, to count out of the budget's totals. */
-  released: (events: number, bytes: number) => void
   /** Runs `listener` after every commit that is on disk (new rows to read). */
   onCommit: (listener: () => void) => void
 }
@@ -29,11 +23,6 @@ export class OutboxReader {
     readLane: Statement
     maxId: Statement
     readGaps: Statement
-    insertInflight: Statement
-    deleteInflight: Statement
-    rangeSize: Statement
-    deleteRange: Statement
-    deleteGaps: Statement
   }
 
   /** epoch: random id of this database, part of every replication batch id. */
@@ -42,11 +31,6 @@ export class OutboxReader {
       readLane: db.prepare('SELECT id, dev, body FROM events WHERE lane = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?'),
       maxId: db.prepare('SELECT max(id) AS id FROM events WHERE lane = ?'),
       readGaps: db.prepare('SELECT id, device_id, from_seq, to_seq, count, reason, ts FROM gaps WHERE id > ? AND id <= ? ORDER BY id LIMIT ?'),
-      insertInflight: db.prepare('INSERT OR REPLACE INTO uplink_inflight (batch_id, lane, first_id, last_id, gap_first, gap_last) VALUES (?, ?, ?, ?, ?, ?)'),
-      deleteInflight: db.prepare('DELETE FROM uplink_inflight WHERE batch_id = ?'),
-      rangeSize: db.prepare('SELECT count(*) AS n, sum(length(body)) AS bytes FROM events WHERE lane = ? AND id BETWEEN ? AND ?'),
-      deleteRange: db.prepare('DELETE FROM events WHERE lane = ? AND id BETWEEN ? AND ?'),
-      deleteGaps: db.prepare('DELETE FROM gaps WHERE id BETWEEN ? AND ?'),
     }
   }
 
@@ -90,33 +74,9 @@ export class OutboxReader {
       .map((g) => ({ id: g.id, deviceId: g.device_id, fromSeq: g.from_seq, toSeq: g.to_seq, count: g.count, reason: g.reason, tsMs: g.ts }))
   }
 
-  /** Persists batches before they are published, so a restart re-sends them with the same ids. */
-  recordInflight (batches: InflightBatch[]): void {
-    this.db.transaction(() => {
-      for (const b of batches) this.stmts.insertInflight.run(b.batchId, b.lane, b.firstId, b.lastId, b.gapFirst, b.gapLast)
-    })()
-  }
-
   /** Batches published before the last stop and never acknowledged, oldest first. */
   loadInflight (): InflightBatch[] {
     return (this.db.prepare('SELECT batch_id, lane, first_id, last_id, gap_first, gap_last FROM uplink_inflight ORDER BY lane, first_id, gap_first').all() as Array<{ batch_id: string, lane: Lane, first_id: number, last_id: number, gap_first: number, gap_last: number }>)
       .map((r) => ({ batchId: r.batch_id, lane: r.lane, firstId: r.first_id, lastId: r.last_id, gapFirst: r.gap_first, gapLast: r.gap_last }))
-  }
-
-  /** The cloud has the batch: delete its rows, gaps and in-flight record in one transaction. */
-  ackBatch (b: InflightBatch): { events: number, bytes: number } {
-    let freed = { events: 0, bytes: 0 }
-    this.db.transaction(() => {
-      if (b.lastId >= b.firstId) {
-        // Count what is really there: shedding may have removed rows of the range meanwhile.
-        const c = this.stmts.rangeSize.get(b.lane, b.firstId, b.lastId) as { n: number, bytes: number | null }
-        this.stmts.deleteRange.run(b.lane, b.firstId, b.lastId)
-        freed = { events: c.n, bytes: (c.bytes ?? 0) + c.n * ROW_OVERHEAD_BYTES }
-        this.feed.released(freed.events, freed.bytes)
-      }
-      if (b.gapLast >= b.gapFirst) this.stmts.deleteGaps.run(b.gapFirst, b.gapLast)
-      this.stmts.deleteInflight.run(b.batchId)
-    })()
-    return freed
   }
 }

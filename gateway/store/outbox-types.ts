@@ -60,6 +60,8 @@ export interface OutboxOptions {
   maxPendingEvents: number
   deadLetterRows: number
   deadLetterPayloadBytes: number
+  /** Dead letters reported to the cloud per second (dead-letters.ts); 0 = none. */
+  deadLetterReportsPerSec: number
   /** Committed reading identities remembered per device for resend de-duplication (0 = off). */
   resendWindow: number
 }

@@ -1,9 +1,8 @@
 // The store-and-forward outbox, its writer: every accepted event is committed here, in groups,
 // before it is acknowledged. Sequence numbers are assigned inside the commit, so a number is never
 // reused after a crash; so is each device's resend window (resend-window.ts), so a resend is
-// recognised after a crash too. Its parts: disk-budget.ts (the budget, its overflow policy and
-// shedding, which records a gap) and outbox-reader.ts (the uplink's side: reads, batches in flight,
-// acks); shared shapes in outbox-types.ts.
+// recognised after a crash too. Its parts: disk-budget.ts (the budget, overflow policy, shedding with
+// gap records), dead-letters.ts, and the uplink's side: outbox-reader.ts and inflight-ledger.ts.
 import type { Statement } from 'better-sqlite3'
 import { CONTROL_DEVICE_ID } from '../../proto/index.ts'
 import type { Db } from './db.ts'
@@ -13,14 +12,16 @@ import type { GatewayMetrics } from '../metrics.ts'
 import { COMMITTED_READING, NEW_READING, payloadHash, ResendWindows } from './resend-window.ts'
 import { DeviceNumbers } from './device-numbers.ts'
 import { DiskBudget } from './disk-budget.ts'
+import { DeadLetters } from './dead-letters.ts'
 import { OutboxReader } from './outbox-reader.ts'
+import { InflightLedger } from './inflight-ledger.ts'
 import { loadOutbox, syncAtStart } from './outbox-start.ts'
 import { WalSync, type FsyncFn } from './wal-sync.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 import {
   decodeStored, encodeControl, encodeTelemetry, LANE_PRIORITY, ROW_OVERHEAD_BYTES,
   type CommitCallback, type DeadLetter, type IncomingControl, type IncomingEvent, type Lane, type OutboxOptions,
-  type OutboxStats, type ReadingIdentity, type UplinkRow, type Watermark,
+  type OutboxStats, type ReadingIdentity, type Watermark,
 } from './outbox-types.ts'
 
 // The shared shapes, re-exported: importers of outbox.ts need not know how the outbox is split.
@@ -43,8 +44,13 @@ export class Outbox extends Lifecycle {
   private readonly resends: ResendWindows
   private readonly commitListeners: Array<() => void> = []
   private budget!: DiskBudget
-  /** The uplink's side of the outbox (made by start()). */
+  private deadLetters!: DeadLetters
+  /** Reads as the uplink's (made by start()), on this connection: for tests and tools; the uplink thread has its own. */
   reader!: OutboxReader
+  /** The uplink's bookkeeping writes (made by start()): batches in flight, acknowledged batches deleted. */
+  ledger!: InflightLedger
+  /** Random id of this database, part of every replication batch id (made by start()). */
+  epoch = ''
   /** durability=full: the WAL is fsynced by walSync after each commit, off the event loop. */
   private walSync: WalSync | null = null
   /** Highest events rowid and gaps id that are on disk (synced): the reader never reads past them. */
@@ -58,8 +64,6 @@ export class Outbox extends Lifecycle {
     numberDevice: Statement
     upsertSeqRecent: Statement
     readRecent: Statement
-    insertDead: Statement
-    trimDead: Statement
     firstBody: Statement
   }
 
@@ -84,8 +88,6 @@ export class Outbox extends Lifecycle {
       numberDevice: db.prepare('INSERT INTO device_seq (device_id, last_seq, num) VALUES (?, 0, ?) ON CONFLICT(device_id) DO UPDATE SET num = excluded.num'),
       upsertSeqRecent: db.prepare('INSERT INTO device_seq (device_id, last_seq, recent) VALUES (?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET last_seq = excluded.last_seq, recent = excluded.recent'),
       readRecent: db.prepare('SELECT recent FROM device_seq WHERE device_id = ?').pluck(),
-      insertDead: db.prepare('INSERT INTO dead_letters (ts, device_id, topic, reason, detail, payload_bytes, payload) VALUES (?, ?, ?, ?, ?, ?, ?)'),
-      trimDead: db.prepare('DELETE FROM dead_letters WHERE id <= ?'),
       firstBody: db.prepare('SELECT lane, body FROM events ORDER BY id LIMIT 1'),
     }
     const loaded = loadOutbox(db, { lastSeq: this.lastSeq, resends: this.resends, devices: this.devices })
@@ -96,16 +98,17 @@ export class Outbox extends Lifecycle {
       for (const l of this.commitListeners) l()
     }
     this.startSync = this.walSync ? syncAtStart(this.walSync, db, this.log, durableLoaded) : Promise.resolve(durableLoaded())
+    this.deadLetters = new DeadLetters(db, this.opts, this.metrics)
     this.budget = new DiskBudget(db, this.opts, this.devices, (gapId) => { this.written.gapId = Math.max(this.written.gapId, gapId) }, this.log, this.metrics)
-    const epoch = (db.prepare('SELECT epoch FROM outbox_state WHERE id = 1').get() as { epoch: string }).epoch
-    this.reader = new OutboxReader(db, epoch, {
+    this.epoch = (db.prepare('SELECT epoch FROM outbox_state WHERE id = 1').get() as { epoch: string }).epoch
+    this.reader = new OutboxReader(db, this.epoch, {
       durable: () => this.durable,
       deviceField: (dev) => this.devices.field(dev),
-      released: (events, bytes) => {
-        this.budget.released(events, bytes)
-        this.updateGauges()
-      },
       onCommit: (listener) => this.onCommit(listener),
+    })
+    this.ledger = new InflightLedger(db, (events, bytes) => {
+      this.budget.released(events, bytes)
+      this.updateGauges()
     })
     this.updateGauges()
   }
@@ -170,9 +173,11 @@ export class Outbox extends Lifecycle {
     this.enqueue({ kind: 'control', ev, cb, at: performance.now() })
   }
 
-  /** Queues a quarantined payload; cb runs once it is committed to the dead-letter table. */
+  /** Queues a quarantined payload, and its report to the cloud in the same group (dead-letters.ts); cb runs once it is committed to the dead-letter table. */
   quarantine (dl: DeadLetter, cb: CommitCallback): void {
-    this.enqueue({ kind: 'dead', dl, cb, at: performance.now() })
+    if (!this.enqueue({ kind: 'dead', dl, cb, at: performance.now() })) return
+    const report = this.deadLetters.report(dl, Date.now())
+    if (report) this.appendControl(report, (err) => { if (err) this.log.debug({ err, deviceId: dl.deviceId }, 'dead letter kept, its report to the cloud not') })
   }
 
   /** False when p was refused at once (its callback has run). */
@@ -234,7 +239,13 @@ export class Outbox extends Lifecycle {
       for (const [deviceId, prev] of touched) {
         if (prev === 0) this.lastSeq.delete(deviceId)
         else this.lastSeq.set(deviceId, prev)
-        this.restoreWindow(deviceId)
+        // The window as the database has it (the transaction rolled back); if even that read fails,
+        // it is forgotten: at worst a resend is stored twice, never one lost.
+        try {
+          this.resends.restore(deviceId, (this.stmts.readRecent.get(deviceId) as Buffer | null | undefined) ?? null)
+        } catch {
+          this.resends.restore(deviceId, null)
+        }
       }
       // Numbers given in the group were rolled back with it: the next commit gives them again.
       this.devices.undo()
@@ -286,16 +297,6 @@ export class Outbox extends Lifecycle {
     if (p.kind === 'event' && p.ticket >= 0) this.resends.settle(p.ev.deviceId, p.ticket, err)
   }
 
-  // After a failed commit: the window as the database has it (the transaction rolled back). If even
-  // that read fails, the window is forgotten: at worst a resend is stored twice, never one lost.
-  private restoreWindow (deviceId: string): void {
-    try {
-      this.resends.restore(deviceId, (this.stmts.readRecent.get(deviceId) as Buffer | null | undefined) ?? null)
-    } catch {
-      this.resends.restore(deviceId, null)
-    }
-  }
-
   /** Runs after every successful commit (the uplink wakes up on it). */
   onCommit (listener: () => void): void {
     this.commitListeners.push(listener)
@@ -308,9 +309,7 @@ export class Outbox extends Lifecycle {
     for (let i = 0; i < group.length; i++) {
       const p = group[i]
       if (p.kind === 'dead') {
-        const dl = p.dl
-        const copy = dl.payload.subarray(0, this.opts.deadLetterPayloadBytes)
-        this.stmts.insertDead.run(now, dl.deviceId, dl.topic, dl.reason, dl.detail, dl.payload.length, copy)
+        this.deadLetters.write(p.dl, now)
         deadLetters++
         continue
       }
@@ -340,10 +339,7 @@ export class Outbox extends Lifecycle {
       else this.stmts.upsertSeqRecent.run(deviceId, this.lastSeq.get(deviceId), recent)
     }
     this.budget.save()
-    if (deadLetters > 0) {
-      const last = this.db.prepare('SELECT max(id) AS id FROM dead_letters').get() as { id: number }
-      this.stmts.trimDead.run(last.id - this.opts.deadLetterRows)
-    }
+    if (deadLetters > 0) this.deadLetters.trim()
   }
 
   // The device's number; a device without one gets the next, written in this transaction, so the
@@ -354,10 +350,11 @@ export class Outbox extends Lifecycle {
     return num
   }
 
-  // The reader's (outbox-reader.ts), for tests and tools that drive an outbox by hand; the uplink uses `reader`.
-  readLane (...args: Parameters<OutboxReader['readLane']>): UplinkRow[] { return this.reader.readLane(...args) }
-  maxId (lane: Lane): number { return this.reader.maxId(lane) }
-  deviceField (dev: number): Buffer { return this.devices.field(dev) }
+  /** The database file (the uplink thread opens it read-only). */
+  get dbFile (): string { return this.db.name }
+
+  /** Highest event and gap ids on disk (synced): what the uplink may read. */
+  durableMark (): Watermark { return { ...this.durable } }
 
   /** Last sequence number handed out to a device (0 if none). */
   lastSeqOf (deviceId: string): number { return this.lastSeq.get(deviceId) ?? 0 }

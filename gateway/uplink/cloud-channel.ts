@@ -11,14 +11,14 @@ import { Kvm } from '@nats-io/kv'
 import { CLOUD_BUCKETS, STREAMS, subjects } from '../../proto/index.ts'
 import { parseCloudCommand, type CloudCommand } from '../../proto/command.ts'
 import type { Logger } from '../log.ts'
-import type { GatewayMetrics } from '../metrics.ts'
+import type { UplinkMetrics } from './uplink-metrics.ts'
 import { backoffMs, type UplinkLink } from './link.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 
-/** Where the channel hands on what the cloud sends (gateway.ts wires it to the rules and the command tracker). */
+/** Where the channel hands on what the cloud sends (the main thread's rules and command tracker, through uplink-thread.ts). */
 export interface CloudInbox {
-  /** A rule set from the cloud's rules bucket; returns why it was refused, or null once it runs. */
-  loadRules: (text: string) => Error | null
+  /** A rule set from the cloud's rules bucket (its KV revision); the rules log and count a refusal. */
+  loadRules: (text: string, revision: number) => void
   /** A command from the cloud, already validated; an expired one is recorded as such, not sent. */
   command: (cmd: CloudCommand) => void
 }
@@ -57,7 +57,7 @@ export class CloudChannel extends Lifecycle {
     private readonly inbox: CloudInbox,
     private readonly opts: CloudChannelOptions,
     private readonly log: Logger,
-    private readonly metrics: GatewayMetrics,
+    private readonly metrics: UplinkMetrics,
   ) {
     super()
   }
@@ -157,8 +157,7 @@ export class CloudChannel extends Lifecycle {
     void (async () => {
       for await (const e of watch) {
         if (e.operation !== 'PUT') continue
-        const err = this.inbox.loadRules(e.string())
-        if (err) this.log.error({ err, revision: e.revision }, 'rule set from the cloud refused')
+        this.inbox.loadRules(e.string(), e.revision)
       }
       this.lost('rules watch ended', generation)
     })().catch((err: Error) => this.lost(`rules watch failed: ${err.message}`, generation))

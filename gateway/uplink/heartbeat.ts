@@ -5,7 +5,8 @@ import type { Logger } from '../log.ts'
 import type { UplinkLink } from './link.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 
-export type StatusSource = () => GatewayStatusProps
+/** The status to send now, or null while there is none yet. */
+export type StatusSource = () => GatewayStatusProps | null
 
 export class Heartbeat extends Lifecycle {
   private timer: NodeJS.Timeout | null = null
@@ -30,9 +31,10 @@ export class Heartbeat extends Lifecycle {
   /** Sends one heartbeat now if the link is up (core NATS: fire and forget). */
   beat (): void {
     const conn = this.link.current()
-    if (!conn) return
+    const status = this.status()
+    if (!conn || !status) return
     try {
-      conn.nc.publish(subjects.status(this.gatewayId), v1.GatewayStatus.encode(this.status()).finish())
+      conn.nc.publish(subjects.status(this.gatewayId), v1.GatewayStatus.encode(status).finish())
     } catch (err) {
       this.log.debug({ err }, 'heartbeat not sent')
     }

@@ -6,7 +6,7 @@ import { connect, credsAuthenticator, nkeyAuthenticator, type NatsConnection, ty
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream'
 import type { GatewayConfig } from '../config.ts'
 import type { Logger } from '../log.ts'
-import type { GatewayMetrics } from '../metrics.ts'
+import type { UplinkMetrics } from './uplink-metrics.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 
 export type LinkState = 'down' | 'up' | 'refused'
@@ -31,7 +31,7 @@ export class UplinkLink extends Lifecycle {
     private readonly cfg: GatewayConfig['uplink'],
     private readonly gatewayId: string,
     private readonly log: Logger,
-    private readonly metrics: GatewayMetrics,
+    private readonly metrics: UplinkMetrics,
   ) {
     super()
   }

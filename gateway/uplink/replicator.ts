@@ -3,35 +3,35 @@
 // recorded before it is published, so after a crash it is re-sent with the same id and JetStream
 // drops the copy. Lanes: priority (alerts, decisions, gaps) first, then live telemetry, then the
 // backlog left by an outage, so fresh data is not stuck behind hours of history.
-import { subjects, v1 } from '../../proto/index.ts'
+//
+// It runs in the uplink thread (uplink-thread.ts): it reads the outbox on that thread's connection,
+// and asks the writer (main thread) to record batches before they go and to delete what was
+// acknowledged (LedgerPort).
+import { subjects } from '../../proto/index.ts'
 import type { GatewayConfig } from '../config.ts'
 import { GatewayError } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import type { GatewayMetrics } from '../metrics.ts'
-import { LANE_PRIORITY, LANE_TELEMETRY, type InflightBatch, type Lane, type UplinkRow } from '../store/outbox-types.ts'
+import type { UplinkMetrics } from './uplink-metrics.ts'
+import { LANE_PRIORITY, LANE_TELEMETRY, type InflightBatch, type UplinkRow } from '../store/outbox-types.ts'
 import type { OutboxReader } from '../store/outbox-reader.ts'
+import type { BatchToRecord } from '../store/inflight-ledger.ts'
 import { TokenBucket } from '../../lib/token-bucket.ts'
-import { encodeBatch } from '../store/stored-event.ts'
+import { BatchBuilder, order, type Batch, type Kind } from './batch.ts'
 import { backoffMs, classify, type UplinkLink } from './link.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
-
-type Kind = 'priority' | 'live' | 'backlog'
-
-interface Batch extends InflightBatch {
-  kind: Kind
-  events: number
-  payload: Buffer
-  /** Ingest time of the newest event (live batches only), for the freshness metric. */
-  newestIngestTs: number
-  /** Which publish attempt is current: results of older attempts are ignored, except an ack. */
-  attempt: number
-  done: boolean
-}
 
 /** A rowid range (after, upto] of telemetry still to be sent by the backlog lane. */
 interface Range { after: number, upto: number }
 
 const LANE_LIMIT: Record<Kind, number> = { priority: 2, live: 2, backlog: 0 }
+
+/** The writes of the uplink's bookkeeping, which the outbox's writer does on request (store/inflight-ledger.ts). */
+export interface LedgerPort {
+  /** Records batches as in flight; false at the index of one whose rows were shed since it was read (build it again). */
+  record: (batches: BatchToRecord[]) => Promise<boolean[]>
+  /** JetStream has the batch: its rows, gaps and record go. */
+  ack: (b: InflightBatch) => void
+}
 
 export class Replicator extends Lifecycle {
   private readonly inFlight = new Map<string, Batch>()
@@ -56,18 +56,20 @@ export class Replicator extends Lifecycle {
   /** When the last live batch was built (performance.now()), for uplink.liveLingerMs. */
   private lastLiveAt = -Infinity
   private lingerTimer: NodeJS.Timeout | null = null
+  private readonly batches: BatchBuilder
   lastAckTs = 0
-  ackedEvents = 0
 
   constructor (
     private readonly reader: OutboxReader,
+    private readonly ledger: LedgerPort,
     private readonly link: UplinkLink,
     private readonly cfg: GatewayConfig['uplink'],
     private readonly gatewayId: string,
     private readonly log: Logger,
-    private readonly metrics: GatewayMetrics,
+    private readonly metrics: UplinkMetrics,
   ) {
     super()
+    this.batches = new BatchBuilder(reader, gatewayId)
     const now = performance.now()
     // Bursts of one batch or 100 ms of the rate, whichever is larger: a burst of a whole second
     // let a small backlog drain uncapped (a 200k backlog under a 200k/s cap went out at once).
@@ -78,7 +80,7 @@ export class Replicator extends Lifecycle {
   /** Loads batches left in flight by the last run (to re-send with their ids) and starts following commits. */
   start (): void {
     for (const b of this.reader.loadInflight()) {
-      const batch = this.rebuild(b)
+      const batch = this.batches.rebuild(b)
       this.retry.push(batch)
       if (b.lane === LANE_PRIORITY) this.prioCursor = Math.max(this.prioCursor, b.lastId)
       else this.skip.push({ firstId: b.firstId, lastId: b.lastId })
@@ -99,9 +101,13 @@ export class Replicator extends Lifecycle {
       this.liveCursor = max
     }
     this.failures = 0
-    // Batches that failed while the link was down go first, with their ids.
-    for (const b of this.inFlight.values()) if (!this.retry.includes(b)) this.retry.push(b)
-    this.inFlight.clear()
+    // Batches that failed while the link was down go first, with their ids. One still waiting to be
+    // recorded stays: it goes once recorded (recordThenPublish).
+    for (const b of [...this.inFlight.values()]) {
+      if (!b.recorded) continue
+      if (!this.retry.includes(b)) this.retry.push(b)
+      this.inFlight.delete(b.batchId)
+    }
     this.retry.sort((a, b) => order(a) - order(b) || a.firstId - b.firstId)
     this.schedule()
   }
@@ -168,10 +174,51 @@ export class Replicator extends Lifecycle {
       fresh.push(b)
       toSend.push(b)
     }
-    if (fresh.length > 0) this.reader.recordInflight(fresh)
     this.metrics.uplinkInFlight.set(this.inFlight.size)
-    for (const b of toSend) this.publish(conn.js, b)
+    for (const b of toSend) if (!fresh.includes(b)) this.publish(conn.js, b)
+    if (fresh.length > 0) this.recordThenPublish(fresh)
     if (more) this.schedule()
+  }
+
+  // A new batch goes out only once the writer has recorded it, so that a restart re-sends it with
+  // its id. One whose rows were shed meanwhile is read again from its range and recorded anew.
+  private recordThenPublish (batches: Batch[]): void {
+    this.ledger.record(batches.map((b) => ({ batchId: b.batchId, lane: b.lane, firstId: b.firstId, lastId: b.lastId, gapFirst: b.gapFirst, gapLast: b.gapLast, events: b.events }))).then((recorded) => {
+      if (this.released) return
+      const again: Batch[] = []
+      for (let i = 0; i < batches.length; i++) {
+        const b = batches[i]
+        if (!recorded[i]) {
+          const rebuilt = this.batches.readAgain(b)
+          this.inFlight.set(b.batchId, rebuilt)
+          again.push(rebuilt)
+          continue
+        }
+        b.recorded = true
+        const conn = this.link.current()
+        // Recorded, not sent: it goes first once the link is back (onLinkUp), or at the next start.
+        if (!conn || this.isClosing) {
+          this.inFlight.delete(b.batchId)
+          this.retry.push(b)
+          this.retry.sort((x, y) => order(x) - order(y) || x.firstId - y.firstId)
+        } else {
+          this.publish(conn.js, b)
+        }
+      }
+      if (again.length > 0) this.recordThenPublish(again)
+      this.metrics.uplinkInFlight.set(this.inFlight.size)
+    }, (err: Error) => {
+      // Never recorded, so never sent: the rows are still in the outbox. Asked again after a
+      // backoff; when closing, the next run reads them again (everything unacknowledged is backlog).
+      if (this.released || this.isClosing) {
+        for (const b of batches) this.inFlight.delete(b.batchId)
+        this.metrics.uplinkInFlight.set(this.inFlight.size)
+        return
+      }
+      const wait = backoffMs(this.failures++, this.cfg.reconnectMinMs, this.cfg.reconnectMaxMs)
+      this.log.error({ err, batches: batches.length, retryInMs: wait }, 'batches not recorded by the outbox; asking again')
+      setTimeout(() => this.recordThenPublish(batches), wait)
+    })
   }
 
   private publish (js: NonNullable<ReturnType<UplinkLink['current']>>['js'], b: Batch): void {
@@ -185,10 +232,9 @@ export class Replicator extends Lifecycle {
       this.inFlight.delete(b.batchId)
       const queued = this.retry.indexOf(b)
       if (queued >= 0) this.retry.splice(queued, 1)
-      const freed = this.reader.ackBatch(b)
+      this.ledger.ack(b)
       const now = Date.now()
       this.lastAckTs = now
-      this.ackedEvents += freed.events
       this.failures = 0
       this.link.healthy()
       this.metrics.uplinkPublishSeconds.observe((performance.now() - started) / 1000)
@@ -225,7 +271,7 @@ export class Replicator extends Lifecycle {
     const gapLast = gaps.length ? gaps[gaps.length - 1].id : this.gapCursor
     this.prioCursor = lastId
     this.gapCursor = gapLast
-    return this.build('priority', LANE_PRIORITY, rows, firstId, lastId, gapFirst, gapLast)
+    return this.batches.build('priority', LANE_PRIORITY, rows, firstId, lastId, gapFirst, gapLast)
   }
 
   private nextLive (): Batch | null {
@@ -240,7 +286,7 @@ export class Replicator extends Lifecycle {
     if (!this.spend(rows, false)) return null
     this.liveCursor = rows[rows.length - 1].id
     this.lastLiveAt = performance.now()
-    return this.build('live', LANE_TELEMETRY, rows, rows[0].id, this.liveCursor, 1, 0)
+    return this.batches.build('live', LANE_TELEMETRY, rows, rows[0].id, this.liveCursor, 1, 0)
   }
 
   private nextBacklog (): Batch | null {
@@ -260,7 +306,7 @@ export class Replicator extends Lifecycle {
       }
       if (!this.spend(rows, true)) return null
       r.after = rows[rows.length - 1].id
-      return this.build('backlog', LANE_TELEMETRY, rows, rows[0].id, r.after, 1, 0)
+      return this.batches.build('backlog', LANE_TELEMETRY, rows, rows[0].id, r.after, 1, 0)
     }
     return null
   }
@@ -290,38 +336,12 @@ export class Replicator extends Lifecycle {
     this.throttleTimer = setTimeout(() => { this.throttleTimer = null; this.schedule() }, wait)
   }
 
-  // Encodes the batch header, then appends each stored event without decoding it (protobuf
-  // concatenation merges): telemetry as field 3, control events (priority lane) as field 6, each
-  // with its device_id field put back in front of the stored body (stored-event.ts). The drain does
-  // no per-event protobuf work and allocates one buffer per batch.
-  private build (kind: Kind, lane: Lane, rows: UplinkRow[], firstId: number, lastId: number, gapFirst: number, gapLast: number): Batch {
-    const batchId = `${this.gatewayId}.${this.reader.epoch}.${lane}.${firstId}-${lastId}.${gapFirst}-${gapLast}`
-    const gaps = gapLast >= gapFirst ? this.reader.readGaps(gapFirst - 1, gapLast, gapLast - gapFirst + 1) : []
-    const header = v1.ReplicationBatch.encode({
-      gatewayId: this.gatewayId,
-      batchId,
-      sentTsMs: Date.now(),
-      gaps: gaps.map((g) => ({ gatewayId: this.gatewayId, deviceId: g.deviceId, fromSeq: g.fromSeq, toSeq: g.toSeq, count: g.count, reason: g.reason, recordedTsMs: g.tsMs })),
-    }).finish()
-    const payload = encodeBatch(header, lane === LANE_PRIORITY ? 6 : 3, rows, (dev) => this.reader.deviceField(dev))
-    const newestIngestTs = kind === 'live' && rows.length > 0 ? Number(v1.TelemetryEvent.decode(rows[rows.length - 1].body).ingestTsMs) : 0
-    return { batchId, lane, firstId, lastId, gapFirst, gapLast, kind, events: rows.length, payload, newestIngestTs, attempt: 0, done: false }
-  }
-
-  // Re-creates a batch recorded by the last run from its row ranges (rows shed since are simply absent).
-  private rebuild (b: InflightBatch): Batch {
-    const rows = b.lastId >= b.firstId ? this.reader.readLane(b.lane, b.firstId - 1, b.lastId, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER) : []
-    const batch = this.build(b.lane === LANE_PRIORITY ? 'priority' : 'backlog', b.lane, rows, b.firstId, b.lastId, b.gapFirst, b.gapLast)
-    return { ...batch, batchId: b.batchId }
-  }
-
   /** Batches awaiting an ack, and the time of the last ack. */
-  stats (): { inFlight: number, retry: number, lastAckTs: number, ackedEvents: number, backlogRanges: number, liveCursor: number, throttledForMs: number, retryPending: boolean } {
+  stats (): ReplicatorStats {
     return {
       inFlight: this.inFlight.size,
       retry: this.retry.length,
       lastAckTs: this.lastAckTs,
-      ackedEvents: this.ackedEvents,
       backlogRanges: this.backlog.length,
       liveCursor: this.liveCursor,
       throttledForMs: Math.max(0, Math.round(this.throttledUntil - performance.now())),
@@ -355,4 +375,6 @@ export class Replicator extends Lifecycle {
   }
 }
 
-const order = (b: Batch): number => (b.kind === 'priority' ? 0 : b.kind === 'live' ? 1 : 2)
+/** What the replicator reports (the main thread adds ackedEvents, which it counts as it deletes). */
+export interface ReplicatorStats { inFlight: number, retry: number, lastAckTs: number, backlogRanges: number, liveCursor: number, throttledForMs: number, retryPending: boolean }
+

@@ -7,7 +7,7 @@
 // JetStream publisher. Again after another window if that does not help.
 import type { GatewayConfig } from '../config.ts'
 import type { Logger } from '../log.ts'
-import type { GatewayMetrics } from '../metrics.ts'
+import type { UplinkMetrics } from './uplink-metrics.ts'
 import type { UplinkLink } from './link.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 
@@ -28,7 +28,7 @@ export class StallWatchdog extends Lifecycle {
     private readonly link: UplinkLink,
     private readonly progress: () => UplinkProgress,
     private readonly log: Logger,
-    private readonly metrics: GatewayMetrics,
+    private readonly metrics: UplinkMetrics,
   ) {
     super()
   }

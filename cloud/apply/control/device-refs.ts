@@ -1,6 +1,7 @@
-// One device's references into its gateway's control views (its recent decisions, alerts and
-// commands), for the device page: bounded lists by seq, like the gateway's documents.
+// One device's references into its gateway's control views (its recent decisions, alerts, commands
+// and dead letters), for the device page: bounded lists by seq, like the gateway's documents.
 import { boundCommands, tooOld, type CommandStatus, type QueuedCommand } from './commands.ts'
+import { deadLetterEntry, type DeadLetterEntry } from './dead-letters.ts'
 import { insertTopN, type ControlEv } from './events.ts'
 
 export interface DeviceDecisionRef { seq: number, tsMs: number, ruleId: string, kind: string, durationMs: number }
@@ -15,6 +16,8 @@ export interface DeviceControlDoc {
   decisions: DeviceDecisionRef[]
   alerts: DeviceAlertRef[]
   commands: DeviceCommandRef[]
+  /** Absent in documents written before dead letters were reported. */
+  deadLetters?: DeadLetterEntry[]
 }
 
 export const newDeviceControlDoc = (gatewayId: string, deviceId: string): DeviceControlDoc => ({ v: 1, gatewayId, deviceId, decisions: [], alerts: [], commands: [] })
@@ -56,6 +59,8 @@ export function applyDeviceControl (doc: DeviceControlDoc, events: ControlEv[], 
       if (insertTopN(doc.alerts, { seq: ev.seq, tsMs: ev.eventTsMs, alertId: ev.alertId, change: ev.kind === 'alert_raised' ? 'raised' : 'cleared', severity: ev.severity, message: ev.message }, max)) changed = true
     } else if (ev.kind === 'command_result' && ev.commandId !== '') {
       if (upsertCommandRef(doc, { commandId: ev.commandId, name: ev.commandName, status: ev.commandStatus as CommandStatus, seq: ev.seq, tsMs: ev.eventTsMs, queuedAtMs: null }, max)) changed = true
+    } else if (ev.kind === 'dead_letter') {
+      if (insertTopN(doc.deadLetters ??= [], deadLetterEntry(ev), max)) changed = true
     }
   }
   return changed

@@ -35,11 +35,13 @@ export interface ControlLimits {
   commands: number
   /** Timeline entries per command. */
   timeline: number
-  /** References per device and kind (decisions, alerts, commands). */
+  /** References per device and kind (decisions, alerts, commands, dead letters). */
   deviceRefs: number
+  /** Dead letters per gateway. */
+  deadLetters: number
 }
 
-export const DEFAULT_CONTROL_LIMITS: ControlLimits = { decisions: 200, alerts: 500, alertEvents: 200, commands: 256, timeline: 16, deviceRefs: 50 }
+export const DEFAULT_CONTROL_LIMITS: ControlLimits = { decisions: 200, alerts: 500, alertEvents: 200, commands: 256, timeline: 16, deviceRefs: 50, deadLetters: 200 }
 
 /** Largest JSON kept for command args or a decision's trigger in a view document (bytes). */
 const MAX_DETAIL_JSON = 1024

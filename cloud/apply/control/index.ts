@@ -1,4 +1,4 @@
-// The pure apply logic of control events (decisions, alerts, command outcomes): how they change the
+// The pure apply logic of control events (decisions, alerts, command outcomes, dead letters): how they change the
 // per-gateway and per-device control documents. No I/O here; the aggregator loads, calls, and writes
 // back with compare-and-set, exactly as for telemetry.
 //
@@ -15,9 +15,10 @@
 // viewKeys.control, written after these, like a device document after its rollups.
 //
 // One module per document: events.ts (the event, bounds, shared helpers), decisions.ts, alerts.ts,
-// commands.ts, device-refs.ts. Link health and apply lag are not control events: ../gateway-docs.ts.
+// commands.ts, dead-letters.ts, device-refs.ts. Link health and apply lag are not control events: ../gateway-docs.ts.
 export { DEFAULT_CONTROL_LIMITS, dedupeEvent, insertTopN, parseDetail, type ControlEv, type ControlLimits } from './events.ts'
 export { applyDecisions, newDecisionsDoc, type DecisionActionView, type DecisionEntry, type DecisionsDoc, type DecisionTriggerView } from './decisions.ts'
 export { ackAlert, applyAlerts, isAcknowledged, newAlertsDoc, type AlertAck, type AlertEventEntry, type AlertsDoc, type AlertState } from './alerts.ts'
 export { applyCommands, newCommandsDoc, recordQueued, TERMINAL_STATUSES, type CommandState, type CommandsDoc, type CommandStatus, type QueuedCommand, type TimelineEntry } from './commands.ts'
+export { applyDeadLetters, newDeadLettersDoc, type DeadLetterEntry, type DeadLettersDoc } from './dead-letters.ts'
 export { applyDeviceControl, newDeviceControlDoc, recordQueuedRef, type DeviceAlertRef, type DeviceCommandRef, type DeviceControlDoc, type DeviceDecisionRef } from './device-refs.ts'

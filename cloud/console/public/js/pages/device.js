@@ -2,6 +2,7 @@
 // picker, delivery accounting, and the device's alerts, decisions and commands.
 import { api, attempt, listOf } from '../api.js'
 import { lineChart } from '../charts.js'
+import { deadLetterTable, reasonCounts } from '../dead-letters.js'
 import { chip, fill, fmtAgo, fmtNum, fmtTime, h, NA, table, tile } from '../dom.js'
 
 const RANGES = [
@@ -24,7 +25,7 @@ export function mount (root, [gw, dev]) {
   const accounting = h('div', { class: 'tiles', id: 'accounting' })
   const picker = h('div', { class: 'segmented', id: 'range' })
   const chartsEl = h('div', { class: 'grid', id: 'history' })
-  const lists = { alerts: h('div'), decisions: h('div'), commands: h('div') }
+  const lists = { alerts: h('div'), decisions: h('div'), commands: h('div'), deadLetters: h('div') }
   const drawPicker = () => fill(picker, RANGES.map((r) => h('button', { type: 'button', class: r === range ? 'active' : '', dataset: { range: r.id }, onclick: () => { range = r; historyReadMs = 0; drawPicker(); void loadHistory() } }, r.label)))
   drawPicker()
   root.append(
@@ -38,7 +39,8 @@ export function mount (root, [gw, dev]) {
     h('div', { class: 'grid' },
       h('div', { class: 'card' }, h('h2', {}, 'Alerts'), lists.alerts),
       h('div', { class: 'card' }, h('h2', {}, 'Decisions'), lists.decisions),
-      h('div', { class: 'card' }, h('h2', {}, 'Commands'), lists.commands)),
+      h('div', { class: 'card' }, h('h2', {}, 'Commands'), lists.commands),
+      h('div', { class: 'card' }, h('h2', {}, 'Dead letters'), lists.deadLetters)),
   )
 
   async function loadHistory () {
@@ -113,6 +115,15 @@ export function mount (root, [gw, dev]) {
       if (Date.now() - historyReadMs > (range.ms > 6 * 3600_000 ? SLOW_HISTORY_MS : 0)) await loadHistory()
       listInto(lists.alerts, ar, 'alerts', (x) => h('tr', { dataset: { alert: x.alertId } }, h('td', {}, fmtTime(x.tsMs)), h('td', { class: 'mono' }, x.alertId), h('td', {}, chip(x.change, x.change === 'raised' ? 'bad' : 'ok')), h('td', { style: 'white-space: normal' }, x.message)), ['When', 'Alert', 'Change', 'Message'], 'No alerts.')
       listInto(lists.decisions, der, 'decisions', (x) => h('tr', { dataset: { decision: x.ruleId } }, h('td', {}, fmtTime(x.tsMs)), h('td', { class: 'mono' }, x.ruleId), h('td', {}, x.kind), h('td', { class: 'num' }, `${fmtNum(x.durationMs, 2)} ms`)), ['When', 'Rule', 'Kind', 'Took'], 'No decisions.')
+      if (!control.ok) fill(lists.deadLetters, control.unavailable ? NA() : h('p', { class: 'error' }, control.error.message))
+      else {
+        const dead = control.data.deadLetters ?? []
+        const byReason = {}
+        for (const d of dead) byReason[d.reason] = (byReason[d.reason] ?? 0) + 1
+        fill(lists.deadLetters, dead.length
+          ? [h('p', { class: 'muted' }, `The last ${fmtNum(dead.length)} reported, by reason:`), reasonCounts(byReason), deadLetterTable(dead.slice(0, 20), false)]
+          : h('p', { class: 'muted' }, 'None: every payload of this device was accepted.'))
+      }
       listInto(lists.commands, cr, 'commands', (x) => h('tr', { dataset: { command: x.commandId } }, h('td', {}, fmtTime(x.statusTsMs)), h('td', {}, x.name), h('td', {}, statusChip(x.status))), ['When', 'Command', 'Status'], 'No commands.')
     },
   }

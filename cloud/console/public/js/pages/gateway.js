@@ -3,6 +3,7 @@
 import { api, attempt, listOf } from '../api.js'
 import { lineChart } from '../charts.js'
 import { chip, fill, fmtAgo, fmtBytes, fmtDuration, fmtNum, fmtTime, h, NA, table, tile } from '../dom.js'
+import { deadLetterTable, reasonCounts } from '../dead-letters.js'
 import { lagOf, problemsOf } from './problems.js'
 
 export function mount (root, [gw]) {
@@ -95,11 +96,11 @@ export function mount (root, [gw]) {
       if (dl.unavailable) fill(deadLetters, NA())
       else if (!dl.ok) fill(deadLetters, h('p', { class: 'error' }, dl.error.message))
       else {
-        const items = listOf(dl.data, 'deadLetters', 'samples')
-        fill(deadLetters, items.length
-          ? table(['When', 'Device', 'Reason', 'Sample'], items.slice(0, 50).map((d) => h('tr', {},
-            h('td', {}, fmtTime(d.tsMs ?? d.receivedTsMs ?? d.atMs)), h('td', {}, d.deviceId ?? '–'), h('td', {}, chip(d.reason ?? '?', 'bad')),
-            h('td', { class: 'mono' }, String(d.sample ?? d.payload ?? d.topic ?? '').slice(0, 80)))))
+        const items = listOf(dl.data, 'deadLetters')
+        const counted = Object.keys(dl.data.byReason ?? {}).length > 0
+        fill(deadLetters, counted || items.length
+          ? [h('p', { class: 'muted' }, `${fmtNum(dl.data.quarantinedTotal ?? 0)} quarantined since the gateway started, by reason:`), reasonCounts(dl.data.byReason),
+              items.length ? deadLetterTable(items.slice(0, 50), true) : h('p', { class: 'muted' }, 'None reported in detail (the gateway reports at most outbox.deadLetterReportsPerSec).')]
           : h('p', { class: 'muted' }, 'None: every payload was accepted.'))
       }
 

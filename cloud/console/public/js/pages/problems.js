@@ -14,6 +14,7 @@ export function problemsOf (g) {
   if (g.linkState === 'refused') out.push({ level: 'bad', text: 'uplink refused' })
   else if (g.online && g.uplinkStalled) out.push({ level: 'bad', text: 'uplink stalled: connected, nothing acknowledged (reconnecting)' })
   else if (g.online && g.linkState && g.linkState !== 'up') out.push({ level: 'warn', text: `uplink ${g.linkState}` })
+  if (g.online && g.notDrainingSinceMs) out.push({ level: 'bad', text: `backlog not draining while connected (since ${new Date(g.notDrainingSinceMs).toLocaleTimeString()})` })
   if (lag >= LAG_BAD_MS) out.push({ level: 'bad', text: 'over 10 min behind' })
   else if (lag >= LAG_WARN_MS || g.backlogEvents >= BACKLOG_WARN_EVENTS) out.push({ level: 'warn', text: 'large backlog' })
   if (g.online && g.cloudChannelState && g.cloudChannelState !== 'attached') out.push({ level: 'warn', text: `rules and commands channel ${g.cloudChannelState}${g.cloudChannelError ? `: ${g.cloudChannelError}` : ''}` })
