@@ -46,6 +46,9 @@ export class FleetViews {
 
   private now (): number { return this.opts.now?.() ?? Date.now() }
 
+  /** A gateway without a heartbeat for longer than this is offline. */
+  get offlineTimeoutMs (): number { return this.opts.offlineTimeoutMs }
+
   gatewayView (doc: GatewayDoc, lag: LagDoc | null = null): GatewayView {
     const { tsMs, ruleSetVersion, decisionP99Ms, quarantinedTotal, cloudChannelState, cloudChannelError, ...status } = doc.status
     return {
