@@ -9,7 +9,7 @@ import type { Page } from 'playwright-core'
 import { Cloud } from '../cloud/cloud.ts'
 import { parseCloudConfig } from '../cloud/config.ts'
 import { createLogger } from '../cloud/log.ts'
-import { startGateway, startNats, startProxy } from '../devkit/index.ts'
+import { connectDevice, startGateway, startNats, startProxy } from '../devkit/index.ts'
 import { deferrer } from './harness/cloud.ts'
 import { launchChromium, shot } from './harness/browser.ts'
 
@@ -56,9 +56,16 @@ test('console: pre-filled user, "offline since" for a silent gateway, and a red 
     await shot(page, 'honest-01-after-login')
   })
 
-  await t.test('a gateway whose heartbeats stop reads "offline since …" on the fleet and its own page, never "online"', async () => {
+  await t.test('a gateway whose heartbeats stop reads "offline since …" on the fleet, its page, its devices\' pages and the rules list, never "online"', async () => {
+    const device = await connectDevice(gw.ports.mqtt, { clientId: 'probe-h' })
+    defer(() => device.end(true))
+    await device.publishAsync('devices/probe-h/telemetry', JSON.stringify({ ts: Date.now(), temperature: 4.5 }), { qos: 1 })
     await row.locator('[data-field="online"] .chip.ok', { hasText: 'online' }).waitFor({ timeout: UI_TIMEOUT })
     await page.locator('#live[data-state="live"]').waitFor({ timeout: UI_TIMEOUT })
+    await page.goto(`${base}/console/#/devices/${GW}/probe-h`)
+    await page.locator('[data-reading="temperature"][data-value="4.5"]').waitFor({ timeout: UI_TIMEOUT })
+    assert.equal(await page.locator('[data-gateway-status] .chip').count(), 0, 'no gateway warning while it is online')
+    await page.goto(`${base}/console/#/fleet`)
     proxy.cut()
     await row.locator('[data-field="online"] .chip.bad', { hasText: /^offline since \S+/ }).waitFor({ timeout: UI_TIMEOUT })
     assert.doesNotMatch(await statusText(page, `#fleet-table tr[data-gw="${GW}"] [data-field="online"]`), /\bonline\b/)
@@ -72,6 +79,11 @@ test('console: pre-filled user, "offline since" for a silent gateway, and a red 
     assert.doesNotMatch(await statusText(page, '.page-head'), /\bonline\b/)
     await page.locator('[data-tile="heartbeat"].bad', { hasText: 'offline since' }).waitFor({ timeout: UI_TIMEOUT })
     await shot(page, 'honest-03-gateway-offline')
+    await page.goto(`${base}/console/#/devices/${GW}/probe-h`)
+    await page.locator('[data-gateway-status] .chip.bad', { hasText: /^offline since \S+/ }).waitFor({ timeout: UI_TIMEOUT })
+    await page.goto(`${base}/console/#/rules/${GW}`)
+    await page.locator(`tr[data-gw="${GW}"] td`, { hasText: 'offline since' }).first().waitFor({ timeout: UI_TIMEOUT })
+    await page.goto(`${base}/console/#/gateways/${GW}`)
     proxy.restore()
     await page.locator('.page-head .chip.ok', { hasText: 'online' }).waitFor({ timeout: UI_TIMEOUT })
   })

@@ -39,7 +39,8 @@ export function mount (root, [gw]) {
   // is its last heartbeat's, marked as such.
   function drawStatus (g, stale) {
     const link = g.online ? chip(`uplink ${g.linkState}`, g.linkState === 'up' ? 'ok' : 'warn') : chip(`last reported: uplink ${g.linkState || '?'}`)
-    fill(status, statusChip(g), ' ', link, ' ', chip(`rules/commands ${g.cloudChannelState || '?'}`, g.online && g.cloudChannelState === 'attached' ? 'ok' : 'warn'), stale ? h('span', { class: 'error' }, ' · the API did not answer: last known status') : null)
+    const channel = g.online ? chip(`rules/commands ${g.cloudChannelState || '?'}`, g.cloudChannelState === 'attached' ? 'ok' : 'warn') : chip(`last reported: rules/commands ${g.cloudChannelState || '?'}`)
+    fill(status, statusChip(g), ' ', link, ' ', channel, stale ? h('span', { class: 'error' }, ' · the API did not answer: last known status') : null)
     fill(problems, problemsOf(g).map((p) => p.text).join(' · '))
   }
 
@@ -67,7 +68,7 @@ export function mount (root, [gw]) {
           tile('Replication lag', fmtDuration(lagOf(g)), g.backlogEvents > 0 ? `oldest unsent ${fmtDuration(g.oldestUnsentAgeMs)}` : 'no backlog · last ingest → applied', lagOf(g) >= 60_000 ? 'warn' : '', { dataset: { tile: 'lag' } }),
           tile('Last heartbeat', fmtAgo(g.lastSeenMs), g.online ? `gateway ${g.version}` : `offline since ${fmtTime(g.lastSeenMs)}`, g.online ? '' : 'bad', { dataset: { tile: 'heartbeat' } }),
           tile('Ingest', fmtNum(g.ingestEventsPerSec, 1), `events/s · uplink ${fmtNum(g.uplinkEventsPerSec, 1)}/s`),
-          tile('Devices connected', fmtNum(g.connectedDevices), `${gr.data.devices.length} known`),
+          tile('Devices connected', fmtNum(g.connectedDevices), g.online ? `${gr.data.devices.length} known` : 'as last reported'),
           tile('Rejected / quarantined', `${fmtNum(g.rejectedTotal)} / ${g.quarantinedTotal === undefined ? '–' : fmtNum(g.quarantinedTotal)}`, `${fmtNum(g.shedEventsTotal)} shed`),
           tile('Decision p99', g.decisionP99Ms === undefined ? '–' : `${fmtNum(g.decisionP99Ms, 2)} ms`),
           tile('Rule set', g.ruleSetVersion || (g.ruleSetVersion === undefined ? '–' : 'none'), h('a', { href: `#/rules/${encodeURIComponent(gw)}` }, 'view / edit'), '', { dataset: { tile: 'rules' } }),
