@@ -63,7 +63,8 @@ export class Cloud extends Lifecycle {
     await provisionStreams(this.nc, { replicas: c.replicas, duplicateWindowMs: c.duplicateWindowMs, maxAgeMs: c.streamMaxAgeMs })
     await provisionViews(this.nc, { replicas: c.replicas, bucket: c.viewsBucket })
     const store = this.store = await KvViewStore.open(this.nc, c.viewsBucket)
-    this.views = new FleetViews(store, { offlineTimeoutMs: c.offlineTimeoutMs, drainStuckMs: c.drainStuckMs })
+    const views = this.views = new FleetViews(store, { offlineTimeoutMs: c.offlineTimeoutMs, drainStuckMs: c.drainStuckMs })
+    this.metrics.setFleetSource(() => views.gateways())
     if (c.aggregator.enabled) {
       const { enabled: _, ...aopts } = c.aggregator
       this.aggregator = new Aggregator(this.nc, this.store, this.metrics, this.log.child({ component: 'aggregator' }), aopts)
@@ -94,6 +95,7 @@ export class Cloud extends Lifecycle {
    * aggregator (finishes and acks its group), store, NATS (drained).
    */
   protected async onClose (): Promise<void> {
+    this.metrics.setFleetSource(null)
     await this.live?.close()
     await this.api?.close()
     await this.aggregator?.close()
@@ -103,6 +105,7 @@ export class Cloud extends Lifecycle {
   }
 
   protected onDestroy (err?: Error): void {
+    this.metrics.setFleetSource(null)
     this.live?.destroy()
     this.api?.destroy()
     this.aggregator?.destroy(err)

@@ -3,11 +3,8 @@
 // rules and commands when the cloud offers them. Saves a screenshot of each page to
 // test-artifacts/console/. Needs /usr/bin/chromium (Debian package `chromium`, installed by .ci/run).
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync } from 'node:fs'
-import { join } from 'node:path'
 import { test } from 'node:test'
-import { fileURLToPath } from 'node:url'
-import { chromium, type Browser, type Page } from 'playwright-core'
+import type { Browser, Page } from 'playwright-core'
 import { Cloud } from '../cloud/cloud.ts'
 import { parseCloudConfig } from '../cloud/config.ts'
 import { createLogger } from '../cloud/log.ts'
@@ -15,9 +12,8 @@ import { SimulatedDevice } from '../simulators/device.ts'
 import { connectDevice, startGateway, startNats, waitFor, startProxy } from '../devkit/index.ts'
 import { loadDevice } from './harness/load.ts'
 import { deferrer } from './harness/cloud.ts'
+import { launchChromium, shot } from './harness/browser.ts'
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
-const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/console/', import.meta.url))
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 const GW = 'gw-console'
 const USER = 'operator'
@@ -26,10 +22,6 @@ const UI_TIMEOUT = 20000
 const silent = createLogger(process.env.TEST_LOG ?? 'silent')
 
 
-async function shot (page: Page, name: string): Promise<void> {
-  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true })
-}
-
 /** The number shown in a tile (e.g. data-tile="backlog"), or NaN. */
 async function tileNumber (page: Page, tile: string): Promise<number> {
   const text = await page.locator(`[data-tile="${tile}"] .value`).textContent({ timeout: 2000 })
@@ -37,9 +29,7 @@ async function tileNumber (page: Page, tile: string): Promise<number> {
 }
 
 test('console: login, live fleet, gateway and device pages, backlog through an uplink outage, rules and commands', { timeout: 180000 }, async (t) => {
-  assert.ok(existsSync(CHROMIUM), `no browser at ${CHROMIUM}: apt-get install chromium (or set CHROMIUM_PATH)`)
   const defer = deferrer(t)
-  mkdirSync(ARTIFACTS, { recursive: true })
   const nats = await startNats()
   defer(() => nats.cleanup())
   const proxy = await startProxy({ host: '127.0.0.1', port: nats.port })
@@ -71,7 +61,7 @@ test('console: login, live fleet, gateway and device pages, backlog through an u
   assert.equal((await fetch(`${base}/healthz`)).status, 200)
   assert.equal((await fetch(`${base}/metrics`)).status, 200)
 
-  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] })
+  const browser: Browser = await launchChromium()
   defer(() => browser.close())
   const context = await browser.newContext({ viewport: { width: 1440, height: 900 } })
   const page = await context.newPage()

@@ -58,7 +58,7 @@ export class ApiServer extends Lifecycle {
     registerHostGuard(this.app, opts.allowedHosts ?? allowedHostNames('localhost'))
     if (opts.auth !== 'off') {
       registerSession(this.app, { auth: opts.auth, openPaths: CONSOLE_OPEN_PATHS })
-      registerConsole(this.app)
+      registerConsole(this.app, { user: opts.auth.user })
     }
     this.routes()
   }

@@ -35,7 +35,8 @@ export class ConsoleAuth {
   private readonly logins: Counter<'result'>
 
   private constructor (
-    private readonly user: string,
+    /** The configured operator account (the login page offers it). */
+    readonly user: string,
     private readonly hash: ParsedHash,
     private readonly sessionKey: Buffer,
     ttlMs: number,

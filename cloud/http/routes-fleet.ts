@@ -25,7 +25,8 @@ const healthQuery = z.object({
 export function registerFleetRoutes (app: FastifyInstance, views: FleetViews): void {
   app.get('/api/fleet', async () => {
     const gateways = await views.gateways()
-    return { gateways, online: gateways.filter((g) => g.online).length, total: gateways.length }
+    // The clock and timeout that decided `online`: the console judges it again while its answer ages.
+    return { gateways, online: gateways.filter((g) => g.online).length, total: gateways.length, nowMs: Date.now(), offlineTimeoutMs: views.offlineTimeoutMs }
   })
 
   app.get('/api/gateways/:id', async (req) => {

@@ -52,6 +52,9 @@ export class FleetViews {
 
   private now (): number { return this.opts.now?.() ?? Date.now() }
 
+  /** A gateway without a heartbeat for longer than this is offline. */
+  get offlineTimeoutMs (): number { return this.opts.offlineTimeoutMs }
+
   gatewayView (doc: GatewayDoc, lag: LagDoc | null = null): GatewayView {
     const { tsMs, ruleSetVersion, decisionP99Ms, quarantinedTotal, quarantinedByReason, cloudChannelState, cloudChannelError, ...status } = doc.status
     const online = this.now() - doc.lastSeenMs <= this.opts.offlineTimeoutMs

@@ -51,16 +51,20 @@ export class LiveSource {
         clearTimeout(this.retry)
         this.retry = setTimeout(() => this.trySse(), SSE_RETRY_MS)
       }
-      this.setMode('poll')
+      this.setMode('poll', { dropped: true })
     }
   }
 
-  setMode (mode) {
-    if (this.mode === mode) return
+  /** `dropped`: the stream failed (as opposed to polling by choice); onMode hears it either way. */
+  setMode (mode, { dropped = false } = {}) {
+    if (this.mode === mode && this.dropped === dropped) return
+    this.dropped = dropped
+    const changed = this.mode !== mode
     this.mode = mode
+    this.onMode(mode, { dropped })
+    if (!changed) return
     clearInterval(this.timer)
     this.timer = setInterval(() => this.tick(), mode === 'sse' ? SSE_SAFETY_TICK_MS : POLL_MS)
-    this.onMode(mode)
     this.soon()
   }
 

@@ -3,6 +3,7 @@
 // when the cloud has no /api/gateways/:id/health.
 import { api, attempt, listOf } from './api.js'
 import { fill } from './dom.js'
+import { judged, LiveBadge, noteServer } from './health.js'
 import { LiveSource } from './live.js'
 import * as fleetPage from './pages/fleet.js'
 import * as gatewayPage from './pages/gateway.js'
@@ -25,8 +26,11 @@ const MAX_SAMPLES = 900
 
 /** State shared by the pages: the latest fleet answer and the sampled link-health series. */
 const ctx = {
+  /** The fleet as shown (see present()), the last answer as received, and the error of the latest read. */
   fleet: null,
+  rawFleet: null,
   fleetError: null,
+  badge: null,
   samples: new Map(),
   events: [],
   live: null,
@@ -43,6 +47,15 @@ function sample (fleet) {
   }
 }
 
+/**
+ * The fleet as the pages show it: the last answer, each gateway's online-ness judged again now (a
+ * heartbeat overdue since that answer makes it offline), with the time of the answer.
+ */
+function present (raw, atMs) {
+  const gateways = raw.gateways.map(judged)
+  return { ...raw, gateways, online: gateways.filter((g) => g.online).length, total: gateways.length, atMs }
+}
+
 let current = null
 let refreshing = false
 
@@ -51,7 +64,14 @@ async function refresh () {
   refreshing = true
   try {
     const r = await attempt(() => api.fleet())
-    if (r.ok) { ctx.fleet = r.data; ctx.fleetError = null; sample(r.data) } else ctx.fleetError = r.error ?? new Error('fleet not available')
+    if (r.ok) {
+      noteServer(r.data)
+      ctx.rawFleet = { data: r.data, atMs: Date.now() }
+      ctx.fleetError = null
+      sample(r.data)
+    } else ctx.fleetError = r.error ?? new Error('fleet not available')
+    ctx.fleet = ctx.rawFleet ? present(ctx.rawFleet.data, ctx.rawFleet.atMs) : null
+    ctx.badge.api(ctx.fleetError)
     updateAlertBadge()
     await current?.instance?.refresh?.(ctx)
   } finally {
@@ -83,7 +103,7 @@ function route () {
 async function start () {
   const s = await attempt(() => api.session())
   if (s.ok) document.getElementById('user').textContent = s.data.user
-  const indicator = document.getElementById('live')
+  ctx.badge = new LiveBadge(document.getElementById('live'))
   ctx.live = new LiveSource({
     onTick: refresh,
     onEvent: (type, data) => {
@@ -91,11 +111,7 @@ async function start () {
       if (ctx.events.length > 200) ctx.events.length = 200
       current?.instance?.onEvent?.(type, data)
     },
-    onMode: (mode) => {
-      indicator.className = `live ${mode}`
-      indicator.textContent = mode === 'sse' ? 'live' : 'polling 2 s'
-      indicator.dataset.mode = mode
-    },
+    onMode: (mode, how) => ctx.badge.stream(mode, how),
   })
   window.addEventListener('hashchange', route)
   route()

@@ -3,7 +3,7 @@
 // operators); the ones sent from this browser are marked.
 import { api, attempt, listOf } from '../api.js'
 import { fill, fmtTime, h, NA, table } from '../dom.js'
-import { statusChip } from './device.js'
+import { commandChip } from './device.js'
 
 const STORE_KEY = 'console.sentCommands'
 const mine = () => { try { return new Set(JSON.parse(sessionStorage.getItem(STORE_KEY) ?? '[]')) } catch { return new Set() } }
@@ -58,7 +58,7 @@ export function mount (root, [gwParam, devParam]) {
       h('td', {}, h('a', { href: `#/devices/${encodeURIComponent(c.gatewayId)}/${encodeURIComponent(c.deviceId)}` }, c.deviceId)),
       h('td', { class: 'mono' }, `${c.name} ${c.args ? JSON.stringify(c.args) : ''}`),
       h('td', {}, c.source === 'rule' ? `rule ${c.ruleId}` : sent.has(c.commandId) ? 'you' : c.source),
-      h('td', { dataset: { field: 'status' } }, statusChip(c.status)),
+      h('td', { dataset: { field: 'status' } }, commandChip(c.status)),
       h('td', { class: 'muted' }, (c.timeline ?? []).map((t) => t.status).join(' → '), c.attempts > 1 ? ` (${c.attempts} attempts)` : ''))), { id: 'commands-table' })
       : h('p', { class: 'muted' }, 'No commands yet.'))
   }

@@ -1,5 +1,6 @@
 // Device page: latest readings (updated live), history charts from the rollups with a time-range
 // picker, delivery accounting, and the device's alerts, decisions and commands.
+import { statusChip } from '../health.js'
 import { api, attempt, listOf } from '../api.js'
 import { lineChart } from '../charts.js'
 import { deadLetterTable, reasonCounts } from '../dead-letters.js'
@@ -20,6 +21,8 @@ export function mount (root, [gw, dev]) {
   let historyReadMs = 0
   const charts = new Map()
   const updated = h('span', { class: 'muted' })
+  // Shown only while the device's gateway is offline: its readings are then as old as that.
+  const gwStatus = h('span', { dataset: { gatewayStatus: '' } })
   const meta = h('div', { class: 'tags', id: 'event-meta' })
   const readings = h('div', { class: 'readings', id: 'readings' }, h('p', { class: 'muted' }, 'Loading…'))
   const accounting = h('div', { class: 'tiles', id: 'accounting' })
@@ -31,7 +34,7 @@ export function mount (root, [gw, dev]) {
   root.append(
     h('div', { class: 'page-head' },
       h('span', { class: 'crumbs' }, h('a', { href: '#/fleet' }, 'Fleet'), ' › ', h('a', { href: `#/gateways/${encodeURIComponent(gw)}` }, gw), ' ›'),
-      h('h1', {}, dev), updated,
+      h('h1', {}, dev), gwStatus, updated,
       h('a', { href: `#/commands/${encodeURIComponent(gw)}/${encodeURIComponent(dev)}` }, 'Send a command…')),
     h('div', { class: 'card' }, h('h2', {}, 'Latest readings'), readings, meta),
     h('div', { class: 'card' }, h('h2', {}, 'Delivery accounting'), accounting),
@@ -78,7 +81,9 @@ export function mount (root, [gw, dev]) {
 
   return {
     unmount () { for (const c of charts.values()) c.chart.destroy() },
-    async refresh () {
+    async refresh (ctx) {
+      const g = ctx?.fleet?.gateways.find((x) => x.gatewayId === gw)
+      fill(gwStatus, g && !g.online ? statusChip(g) : null, g && !g.online ? h('span', { class: 'muted' }, ` its gateway ${gw} is offline: readings since its last heartbeat have not reached the cloud`) : null)
       const [dr, control] = await Promise.all([
         attempt(() => api.device(gw, dev)),
         attempt(() => api.deviceControl(gw, dev)),
@@ -124,12 +129,12 @@ export function mount (root, [gw, dev]) {
           ? [h('p', { class: 'muted' }, `The last ${fmtNum(dead.length)} reported, by reason:`), reasonCounts(byReason), deadLetterTable(dead.slice(0, 20), false)]
           : h('p', { class: 'muted' }, 'None: every payload of this device was accepted.'))
       }
-      listInto(lists.commands, cr, 'commands', (x) => h('tr', { dataset: { command: x.commandId } }, h('td', {}, fmtTime(x.statusTsMs)), h('td', {}, x.name), h('td', {}, statusChip(x.status))), ['When', 'Command', 'Status'], 'No commands.')
+      listInto(lists.commands, cr, 'commands', (x) => h('tr', { dataset: { command: x.commandId } }, h('td', {}, fmtTime(x.statusTsMs)), h('td', {}, x.name), h('td', {}, commandChip(x.status))), ['When', 'Command', 'Status'], 'No commands.')
     },
   }
 }
 
-export function statusChip (status) {
+export function commandChip (status) {
   const kind = { acknowledged: 'ok', delivered: 'info', sent: 'info', queued: '', timed_out: 'bad', expired: 'bad', rejected: 'bad' }[status] ?? ''
   return chip(status ?? '?', kind)
 }

@@ -1,13 +1,15 @@
 // Fleet overview: every gateway, problems first and highlighted, with the link and ingest numbers
 // an operator checks first.
-import { chip, fill, fmtAgo, fmtBytes, fmtDuration, fmtNum, h, table, tile } from '../dom.js'
+import { chip, fill, fmtAgo, fmtBytes, fmtDuration, fmtNum, fmtTime, h, table, tile } from '../dom.js'
+import { statusChip } from '../health.js'
 import { lagOf, problemsOf, severity, sortProblemsFirst } from './problems.js'
 
 export function mount (root) {
   const updated = h('span', { class: 'muted' })
+  const stale = h('p', { class: 'stale', id: 'stale', role: 'alert', hidden: true })
   const tiles = h('div', { class: 'tiles' })
   const body = h('div', { class: 'card' }, h('p', { class: 'muted' }, 'Loading…'))
-  root.append(h('div', { class: 'page-head' }, h('h1', {}, 'Fleet'), updated), tiles, body)
+  root.append(h('div', { class: 'page-head' }, h('h1', {}, 'Fleet'), updated), stale, tiles, body)
 
   return {
     refresh (ctx) {
@@ -15,12 +17,15 @@ export function mount (root) {
         fill(body, h('p', { class: 'error' }, `Cannot read the fleet: ${ctx.fleetError?.message ?? 'no answer'}`))
         return
       }
+      // Old data is shown as old: the API did not answer the latest read.
+      stale.hidden = !ctx.fleetError
+      fill(stale, ctx.fleetError ? `Cannot reach the API (${ctx.fleetError.message}): the fleet as of ${fmtTime(ctx.fleet.atMs)}; a gateway whose heartbeat is overdue since then shows offline.` : '')
       const gws = ctx.fleet.gateways
       const problems = gws.filter((g) => severity(g) > 0)
       const bad = gws.filter((g) => severity(g) === 2)
       const sum = (f) => gws.reduce((n, g) => n + (g[f] ?? 0), 0)
       const maxLag = Math.max(0, ...gws.map(lagOf))
-      fill(updated, `${ctx.fleet.online} of ${ctx.fleet.total} gateways online · updated ${new Date().toLocaleTimeString()}`)
+      fill(updated, `${ctx.fleet.online} of ${ctx.fleet.total} gateways online · updated ${fmtTime(ctx.fleet.atMs)}`)
       fill(tiles,
         tile('Gateways online', `${ctx.fleet.online} / ${ctx.fleet.total}`, null, ctx.fleet.online < ctx.fleet.total ? 'bad' : '', { dataset: { tile: 'online' } }),
         tile('Problems', String(problems.length), problems.length ? problems.slice(0, 3).map((g) => g.gatewayId).join(', ') : 'none', bad.length ? 'bad' : problems.length ? 'warn' : '', { dataset: { tile: 'problems' } }),
@@ -40,7 +45,7 @@ export function mount (root) {
         const open = () => { location.hash = `#/gateways/${encodeURIComponent(g.gatewayId)}` }
         return h('tr', { class: `clickable ${sev === 2 ? 'problem-bad' : sev === 1 ? 'problem-warn' : ''}`, dataset: { gw: g.gatewayId, severity: String(sev) }, onclick: open },
           h('td', {}, h('a', { href: `#/gateways/${encodeURIComponent(g.gatewayId)}` }, g.gatewayId), probs.length ? h('div', { class: 'reasons' }, probs.map((p) => p.text).join(' · ')) : null),
-          h('td', { dataset: { field: 'online' } }, g.online ? chip('online', 'ok') : chip('offline', 'bad'), h('div', { class: 'muted' }, fmtAgo(g.lastSeenMs))),
+          h('td', { dataset: { field: 'online' } }, statusChip(g), h('div', { class: 'muted' }, fmtAgo(g.lastSeenMs))),
           // An offline gateway's numbers are its last heartbeat's: shown, but marked as such.
           h('td', { dataset: { field: 'link' } }, g.online ? chip(g.linkState || '?', g.linkState === 'up' ? 'ok' : g.linkState === 'refused' ? 'bad' : 'warn') : chip(`last: ${g.linkState || '?'}`)),
           h('td', { class: 'num', dataset: { field: 'backlog' } }, fmtNum(g.backlogEvents), h('div', { class: 'muted' }, fmtBytes(g.backlogBytes))),

@@ -4,6 +4,7 @@ import { api, attempt, listOf } from '../api.js'
 import { lineChart } from '../charts.js'
 import { chip, fill, fmtAgo, fmtBytes, fmtDuration, fmtNum, fmtTime, h, NA, table, tile } from '../dom.js'
 import { deadLetterTable, reasonCounts } from '../dead-letters.js'
+import { judged, statusChip } from '../health.js'
 import { lagOf, problemsOf } from './problems.js'
 
 export function mount (root, [gw]) {
@@ -32,6 +33,17 @@ export function mount (root, [gw]) {
   const backlogChart = lineChart(backlogEl, { series: [{ label: 'backlog', value: (v) => fmtNum(v) }], yLabel: 'events' })
   const lagChart = lineChart(lagEl, { series: [{ label: 'lag', color: '#b91c1c', value: (v) => fmtDuration(v * 1000) }], yLabel: 'seconds' })
   let healthApi = true
+  // The last status read: if a later read fails, it is shown again, judged on the clock of now.
+  let lastStatus = null
+
+  // Online or "offline since …", then the link as last reported: an offline gateway's link state
+  // is its last heartbeat's, marked as such.
+  function drawStatus (g, stale) {
+    const link = g.online ? chip(`uplink ${g.linkState}`, g.linkState === 'up' ? 'ok' : 'warn') : chip(`last reported: uplink ${g.linkState || '?'}`)
+    const channel = g.online ? chip(`rules/commands ${g.cloudChannelState || '?'}`, g.cloudChannelState === 'attached' ? 'ok' : 'warn') : chip(`last reported: rules/commands ${g.cloudChannelState || '?'}`)
+    fill(status, statusChip(g), ' ', link, ' ', channel, stale ? h('span', { class: 'error' }, ' · the API did not answer: last known status') : null)
+    fill(problems, problemsOf(g).map((p) => p.text).join(' · '))
+  }
 
   return {
     unmount () { backlogChart.destroy(); lagChart.destroy() },
@@ -45,18 +57,19 @@ export function mount (root, [gw]) {
       ])
       if (!gr.ok) {
         fill(devices, h('p', { class: 'error' }, gr.error?.status === 404 ? `The cloud knows no gateway ${gw}.` : `Cannot read ${gw}: ${gr.error?.message}`))
+        if (lastStatus) drawStatus(judged(lastStatus), true)
         return
       }
-      const g = gr.data.status
+      lastStatus = gr.data.status
+      const g = judged(gr.data.status)
       if (g) {
-        fill(status, g.online ? chip('online', 'ok') : chip('offline', 'bad'), ' ', chip(`uplink ${g.linkState}`, g.linkState === 'up' ? 'ok' : 'warn'), ' ', chip(`rules/commands ${g.cloudChannelState || '?'}`, g.cloudChannelState === 'attached' ? 'ok' : 'warn'))
-        fill(problems, problemsOf(g).map((p) => p.text).join(' · '))
+        drawStatus(g, false)
         fill(tiles,
           tile('Backlog', fmtNum(g.backlogEvents), fmtBytes(g.backlogBytes), g.backlogEvents > 0 ? 'warn' : '', { dataset: { tile: 'backlog' } }),
           tile('Replication lag', fmtDuration(lagOf(g)), g.backlogEvents > 0 ? `oldest unsent ${fmtDuration(g.oldestUnsentAgeMs)}` : 'no backlog · last ingest → applied', lagOf(g) >= 60_000 ? 'warn' : '', { dataset: { tile: 'lag' } }),
-          tile('Last heartbeat', fmtAgo(g.lastSeenMs), `gateway ${g.version}`, g.online ? '' : 'bad', { dataset: { tile: 'heartbeat' } }),
+          tile('Last heartbeat', fmtAgo(g.lastSeenMs), g.online ? `gateway ${g.version}` : `offline since ${fmtTime(g.lastSeenMs)}`, g.online ? '' : 'bad', { dataset: { tile: 'heartbeat' } }),
           tile('Ingest', fmtNum(g.ingestEventsPerSec, 1), `events/s · uplink ${fmtNum(g.uplinkEventsPerSec, 1)}/s`),
-          tile('Devices connected', fmtNum(g.connectedDevices), `${gr.data.devices.length} known`),
+          tile('Devices connected', fmtNum(g.connectedDevices), g.online ? `${gr.data.devices.length} known` : 'as last reported'),
           tile('Rejected / quarantined', `${fmtNum(g.rejectedTotal)} / ${g.quarantinedTotal === undefined ? '–' : fmtNum(g.quarantinedTotal)}`, `${fmtNum(g.shedEventsTotal)} shed`),
           tile('Decision p99', g.decisionP99Ms === undefined ? '–' : `${fmtNum(g.decisionP99Ms, 2)} ms`),
           tile('Rule set', g.ruleSetVersion || (g.ruleSetVersion === undefined ? '–' : 'none'), h('a', { href: `#/rules/${encodeURIComponent(gw)}` }, 'view / edit'), '', { dataset: { tile: 'rules' } }),

@@ -1,6 +1,7 @@
 // What makes a gateway a problem, and how bad: used to sort the fleet (problems first) and to
 // highlight rows. Thresholds are operator-facing defaults: a backlog is "large" from 10k events or
 // from a minute behind, critical from 10 minutes behind.
+import { offlineText } from '../health.js'
 
 const BACKLOG_WARN_EVENTS = 10_000
 const LAG_WARN_MS = 60_000
@@ -10,7 +11,7 @@ const LAG_BAD_MS = 10 * 60_000
 export function problemsOf (g) {
   const out = []
   const lag = lagOf(g)
-  if (!g.online) out.push({ level: 'bad', text: 'offline' })
+  if (!g.online) out.push({ level: 'bad', text: offlineText(g) })
   if (g.linkState === 'refused') out.push({ level: 'bad', text: 'uplink refused' })
   else if (g.online && g.uplinkStalled) out.push({ level: 'bad', text: 'uplink stalled: connected, nothing acknowledged (reconnecting)' })
   else if (g.online && g.linkState && g.linkState !== 'up') out.push({ level: 'warn', text: `uplink ${g.linkState}` })

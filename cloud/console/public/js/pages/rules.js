@@ -1,6 +1,7 @@
 // Rules: which rule set each gateway runs against what the cloud stores for it, and an editor to
 // view, validate and push a gateway's rule set. The cloud stores it in the RULES bucket; the gateway
 // applies it and reports the version in its heartbeat, which ends the "pending" state here.
+import { offlineText } from '../health.js'
 import { api, attempt, listOf } from '../api.js'
 import { chip, fill, h, NA, table } from '../dom.js'
 
@@ -62,9 +63,9 @@ export function mount (root, [selected]) {
     const r = await attempt(() => api.rulesList())
     // Without the rules API, the fleet's heartbeats still tell which version each gateway runs.
     const rows = r.ok ? listOf(r.data, 'gateways') : (c?.fleet?.gateways ?? []).map((g) => ({ gatewayId: g.gatewayId, runningVersion: g.ruleSetVersion, version: null, inSync: null }))
-    const online = new Map((c?.fleet?.gateways ?? []).map((g) => [g.gatewayId, g.online]))
+    const known = new Map((c?.fleet?.gateways ?? []).map((g) => [g.gatewayId, g]))
     fill(list, rows.length ? table(['Gateway', 'Runs', 'Stored in the cloud', ''], rows.map((g) => h('tr', { class: g.gatewayId === loadedFor ? 'problem-warn' : '', dataset: { gw: g.gatewayId } },
-      h('td', {}, g.gatewayId, online.get(g.gatewayId) === false ? h('span', { class: 'muted' }, ' (offline)') : null),
+      h('td', {}, g.gatewayId, known.get(g.gatewayId)?.online === false ? h('span', { class: 'muted' }, ` (${offlineText(known.get(g.gatewayId))})`) : null),
       h('td', { class: 'mono' }, h('span', { dataset: { running: g.runningVersion ?? '' } }, g.runningVersion || 'none')),
       h('td', { class: 'mono' }, g.version ?? '–', ' ', g.inSync === true ? chip('in sync', 'ok') : g.version ? chip('pending', 'warn') : null),
       h('td', {}, h('a', { href: `#/rules/${encodeURIComponent(g.gatewayId)}` }, 'edit'))))) : h('p', { class: 'muted' }, 'No gateways yet.'))
