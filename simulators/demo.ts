@@ -6,7 +6,6 @@ import { spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
 import { consoleLogin, spawnGateway, natsServerMissing, startNats, type NatsServer, withSession } from '../devkit/index.ts'
@@ -17,8 +16,9 @@ import { provisionStreams } from '../cloud/provision.ts'
 import { v1, type GatewayStatusProps } from '../proto/index.ts'
 import { SimulatedDevice } from './device.ts'
 import type { SensorKind } from './signals.ts'
+import { nodeArgsFor, SOURCE_ROOT } from '../lib/node-entry.ts'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const ROOT = SOURCE_ROOT
 const DATA = join(ROOT, '.data', 'demo')
 const GATEWAYS = ['site-a', 'site-b']
 const SENSORS: SensorKind[][] = [['temperature', 'humidity'], ['temperature', 'door'], ['vibration', 'power'], ['humidity'], ['temperature']]
@@ -158,7 +158,7 @@ async function startGateway (id: string, nats: NatsServer, devices: number, inte
   const deviceIds = Array.from({ length: devices }, (_, i) => `${id}-dev-${i + 1}`)
   const secrets = new Map<string, string>()
   for (const deviceId of deviceIds) {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway/cli.ts'), 'add', deviceId, '--data-dir', dataDir, '--json'], { cwd: ROOT, encoding: 'utf8' })
+    const r = spawnSync(process.execPath, [...nodeArgsFor('gateway/cli.ts'), 'add', deviceId, '--data-dir', dataDir, '--json'], { cwd: ROOT, encoding: 'utf8' })
     if (r.status !== 0) throw new Error(`cannot register ${deviceId}: ${r.stderr}`)
     secrets.set(deviceId, (JSON.parse(r.stdout) as { secret: string }).secret)
   }
