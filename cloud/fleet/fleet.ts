@@ -202,5 +202,3 @@ function gatewayYaml (id: string, servers: string[], record: GatewayRecord): str
 # Every other key is optional: deploy/gateway/gateway.yaml and README.md list them.
 ${stringify({ gatewayId: id, dataDir: '/var/lib/iot-gateway', uplink: { servers, credsFile: '/etc/iot-gateway/gateway.creds' } })}`
 }
-
-export { gatewayUser }
