@@ -74,9 +74,12 @@ test('fleet enrollment: setup writes keys and .creds 0600 in a 0700 directory an
   assert.equal(help.status, 0)
   assert.match(help.stdout, /^usage: /)
 
-  // Revoked without a server to tell (--no-push): recorded, and list says so.
-  const revoke = fleetCli(['gateways', 'revoke', 'site-c', '--dir', dir, '--no-push'])
-  assert.equal(revoke.status, 0, revoke.stderr)
+  // Revoked while no server answers (a closed port on loopback): exit 1, recorded, and it says how to finish.
+  const revoke = fleetCli(['gateways', 'revoke', 'site-c', '--dir', dir, '--servers', 'nats://127.0.0.1:1'])
+  assert.equal(revoke.status, 1, revoke.stderr)
+  assert.match(revoke.stderr, /recorded but the servers do not have it yet: `npm run fleet -- push/)
+  assert.match(revoke.stderr, /^CLOUD_ERR_FLEET_PUSH: /m)
+  assert.doesNotMatch(revoke.stderr, /\n\s+at /, 'a stack trace')
   const list = fleetCli(['gateways', 'list', '--dir', dir, '--json'])
   assert.equal(list.status, 0, list.stderr)
   const records = JSON.parse(list.stdout) as GatewayRecord[]
@@ -144,6 +147,11 @@ test('fleet enrollment (operator mode): a gateway enrolled while the server runs
   const acc = await readStream(nats.url, STREAMS.telemetry.name, cloud)
   assert.deepEqual([...acc.events.get('site-b/b-1')?.keys() ?? []].sort(), [1, 2, 3])
   assert.deepEqual([...acc.events.get('site-a/a-1')?.keys() ?? []].sort(), [1, 2, 3, 4, 5])
+
+  // `push` sends the account as it stands again (what finishes a revocation that could not be sent).
+  const push = fleetCli(['push', '--dir', dir, '--servers', nats.url])
+  assert.equal(push.status, 0, push.stderr)
+  assert.match(push.stdout, /^servers: /m)
 
   // The revocation holds across a server restart: the resolver's store keeps the newer account JWT
   // (the config the server restarts with still preloads the one from before the revocation).

@@ -70,8 +70,13 @@ async function run (argv: string[]): Promise<number> {
       console.log('not sent to the servers (--no-push): run `npm run fleet -- push` to apply it')
       return 0
     }
-    const message = await pushAccountJwt(servers ?? fleet.info.servers, Fleet.paths(dir).sysCreds, r.accountJwt)
-    console.log(`servers: ${message}`)
+    try {
+      console.log(`servers: ${await pushAccountJwt(servers ?? fleet.info.servers, Fleet.paths(dir).sysCreds, r.accountJwt)}`)
+    } catch (err) {
+      // Recorded (fleet.json, operator.conf) but not in force: say how to finish it.
+      if (err instanceof CloudError) console.error(`the revocation is recorded but the servers do not have it yet: \`npm run fleet -- push --dir ${dir}\` sends it`)
+      throw err
+    }
     return 0
   }
   if (cmd === 'gateways' && sub === 'list' && id === undefined) {
