@@ -59,7 +59,7 @@ export const cloudConfigSchema = z.object({
   console: z.object({
     user: z.string().min(1).default('admin'),
     /** scrypt hash from `cloud/hash-password.ts`; preferred over a clear password. */
-    passwordHash: z.string().refine(isPasswordHash, 'not an scrypt hash (scrypt$N$r$p$salt$hash); make one with `node --import tsx cloud/hash-password.ts`').optional(),
+    passwordHash: z.string().refine(isPasswordHash, 'not an scrypt hash (scrypt$N$r$p$salt$hash); make one with `node dist/cloud/hash-password.js`').optional(),
     /** Clear password (IOT_CLOUD_CONSOLE__PASSWORD), hashed at start. With neither, a one-time password is generated at first start (see stateDir). */
     password: z.string().min(1).optional(),
     /**

@@ -25,6 +25,12 @@ export const CloudErrorCodes = {
   CLOUD_ERR_UNSUPPORTED_MEDIA_TYPE: { retryable: false, statusCode: 415, doc: 'The request body has a content type the route does not take.' },
   CLOUD_ERR_INVALID_RULE_SET: { retryable: false, statusCode: 422, doc: 'A rule set failed the rule-set schema and checker the gateway uses; the message names the rule and the field.' },
   CLOUD_ERR_INTERNAL: { retryable: false, statusCode: 500, doc: 'An unexpected failure while answering a request; it is logged with its cause.' },
+  CLOUD_ERR_FLEET_EXISTS: { retryable: false, doc: 'fleet setup: the directory already holds a fleet (fleet.json); setting it up again would lose its keys.' },
+  CLOUD_ERR_FLEET_MISSING: { retryable: false, doc: 'fleet: no fleet (fleet.json, keys) in the directory given; run `npm run fleet -- setup` first.' },
+  CLOUD_ERR_FLEET_GATEWAY_ID: { retryable: false, doc: 'fleet: a gateway id must be one NATS subject token (the rule of gatewayId).' },
+  CLOUD_ERR_FLEET_GATEWAY_ENROLLED: { retryable: false, doc: 'fleet: the gateway is enrolled already; revoke it before issuing new credentials.' },
+  CLOUD_ERR_FLEET_GATEWAY_UNKNOWN: { retryable: false, doc: 'fleet: no active enrollment of that gateway (never enrolled, or revoked already).' },
+  CLOUD_ERR_FLEET_PUSH: { retryable: true, doc: 'fleet: the NATS servers did not take an account update (unreachable, or refused it); the fleet directory has it: send it again with `npm run fleet -- push`.' },
   CLOUD_ERR_UNAVAILABLE: { retryable: true, statusCode: 503, doc: 'NATS (commands, rule sets, live updates) is not reachable or not configured, or the live-update clients are at their bound.' },
 } as const satisfies Record<string, CodeInfo>
 

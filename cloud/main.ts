@@ -1,4 +1,5 @@
-// Cloud process entry: `node --import tsx cloud/main.ts [--embedded-nats] [--set key=value ...]`.
+// Cloud process entry: `node dist/cloud/main.js [--embedded-nats] [--set key=value ...]` (the build of
+// `npm run build`; from the sources: `node --import tsx cloud/main.ts`).
 // Provisions streams and KV, then runs the aggregator and the HTTP API.
 import { parseArgs } from 'node:util'
 import { Cloud } from './cloud.ts'

@@ -4,12 +4,13 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { Gateway, createLogger, parseConfig, type FsyncFn, type GatewayConfigInput, type GatewayPorts } from '../gateway/index.ts'
 import { waitFor } from '../lib/wait-for.ts'
+import { nodeArgsFor, SOURCE_ROOT, type Runtime } from '../lib/node-entry.ts'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
+/** The working directory of a gateway child: the repository root (where tsx resolves). */
+const ROOT = SOURCE_ROOT
 
 /** A temporary directory removed by the returned cleanup. */
 export function tempDir (prefix = 'gw-test-'): { dir: string, cleanup: () => void } {
@@ -74,22 +75,26 @@ export interface SpawnGatewayOptions {
   keepOutput?: 'tail' | 'all'
   /** A command the node process runs under, e.g. ['bash', '-c', 'ulimit -n 65536; exec "$@"', 'bash']. */
   wrapper?: string[]
+  /** Run the sources through tsx or the build of `npm run build` (default: as this process runs). */
+  runtime?: Runtime
 }
 
-/** The node arguments that run `gateway/main.ts` on dataDir on loopback, writing its ports to portsFile. */
+/** The node arguments that run the gateway (gateway/main.ts, or its build) on dataDir on loopback, writing its ports to portsFile. */
 export function gatewayArgs (dataDir: string, portsFile: string, sets: string[] = [], opts: SpawnGatewayOptions = {}): string[] {
   const base = [`dataDir=${dataDir}`, 'mqtt.host=127.0.0.1', `mqtt.port=${opts.mqttPort ?? 0}`, 'mqtt.wsPort=null',
     'http.host=127.0.0.1', `http.port=${opts.httpPort ?? 0}`, `portsFile=${portsFile}`, `logLevel=${opts.logLevel ?? 'warn'}`]
-  return ['--import', 'tsx', join(ROOT, 'gateway/main.ts'), ...[...base, ...sets].flatMap((s) => ['--set', s])]
+  return [...nodeArgsFor('gateway/main.ts', opts.runtime), ...[...base, ...sets].flatMap((s) => ['--set', s])]
 }
 
 /** Reads a gateway's ports file once it appears; throws as soon as `failed()` names a reason (e.g. the process exited). */
 export async function awaitPortsFile (portsFile: string, failed: () => string | null, timeoutMs = 20000): Promise<GatewayPorts> {
+  // waitFor retries a condition that throws until its deadline: a reason ends the wait as a value instead.
+  let why: string | null = null
   await waitFor(() => {
-    const why = failed()
-    if (why !== null) throw new Error(why)
-    return existsSync(portsFile) && readFileSync(portsFile, 'utf8').length > 0
+    why = failed()
+    return why !== null || (existsSync(portsFile) && readFileSync(portsFile, 'utf8').length > 0)
   }, 'gateway child to listen', timeoutMs)
+  if (why !== null) throw new Error(why)
   return JSON.parse(readFileSync(portsFile, 'utf8')) as GatewayPorts
 }
 

@@ -4,9 +4,12 @@
 // is an error, never skipped.
 import assert from 'node:assert/strict'
 import { jetstreamManager } from '@nats-io/jetstream'
-import { connect } from '@nats-io/transport-node'
+import { connect, type Authenticator } from '@nats-io/transport-node'
 import { v1 } from '../proto/index.ts'
 import { provisionStreams } from '../cloud/provision.ts'
+
+/** How a test client logs in: user and password, or an authenticator (a .creds file's JWT and seed). */
+export interface NatsAuth { user?: string, pass?: string, authenticator?: Authenticator }
 
 export interface StreamAccount {
   batches: number
@@ -30,7 +33,7 @@ function inner<K, V> (m: Map<K, V>, key: K, make: () => V): V {
 }
 
 /** Reads all messages of `stream` (by stream sequence) and decodes their batches; throws on a message it cannot read. */
-export async function readStream (url: string, stream: string, auth: { user?: string, pass?: string } = {}): Promise<StreamAccount> {
+export async function readStream (url: string, stream: string, auth: NatsAuth = {}): Promise<StreamAccount> {
   const nc = await connect({ servers: url, ...auth })
   try {
     const jsm = await jetstreamManager(nc)
@@ -88,7 +91,7 @@ export function mergeAccounts (...accs: StreamAccount[]): StreamAccount {
 }
 
 /** Creates the cloud's streams on a test server. */
-export async function provision (url: string, auth: { user?: string, pass?: string } = {}): Promise<void> {
+export async function provision (url: string, auth: NatsAuth = {}): Promise<void> {
   const nc = await connect({ servers: url, ...auth })
   await provisionStreams(nc)
   await nc.close()

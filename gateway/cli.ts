@@ -32,7 +32,13 @@ function main (): number {
   if (values.help) { console.log(USAGE); return 0 }
   const [cmd, id] = positionals
   const dataDir = values['data-dir'] ?? loadConfig({ file: values.config, env: process.env }).dataDir
-  const db = openDb(dataDir)
+  let db
+  try {
+    db = openDb(dataDir)
+  } catch (err) {
+    if (err instanceof GatewayError) { console.error(`${err.code}: ${err.message}`); return 1 }
+    throw err
+  }
   const registry = new DeviceRegistry(db)
   const needId = (): string => { if (!id) throw new GatewayError('GW_ERR_DEVICE_ID', `${cmd} needs a device id`); return id }
   try {

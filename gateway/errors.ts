@@ -16,6 +16,7 @@ export const GatewayErrorCodes = {
   GW_ERR_DEVICE_EXISTS: { retryable: false, doc: 'A device with this id is already registered.' },
   GW_ERR_DEVICE_UNKNOWN: { retryable: false, doc: 'No device with this id is registered.' },
   GW_ERR_DEVICE_ID: { retryable: false, doc: 'A device id must be 1-64 characters of [A-Za-z0-9_.-].' },
+  GW_ERR_SCHEMA_NEWER: { retryable: false, doc: 'gateway.db was written by a newer gateway (its schema version is above the one this code reads); it is left untouched: run that version or a newer one on it.' },
   GW_ERR_RULES: { retryable: false, doc: 'A rule set is invalid; the message names the rule and the field. The running rules stay in place.' },
 } as const
 

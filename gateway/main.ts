@@ -1,4 +1,5 @@
-// Gateway process entry: `node --import tsx gateway/main.ts [--config file] [--set key=value ...]`.
+// Gateway process entry: `node dist/gateway/main.js [--config file] [--set key=value ...]` (the build
+// of `npm run build`), or from the sources `node --import tsx gateway/main.ts` (`npm run gateway`).
 import { parseArgs } from 'node:util'
 import { setFlagsFromString } from 'node:v8'
 import { loadConfig } from './config.ts'
@@ -45,6 +46,9 @@ async function main (): Promise<void> {
   } catch (err) {
     log.fatal({ err }, 'gateway failed to start')
     gateway.destroy(err as Error)
+    // A data directory of a newer gateway stays refused however often systemd restarts us: exit 2,
+    // as for a bad config (the unit's RestartPreventExitStatus), with the reason on stderr too.
+    if (err instanceof GatewayError && err.code === 'GW_ERR_SCHEMA_NEWER') { console.error(`${err.code}: ${err.message}`); process.exit(2) }
     process.exit(1)
   }
 }

@@ -3,6 +3,7 @@
 // the demo's rule set (demo-rules.yaml) drives. The gateways reach NATS through a TCP proxy, so the
 // demo can cut their uplinks while the cloud, on NATS directly, stays up.
 import { spawnSync, type ChildProcess } from 'node:child_process'
+import { nodeArgsFor, SOURCE_ROOT } from '../lib/node-entry.ts'
 import { mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -10,7 +11,7 @@ import { spawnGateway } from '../devkit/index.ts'
 import { hash, SimulatedDevice } from './device.ts'
 import type { SensorKind } from './signals.ts'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const ROOT = SOURCE_ROOT
 
 /** The rule set every demo gateway runs (pushed through the cloud). */
 export const DEMO_RULES = readFileSync(fileURLToPath(new URL('./demo-rules.yaml', import.meta.url)), 'utf8')
@@ -57,7 +58,7 @@ export async function startSite (id: string, o: StartSiteOptions, started: (g: D
   const plans = Array.from({ length: o.devices }, (_, i) => planOf(i))
   const secrets = new Map<string, string>()
   for (const p of plans) {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'gateway/cli.ts'), 'add', p.id, '--data-dir', dataDir, '--json'], { cwd: ROOT, encoding: 'utf8' })
+    const r = spawnSync(process.execPath, [...nodeArgsFor('gateway/cli.ts'), 'add', p.id, '--data-dir', dataDir, '--json'], { cwd: ROOT, encoding: 'utf8' })
     if (r.status !== 0) throw new Error(`cannot register ${id}/${p.id}: ${r.stderr}`)
     secrets.set(p.id, (JSON.parse(r.stdout) as { secret: string }).secret)
   }

@@ -19,8 +19,9 @@ import { provisionStreams } from '../cloud/provision.ts'
 import { v1 } from '../proto/index.ts'
 import { DEMO_RULES, DEMO_RULES_VERSION, startSite, stopGateway, type DemoGateway } from './demo-fleet.ts'
 import { DemoTable, readEdge, type CloudGateway } from './demo-table.ts'
+import { SOURCE_ROOT } from '../lib/node-entry.ts'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const ROOT = SOURCE_ROOT
 const SITES = ['site-a', 'site-b']
 const TICK_MS = 2000
 // After the devices stop, how long the demo waits for the gateways to drain and the cloud to apply.

@@ -9,7 +9,6 @@ import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Cloud } from '../cloud/cloud.ts'
 import { parseCloudConfig } from '../cloud/config.ts'
@@ -20,6 +19,7 @@ import { openDb } from '../gateway/store/db.ts'
 import { DeviceRegistry } from '../gateway/store/device-registry.ts'
 import { loadScenario, quickScenario, ScenarioError, type Scenario, type ScenarioStep } from './scenario.ts'
 import { ScenarioDevice } from './scenario-device.ts'
+import { isMain } from '../lib/is-main.ts'
 
 const GATEWAY_ID = 'scenario-gw'
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
@@ -323,6 +323,6 @@ async function main (): Promise<number> {
   return runScenario(scenario)
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+if (isMain(import.meta.url)) {
   main().then((code) => process.exit(code), (err) => { console.error('simulate failed:', err); process.exit(1) })
 }

@@ -2,12 +2,11 @@
 // with SIGKILL and started again on the same data directory and the same ports. Every PID started is
 // tracked, so that the soak can stop them all, also when it fails or is interrupted.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { scrapeMetrics, spawnGateway, type ChildGateway } from '../devkit/index.ts'
 import { waitFor } from '../lib/wait-for.ts'
+import { nodeArgsFor, SOURCE_ROOT } from '../lib/node-entry.ts'
 
-const CLOUD_MAIN = fileURLToPath(new URL('../cloud/main.ts', import.meta.url))
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const ROOT = SOURCE_ROOT
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Every child process alive, by PID: the last resort of the soak's cleanup. */
@@ -131,7 +130,7 @@ export class ReplicaProc {
 
   private async spawnOnce (): Promise<void> {
     const sets = [`nats.servers=${this.natsUrls.join(',')}`, 'replicas=3', 'http.host=127.0.0.1', `http.port=${this.httpPort}`, 'logLevel=warn', 'offlineTimeoutMs=5000']
-    const child = spawn(process.execPath, ['--import', 'tsx', CLOUD_MAIN, ...sets.flatMap((s) => ['--set', s])], {
+    const child = spawn(process.execPath, [...nodeArgsFor('cloud/main.ts'), ...sets.flatMap((s) => ['--set', s])], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
       // The hash, not the password, and in the environment rather than on the command line.

@@ -11,7 +11,6 @@ import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { hashPassword } from '../cloud/http/password-hash.ts'
 import { consoleLogin, freePorts, mergeAccounts, natsServerMissing, readStream, startNatsCluster, startProxy, type NatsCluster, type Proxy } from '../devkit/index.ts'
@@ -24,6 +23,7 @@ import { BadClient, SoakDevice } from './soak-device.ts'
 import { FaultRunner } from './soak-faults.ts'
 import { GatewayProc, killAllTracked, ReplicaProc } from './soak-procs.ts'
 import { buildSchedule, describeFault, FAULT_KINDS } from './soak-schedule.ts'
+import { isMain } from '../lib/is-main.ts'
 
 const USAGE = 'usage: npm run soak -- --minutes N [--seed S] [--gateways G] [--devices D] [--interval MS] [--replicas R]'
 // The gateway whose outbox has a small disk budget (it sheds when its uplink is cut for long).
@@ -264,7 +264,7 @@ function parseOptions (argv: string[]): SoakOptions | string {
   return o
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+if (isMain(import.meta.url)) {
   const o = parseOptions(process.argv.slice(2))
   if (typeof o === 'string') {
     if (o) console.error(o)

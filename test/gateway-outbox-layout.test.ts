@@ -16,6 +16,7 @@ import { encodeBatch } from '../gateway/store/stored-event.ts'
 import { CONTROL_DEVICE_ID, STREAMS, v1 } from '../proto/index.ts'
 import { assertExactlyOnce, connectDevice, scrapeMetric, startGateway, tempDir, startNats, waitFor, provision, readStream } from '../devkit/index.ts'
 import { queryOutbox, readOutbox } from './harness/outbox-reader.ts'
+import { v2Database } from './harness/old-schema.ts'
 
 type After = { after: (fn: () => void | Promise<void>) => void }
 
@@ -45,21 +46,6 @@ function commit (outbox: Outbox, items: Array<IncomingEvent | IncomingControl>):
   outbox.flush()
   assert.equal(seqs.length, items.length, 'every item committed in the flush')
   return seqs
-}
-
-/** A version-2 gateway's database: today's schema without what version 3 added, holding `rows` (device id in the body). */
-function v2Database (dir: string, rows: Array<{ lane: Lane, body: Uint8Array }>, lastSeq: Record<string, number>): void {
-  const db = openDb(dir, 'normal')
-  db.exec('DROP INDEX device_seq_num; ALTER TABLE device_seq DROP COLUMN num; ALTER TABLE events DROP COLUMN dev')
-  db.pragma('user_version = 2')
-  const insert = db.prepare('INSERT INTO events (lane, body) VALUES (?, ?)')
-  db.transaction(() => {
-    for (const r of rows) insert.run(r.lane, r.body)
-    for (const [id, seq] of Object.entries(lastSeq)) db.prepare('INSERT INTO device_seq (device_id, last_seq) VALUES (?, ?)').run(id, seq)
-    const bytes = rows.reduce((s, r) => s + r.body.length + ROW_OVERHEAD_BYTES, 0)
-    db.prepare('UPDATE outbox_state SET events = ?, bytes = ? WHERE id = 1').run(rows.length, bytes)
-  })()
-  db.close()
 }
 
 /** How version 2 stored an event: the whole TelemetryEvent, device id included. */

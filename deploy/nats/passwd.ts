@@ -1,8 +1,8 @@
 // A bcrypt hash of a NATS password, for accounts.conf (nats-server recognises "$2a$", "$2b$", ...),
 // without the `nats` CLI, which Debian does not ship:
 //
-//   printf %s 'the password' | node --import tsx deploy/nats/passwd.ts     # prints the hash
-//   node --import tsx deploy/nats/passwd.ts --generate                     # a random password, then its hash
+//   printf %s 'the password' | node dist/deploy/nats/passwd.js     # prints the hash
+//   node dist/deploy/nats/passwd.js --generate                     # a random password, then its hash
 //
 // Node has no bcrypt of its own and the project carries no bcrypt package, so the hash is made by
 // the system's crypt(3) (libxcrypt, through Debian 12's python3 `crypt` module: python3 <= 3.12).
@@ -10,11 +10,11 @@
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
+import { isMain } from '../../lib/is-main.ts'
 
-const USAGE = `usage: printf %s '<password>' | node --import tsx deploy/nats/passwd.ts [--cost n]
-       node --import tsx deploy/nats/passwd.ts --generate [--cost n]
+const USAGE = `usage: printf %s '<password>' | node dist/deploy/nats/passwd.js [--cost n]
+       node dist/deploy/nats/passwd.js --generate [--cost n]
   prints a bcrypt hash for a password in deploy/nats/accounts.conf (the client keeps the clear one)
   --generate  make a random password (printed first, on its own line), then its hash
   --cost n    bcrypt cost, 10-14 (default 11)`
@@ -59,4 +59,4 @@ export function main (argv: string[]): number {
   return 0
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) process.exit(main(process.argv.slice(2)))
+if (isMain(import.meta.url)) process.exit(main(process.argv.slice(2)))

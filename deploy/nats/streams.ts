@@ -1,7 +1,7 @@
 // The replicas of every JetStream stream of the IOT account (streams and KV buckets), and the remedy
 // for a node that does not catch up after a restart: a leader step-down. See deploy/README.md.
 //
-//   node --import tsx deploy/nats/streams.ts [--servers url,...] [--user u --pass p] [--wait s]
+//   node dist/deploy/nats/streams.js [--servers url,...] [--user u --pass p] [--wait s]
 //       [--step-down <stream>]... [--step-down-lagging]
 //
 // Prints one line per stream: leader, and each replica current or lagging (by how many operations).
@@ -14,10 +14,10 @@
 // of the catch-up no longer answers; later releases fixed several such cases. A new leader serves a
 // fresh catch-up. The step-down asks the stream's leader to hand over ($JS.API.STREAM.LEADER.STEPDOWN);
 // nothing is lost: the remaining replicas hold every acknowledged message (R3 needs 2 of 3).
-import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { jetstreamManager, type StreamInfo } from '@nats-io/jetstream'
 import { connect, type NatsConnection } from '@nats-io/transport-node'
+import { isMain } from '../../lib/is-main.ts'
 
 export interface ReplicaState { name: string, current: boolean, offline: boolean, lag: number }
 /** A stream as its leader sees it (JetStream API), and, with monitoring URLs, as each node stores it. */
@@ -109,7 +109,7 @@ export function formatReplicas (s: StreamReplicas): string {
   return `${s.stream.padEnd(12)} R${s.wanted} ${s.leader === null ? 'NO LEADER ' : ''}${reps.join(' ')}`
 }
 
-const USAGE = `usage: node --import tsx deploy/nats/streams.ts [--servers url,...] [--user u --pass p]
+const USAGE = `usage: node dist/deploy/nats/streams.js [--servers url,...] [--user u --pass p]
          [--monitor url,...] [--wait s] [--step-down <stream>]... [--step-down-lagging]
   prints every stream's leader (*) and replicas; exit 0 when all are current, 1 when not, 2 on a usage error
   --servers            NATS URLs (default IOT_CLOUD_NATS__SERVERS, else nats://127.0.0.1:4222)
@@ -175,6 +175,6 @@ async function main (argv: string[]): Promise<number> {
   }
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+if (isMain(import.meta.url)) {
   main(process.argv.slice(2)).then((code) => process.exit(code), (err) => { console.error(`streams.ts: ${(err as Error).message}`); process.exit(1) })
 }

@@ -3,6 +3,7 @@
 import Database from 'better-sqlite3'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
+import { GatewayError } from '../errors.ts'
 
 export type Db = Database.Database
 
@@ -15,7 +16,14 @@ export const SCHEMA_VERSION = 3
 /** Opens (creating if needed) gateway.db under dataDir. durability 'full' starts with synchronous=FULL; the outbox then commits with NORMAL and fsyncs the WAL itself (wal-sync.ts). */
 export function openDb (dataDir: string, durability: 'full' | 'normal' = 'full'): Db {
   mkdirSync(dataDir, { recursive: true })
-  const db = new Database(join(dataDir, 'gateway.db'))
+  const file = join(dataDir, 'gateway.db')
+  const db = new Database(file)
+  try {
+    refuseNewer(db, file)
+  } catch (err) {
+    db.close()
+    throw err
+  }
   db.pragma('journal_mode = WAL')
   // FULL syncs the WAL on every commit (power-loss safe); NORMAL syncs only at checkpoints.
   db.pragma(`synchronous = ${durability === 'full' ? 'FULL' : 'NORMAL'}`)
@@ -23,6 +31,16 @@ export function openDb (dataDir: string, durability: 'full' | 'normal' = 'full')
   migrate(db)
   addRowOverhead(db)
   return db
+}
+
+// A database of a newer gateway (a downgrade, or an old binary left on a box) may hold rows this code
+// would misread: version 3 rows carry no device id in their body, so a version-2 gateway would send
+// events without one. Refused before anything is written (not even the WAL switch).
+function refuseNewer (db: Db, file: string): void {
+  const version = db.pragma('user_version', { simple: true }) as number
+  if (version > SCHEMA_VERSION) {
+    throw new GatewayError('GW_ERR_SCHEMA_NEWER', `${file} has schema version ${version}, newer than this gateway's ${SCHEMA_VERSION}: it was written by a newer gateway. Nothing was changed; run that version (or a newer one) on this data directory`)
+  }
 }
 
 // Each step brings the schema from one version to the next, in one transaction with its version

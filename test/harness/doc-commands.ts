@@ -4,7 +4,8 @@
 // A fenced block whose info string is `sh doctest=<session>` is run; blocks of one session run in
 // document order, in one sandbox (a copy of the repository's layout), each block from the
 // repository root as a fresh terminal would be. In a block:
-// - a server (a command ending in `&`, `nats-server -c <file>`, `cloud/main.ts`, the gateway) is
+// - a server (a command ending in `&`, `nats-server -c <file>`, `cloud/main.ts` or its build
+//   `dist/cloud/main.js`, the gateway) is
 //   started in the background and the block goes on once its output says it is ready; it keeps
 //   running until the session ends. Servers written without `&` in one block are alternatives (the
 //   same thing two ways): each is stopped before the next starts;
@@ -57,7 +58,7 @@ export type Step = { kind: 'run', cmd: string } | { kind: 'serve', cmd: string, 
 export function stepOf (command: string): Step {
   const cmd = withoutComment(command)
   if (cmd.endsWith('&') && !cmd.endsWith('&&')) return { kind: 'serve', cmd: cmd.slice(0, -1).trim(), background: true }
-  if (/\bnats-server\s+-c\s+\S+$/.test(cmd) || /cloud\/main\.ts|gateway\/main\.ts|npm run gateway\b/.test(cmd)) return { kind: 'serve', cmd, background: false }
+  if (/\bnats-server\s+-c\s+\S+$/.test(cmd) || /(cloud|gateway)\/main\.(ts|js)\b|npm run gateway\b/.test(cmd)) return { kind: 'serve', cmd, background: false }
   return { kind: 'run', cmd }
 }
 
