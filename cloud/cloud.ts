@@ -19,6 +19,7 @@ import { allowedHostNames } from './http/host-guard.ts'
 import { KvViewStore } from './store/kv-view-store.ts'
 import type { Logger } from './log.ts'
 import { createCloudMetrics, type CloudMetrics } from './metrics.ts'
+import { checkPartitionMapping, type MappingState } from './partitions/mapping-check.ts'
 import { provisionStreams } from './provision.ts'
 import { provisionViews } from './provision.ts'
 import type { ViewStore } from './store/view-store.ts'
@@ -43,6 +44,8 @@ export class Cloud extends Lifecycle {
   views: FleetViews | null = null
   api: ApiServer | null = null
   live: LiveEvents | null = null
+  /** What the start-up check found of the NATS server's partition mapping. */
+  mapping: MappingState | null = null
 
   constructor (private readonly config: CloudConfig, private readonly log: Logger, opts: { defaultMetrics?: boolean } = {}) {
     super()
@@ -65,8 +68,12 @@ export class Cloud extends Lifecycle {
     const store = this.store = await KvViewStore.open(this.nc, c.viewsBucket)
     this.views = new FleetViews(store, { offlineTimeoutMs: c.offlineTimeoutMs })
     if (c.aggregator.enabled) {
+      this.mapping = await checkPartitionMapping(this.nc, c.aggregator.partitions)
+      if (this.mapping.state === 'unmapped') {
+        this.log.warn({ partitions: c.aggregator.partitions }, 'the NATS server does not partition iot.*.telemetry / iot.*.events: every batch goes to the unmapped partition, applied by one replica at a time (no scale-out); add the mapping of deploy/nats/accounts.conf')
+      }
       const { enabled: _, ...aopts } = c.aggregator
-      this.aggregator = new Aggregator(this.nc, this.store, this.metrics, this.log.child({ component: 'aggregator' }), aopts)
+      this.aggregator = new Aggregator(this.nc, this.store, this.metrics, this.log.child({ component: 'aggregator' }), { ...aopts, bucketReplicas: c.replicas })
       await this.aggregator.start()
     }
     let http: number | null = null
@@ -86,7 +93,8 @@ export class Cloud extends Lifecycle {
   ready (): { ready: boolean, detail: Record<string, unknown> } {
     const nats = this.nc !== null && !this.nc.isClosed()
     const aggregator = this.aggregator ? this.aggregator.ready() : null
-    return { ready: nats && aggregator !== false && !this.isClosing, detail: { nats, aggregator, stats: this.aggregator?.stats() } }
+    const partitions = this.aggregator ? { mapping: this.mapping?.state ?? null, ...this.aggregator.partitions() } : null
+    return { ready: nats && aggregator !== false && !this.isClosing, detail: { nats, aggregator, partitions, stats: this.aggregator?.stats() } }
   }
 
   /**
