@@ -19,7 +19,9 @@ import { allowedHostNames } from './http/host-guard.ts'
 import { KvViewStore } from './store/kv-view-store.ts'
 import type { Logger } from './log.ts'
 import { createCloudMetrics, type CloudMetrics } from './metrics.ts'
+import { LeaseTable } from './partitions/lease-table.ts'
 import { checkPartitionMapping, type MappingState } from './partitions/mapping-check.ts'
+import { readReplicas, type ReplicasView } from './partitions/replicas-view.ts'
 import { provisionStreams } from './provision.ts'
 import { provisionViews } from './provision.ts'
 import type { ViewStore } from './store/view-store.ts'
@@ -83,7 +85,11 @@ export class Cloud extends Lifecycle {
       const rules = await new Kvm(js).open(CLOUD_BUCKETS.rules)
       this.live = new LiveEvents(store.kv, this.views, this.log.child({ component: 'live-events' }))
       const allowedHosts = allowedHostNames(c.http.host, c.http.allowedHosts)
-      this.api = new ApiServer({ views: this.views, registry: this.metrics.registry, log: this.log, ready: () => this.ready(), auth: consoleAuth, allowedHosts, js, rules, live: this.live })
+      // Any replica lists every replica: the lease table is read, never this process's memory.
+      const a = c.aggregator
+      const table = await LeaseTable.open(this.nc, { bucket: CLOUD_BUCKETS.leases, group: a.durablePrefix, ttlMs: a.leaseTtlMs })
+      const replicas = (): Promise<ReplicasView> => readReplicas(table, a.partitions, a.leaseTtlMs)
+      this.api = new ApiServer({ views: this.views, registry: this.metrics.registry, log: this.log, ready: () => this.ready(), auth: consoleAuth, allowedHosts, js, rules, live: this.live, replicas })
       http = await this.api.start(c.http.host, c.http.port)
     }
     this.log.info({ http, servers: c.nats.servers, replicas: c.replicas }, 'cloud started')

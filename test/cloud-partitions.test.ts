@@ -70,21 +70,22 @@ function settle (ids: string[], spare: string[], members: string[], owners: Map<
   throw new Error('the balance did not settle in 20 rounds')
 }
 
-test('partitions: balance gives every partition one owner, and no replica more than ceil(P/N) + 1 (the unmapped one aside, ceil(P/N)), through joins and leaves', () => {
-  const ids = partitionIds(8).filter((id) => id !== 'u')
+for (const P of [8, 4]) test(`partitions: balance gives every one of ${P} partitions one owner, and every replica floor(P/N) or ceil(P/N) of them (the unmapped one aside), through joins and leaves`, () => {
+  const ids = partitionIds(P).filter((id) => id !== 'u')
   const spare = ['u']
   const owners = new Map<string, string>()
   const live: string[] = []
-  for (const step of ['+a', '+b', '+c', '+d', '-b', '+e', '-a', '-c', '-d', '+f']) {
+  for (const step of ['+a', '+b', '+c', '+d', '-b', '+e', '-a', '-c', '-d', '+f', '+g', '+h']) {
     const name = step.slice(1)
     if (step[0] === '+') live.push(name)
     else live.splice(live.indexOf(name), 1)
     settle(ids, spare, live, owners)
     for (const id of [...ids, ...spare]) assert.ok(live.includes(owners.get(id) ?? ''), `${step}: partition ${id} owned by a live replica (owner ${owners.get(id)})`)
     const counts = live.map((m) => ids.filter((id) => owners.get(id) === m).length)
-    assert.ok(Math.max(...counts) <= fairShare(ids.length, live.length), `${step}: shares ${counts} over fair share ${fairShare(ids.length, live.length)}`)
+    assert.ok(Math.max(...counts) <= fairShare(P, live.length), `${step}: shares ${counts} over fair share ${fairShare(P, live.length)}`)
+    assert.ok(Math.min(...counts) >= Math.floor(P / live.length), `${step}: shares ${counts} below floor(${P}/${live.length})`)
     const totals = live.map((m) => [...ids, ...spare].filter((id) => owners.get(id) === m).length)
-    assert.ok(Math.max(...totals) <= Math.ceil(8 / live.length) + 1, `${step}: holdings ${totals}`)
+    assert.ok(Math.max(...totals) <= Math.ceil(P / live.length) + 1, `${step}: holdings ${totals}`)
   }
 })
 

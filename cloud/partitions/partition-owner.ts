@@ -52,6 +52,10 @@ export class PartitionOwner extends Lifecycle {
   private readonly tickMs: number
   private readonly startedMs: number
   private timer: NodeJS.Timeout | null = null
+  private renewTimer: NodeJS.Timeout | null = null
+  private renewing: Promise<void> | null = null
+  /** Per partition: the operations on its lease, one at a time (renew, take, free). */
+  private readonly locks = new Map<string, Promise<unknown>>()
   private ticking: Promise<void> | null = null
   private again = false
   private sub: Subscription | null = null
@@ -67,9 +71,18 @@ export class PartitionOwner extends Lifecycle {
 
   get replicaId (): string { return this.opts.replicaId }
 
-  /** Registers, takes a first share, and keeps ticking. */
+  /**
+   * Registers, waits one tick (replicas started together then see each other before any takes a
+   * share, instead of one taking everything and handing most of it over a second later), takes a
+   * first share, and keeps ticking. Renewals run on their own timer, so a slow balance step (a
+   * handover waits for acks) never delays them.
+   */
   async start (): Promise<void> {
     this.sub = this.nc.subscribe(this.nudgeSubject(), { callback: () => { this.schedule() } })
+    await this.table.putMember(this.memberDoc())
+    this.renewTimer = setInterval(() => { if (!this.renewing) this.renewing = this.renew().catch((err) => this.log.warn({ err }, 'lease renewal failed')).finally(() => { this.renewing = null }) }, this.tickMs)
+    this.renewTimer.unref()
+    await new Promise((resolve) => setTimeout(resolve, this.tickMs))
     await this.tick()
     this.timer = setInterval(() => this.schedule(), this.tickMs)
     this.timer.unref()
@@ -91,7 +104,9 @@ export class PartitionOwner extends Lifecycle {
   /** Hands every partition over, deregisters and nudges the others. */
   protected async onClose (): Promise<void> {
     if (this.timer) clearInterval(this.timer)
+    if (this.renewTimer) clearInterval(this.renewTimer)
     await this.ticking?.catch(() => {})
+    await this.renewing
     this.sub?.unsubscribe()
     const ids = this.owned()
     await Promise.all(ids.map((id) => this.giveBack(id)))
@@ -103,6 +118,7 @@ export class PartitionOwner extends Lifecycle {
   /** Stops ticking; the leases lapse and are taken over after ttlMs. */
   protected onDestroy (): void {
     if (this.timer) clearInterval(this.timer)
+    if (this.renewTimer) clearInterval(this.renewTimer)
     this.sub?.unsubscribe()
   }
 
@@ -122,7 +138,6 @@ export class PartitionOwner extends Lifecycle {
 
   private async tick (): Promise<void> {
     const t = this.now()
-    await this.renew(t)
     if (this.isClosing) return
     const [members, leases] = await Promise.all([this.table.members(), this.table.leases(this.all())])
     this.members = [...new Set([this.opts.replicaId, ...members.filter((m) => !m.stale).map((m) => m.value!.replicaId)])].sort()
@@ -139,9 +154,22 @@ export class PartitionOwner extends Lifecycle {
     await this.table.putMember(this.memberDoc())
   }
 
-  /** Renews every held lease; one another replica has taken is lost and stops at once. */
-  private async renew (t: number): Promise<void> {
-    await Promise.all([...this.held].map(async ([id, h]) => {
+  /** Runs `fn` after every earlier operation on partition `id`'s lease. */
+  private locked<T> (id: string, fn: () => Promise<T>): Promise<T> {
+    const p = (this.locks.get(id) ?? Promise.resolve()).then(fn, fn)
+    const tail = p.catch(() => {})
+    this.locks.set(id, tail)
+    void tail.then(() => { if (this.locks.get(id) === tail) this.locks.delete(id) })
+    return p
+  }
+
+  /** Renews every held lease and the registration; a lease another replica has taken is lost and stops at once. */
+  private async renew (): Promise<void> {
+    const t = this.now()
+    const lost: string[] = []
+    await Promise.all([...this.held.keys()].map((id) => this.locked(id, async () => {
+      const h = this.held.get(id)
+      if (!h) return // freed meanwhile
       let rev: number | null
       try {
         rev = await this.table.casLease(id, { v: 1, owner: this.opts.replicaId, atMs: t }, h.rev)
@@ -157,15 +185,20 @@ export class PartitionOwner extends Lifecycle {
       }
       this.held.delete(id)
       this.counts.lost++
+      lost.push(id)
       this.log.warn({ partition: id, replicaId: this.opts.replicaId }, 'partition lease lost: another replica took it over')
-      await this.handler.release(id)
-    }))
+    })))
+    await this.table.putMember(this.memberDoc()).catch((err) => this.log.warn({ err }, 'replica registration not renewed'))
+    for (const id of lost) await this.handler.release(id)
   }
 
   private async take (id: string, rev: number, t: number): Promise<void> {
-    const got = await this.table.casLease(id, { v: 1, owner: this.opts.replicaId, atMs: t }, rev)
+    const got = await this.locked(id, async () => {
+      const r = await this.table.casLease(id, { v: 1, owner: this.opts.replicaId, atMs: t }, rev)
+      if (r !== null) this.held.set(id, { rev: r, renewSentMs: t })
+      return r
+    })
     if (got === null) return // another replica was faster
-    this.held.set(id, { rev: got, renewSentMs: t })
     try {
       await this.handler.acquire(id)
     } catch (err) {
@@ -179,15 +212,18 @@ export class PartitionOwner extends Lifecycle {
 
   /** Stops applying the partition, then frees its lease (a lease changed meanwhile is not ours to free). */
   private async giveBack (id: string, started = true): Promise<void> {
-    const h = this.held.get(id)
-    if (!h) return
+    if (!this.held.has(id)) return
     if (started) await this.handler.release(id)
-    this.held.delete(id)
-    try {
-      await this.table.casLease(id, { v: 1, owner: '', atMs: this.now() }, h.rev)
-    } catch (err) {
-      this.log.warn({ err, partition: id }, 'lease not freed: it lapses after the TTL')
-    }
+    await this.locked(id, async () => {
+      const h = this.held.get(id)
+      if (!h) return // lost meanwhile
+      this.held.delete(id)
+      try {
+        await this.table.casLease(id, { v: 1, owner: '', atMs: this.now() }, h.rev)
+      } catch (err) {
+        this.log.warn({ err, partition: id }, 'lease not freed: it lapses after the TTL')
+      }
+    })
     if (started) {
       this.counts.released++
       this.log.info({ partition: id, replicaId: this.opts.replicaId }, 'partition handed over')
