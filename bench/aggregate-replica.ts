@@ -1,24 +1,25 @@
 // One aggregator replica as its own process, for bench/aggregate.ts: its own NATS connection, KV
-// view store and metrics, sharing the durable consumers ('aggregator-telemetry') with every other
+// view store and metrics, sharing the partitions' durable consumers and leases with every other
 // replica on the same nats-server, as separate cloud processes would. Driven by lines on stdin:
-//   start      - start the aggregator (the clock of the parent starts here); stats lines follow
+//   start      - start the aggregator (takes its share of the partitions); stats lines follow
 //   lat-begin  - from now on keep every observation of the end-to-end latency histogram
 //   lat-end    - print the observations kept since lat-begin (seconds) and stop keeping them
 //   stop       - close the aggregator (finishes and acks its group), print final stats, exit
 // and answers with JSON lines on stdout: {type:'ready'}, {type:'stats',…}, {type:'lat',…}, {type:'done',…}.
-// Usage: node --import tsx bench/aggregate-replica.ts <nats-url>
+// Usage: node --import tsx bench/aggregate-replica.ts <nats-url> <partitions> [leaseTtlMs]
+import { subscribe } from 'node:diagnostics_channel'
 import { createInterface } from 'node:readline'
 import { connect } from '@nats-io/transport-node'
-import { Aggregator } from '../cloud/apply/aggregator.ts'
+import { APPLY_WINDOW_CHANNEL, Aggregator } from '../cloud/apply/aggregator.ts'
 import { KvViewStore } from '../cloud/store/kv-view-store.ts'
 import { createLogger } from '../cloud/log.ts'
 import { createCloudMetrics } from '../cloud/metrics.ts'
 
 const STATS_EVERY_MS = 20
 
-const url = process.argv[2]
-if (!url) {
-  console.error('usage: aggregate-replica.ts <nats-url>')
+const [url, partitions, ttl] = process.argv.slice(2)
+if (!url || !partitions) {
+  console.error('usage: aggregate-replica.ts <nats-url> <partitions> [leaseTtlMs]')
   process.exit(2)
 }
 const send = (msg: Record<string, unknown>): void => { process.stdout.write(JSON.stringify(msg) + '\n') }
@@ -34,16 +35,22 @@ metrics.latencySeconds.observe = ((...args: Parameters<typeof observe>) => {
   if (latency !== null && typeof args[0] === 'number') latency.push(args[0])
   return observe(...args)
 }) as typeof metrics.latencySeconds.observe
-// Wall-clock time of the last group that applied something (comparable across the replica processes).
+// Wall-clock times of the first and the last group that applied something (comparable across the
+// replica processes), and per partition the end of its last group (failover: when a partition
+// applies again after its owner was killed).
+let firstAppliedWallMs = 0
 let lastAppliedWallMs = 0
 const inc = metrics.applied.inc.bind(metrics.applied)
 metrics.applied.inc = ((...args: Parameters<typeof inc>) => {
   lastAppliedWallMs = Date.now()
+  if (firstAppliedWallMs === 0 && Number((args as unknown[])[1] ?? 0) > 0) firstAppliedWallMs = lastAppliedWallMs
   return inc(...args)
 }) as typeof metrics.applied.inc
-const agg = new Aggregator(nc, store, metrics, createLogger('warn'), { streams: ['telemetry'] })
+const lastByPartition: Record<string, number> = {}
+subscribe(APPLY_WINDOW_CHANNEL, (w) => { const { partition, endMs } = w as { partition: string, endMs: number }; lastByPartition[partition] = endMs })
+const agg = new Aggregator(nc, store, metrics, createLogger('warn'), { streams: ['telemetry'], partitions: Number(partitions), leaseTtlMs: ttl ? Number(ttl) : undefined })
 let timer: NodeJS.Timeout | null = null
-const stats = (): Record<string, unknown> => ({ ...agg.stats(), lastAppliedWallMs })
+const stats = (): Record<string, unknown> => ({ ...agg.stats(), firstAppliedWallMs, lastAppliedWallMs, owned: agg.partitions().owned, lastByPartition })
 
 send({ type: 'ready', pid: process.pid })
 for await (const line of createInterface({ input: process.stdin })) {

@@ -19,6 +19,9 @@ import { allowedHostNames } from './http/host-guard.ts'
 import { KvViewStore } from './store/kv-view-store.ts'
 import type { Logger } from './log.ts'
 import { createCloudMetrics, type CloudMetrics } from './metrics.ts'
+import { LeaseTable } from './partitions/lease-table.ts'
+import { checkPartitionMapping, type MappingState } from './partitions/mapping-check.ts'
+import { readReplicas, type ReplicasView } from './partitions/replicas-view.ts'
 import { provisionStreams } from './provision.ts'
 import { provisionViews } from './provision.ts'
 import type { ViewStore } from './store/view-store.ts'
@@ -43,6 +46,8 @@ export class Cloud extends Lifecycle {
   views: FleetViews | null = null
   api: ApiServer | null = null
   live: LiveEvents | null = null
+  /** What the start-up check found of the NATS server's partition mapping. */
+  mapping: MappingState | null = null
 
   constructor (private readonly config: CloudConfig, private readonly log: Logger, opts: { defaultMetrics?: boolean } = {}) {
     super()
@@ -66,8 +71,12 @@ export class Cloud extends Lifecycle {
     const views = this.views = new FleetViews(store, { offlineTimeoutMs: c.offlineTimeoutMs, drainStuckMs: c.drainStuckMs })
     this.metrics.setFleetSource(() => views.gateways())
     if (c.aggregator.enabled) {
+      this.mapping = await checkPartitionMapping(this.nc, c.aggregator.partitions)
+      if (this.mapping.state === 'unmapped') {
+        this.log.warn({ partitions: c.aggregator.partitions }, 'the NATS server does not partition iot.*.telemetry / iot.*.events: every batch goes to the unmapped partition, applied by one replica at a time (no scale-out); add the mapping of deploy/nats/accounts.conf')
+      }
       const { enabled: _, ...aopts } = c.aggregator
-      this.aggregator = new Aggregator(this.nc, this.store, this.metrics, this.log.child({ component: 'aggregator' }), aopts)
+      this.aggregator = new Aggregator(this.nc, this.store, this.metrics, this.log.child({ component: 'aggregator' }), { ...aopts, bucketReplicas: c.replicas })
       await this.aggregator.start()
     }
     let http: number | null = null
@@ -77,7 +86,11 @@ export class Cloud extends Lifecycle {
       const rules = await new Kvm(js).open(CLOUD_BUCKETS.rules)
       this.live = new LiveEvents(store.kv, this.views, this.log.child({ component: 'live-events' }))
       const allowedHosts = allowedHostNames(c.http.host, c.http.allowedHosts)
-      this.api = new ApiServer({ views: this.views, registry: this.metrics.registry, log: this.log, ready: () => this.ready(), auth: consoleAuth, allowedHosts, js, rules, live: this.live })
+      // Any replica lists every replica: the lease table is read, never this process's memory.
+      const a = c.aggregator
+      const table = await LeaseTable.open(this.nc, { bucket: CLOUD_BUCKETS.leases, group: a.durablePrefix, ttlMs: a.leaseTtlMs })
+      const replicas = (): Promise<ReplicasView> => readReplicas(table, a.partitions, a.leaseTtlMs)
+      this.api = new ApiServer({ views: this.views, registry: this.metrics.registry, log: this.log, ready: () => this.ready(), auth: consoleAuth, allowedHosts, js, rules, live: this.live, replicas })
       http = await this.api.start(c.http.host, c.http.port)
     }
     this.log.info({ http, servers: c.nats.servers, replicas: c.replicas }, 'cloud started')
@@ -87,7 +100,8 @@ export class Cloud extends Lifecycle {
   ready (): { ready: boolean, detail: Record<string, unknown> } {
     const nats = this.nc !== null && !this.nc.isClosed()
     const aggregator = this.aggregator ? this.aggregator.ready() : null
-    return { ready: nats && aggregator !== false && !this.isClosing, detail: { nats, aggregator, stats: this.aggregator?.stats() } }
+    const partitions = this.aggregator ? { mapping: this.mapping?.state ?? null, ...this.aggregator.partitions() } : null
+    return { ready: nats && aggregator !== false && !this.isClosing, detail: { nats, aggregator, partitions, stats: this.aggregator?.stats() } }
   }
 
   /**

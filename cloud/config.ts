@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { loadLayered, parseWith } from '../lib/config-sources.ts'
 import { CloudError } from './errors.ts'
 import { isPasswordHash } from './http/password-hash.ts'
+import { MAX_PARTITIONS } from '../proto/index.ts'
 
 // Not CLOUD_: cloud SDKs set CLOUD_* variables of their own (e.g. CLOUD_SDK_VERSION).
 const ENV_PREFIX = 'IOT_CLOUD_'
@@ -38,7 +39,17 @@ export const cloudConfigSchema = z.object({
   aggregator: z.object({
     /** Set false to run an API-only replica. */
     enabled: z.boolean().default(true),
+    /** Prefix of the durable consumers and of the lease keys: the replicas of one cloud share it. */
     durablePrefix: z.string().regex(/^[A-Za-z0-9_-]+$/).default('aggregator'),
+    /**
+     * Partitions of the work by gateway: P of the NATS servers' `{{partition(P,1)}}` subject mapping
+     * (deploy/nats/accounts.conf; checked at start). At most P replicas apply at once; more are standbys.
+     */
+    partitions: z.number().int().min(1).max(MAX_PARTITIONS).default(8),
+    /** This replica's name in the lease table (default host-pid-random); a replica restarted under the same name takes its partitions back at once. */
+    replicaId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, '1-64 characters of [A-Za-z0-9_-]').optional(),
+    /** A replica that stops renewing its leases (crashed, cut off) has its partitions taken over after this long. */
+    leaseTtlMs: z.number().int().min(500).default(6000),
     maxBatchMessages: z.number().int().positive().default(64),
     maxRanges: z.number().int().positive().default(1000),
     cacheDocs: z.number().int().positive().default(20000),

@@ -14,6 +14,7 @@ interface CodeInfo {
 export const CloudErrorCodes = {
   CLOUD_ERR_CONFIG: { retryable: false, doc: 'The cloud configuration is invalid; the message names the key.' },
   CLOUD_ERR_PROVISION: { retryable: true, doc: 'Creating or updating a stream or KV bucket failed.' },
+  CLOUD_ERR_PARTITIONS: { retryable: true, doc: 'The check of the NATS server\'s partition mapping (or of the lease table) could not be completed.' },
   CLOUD_ERR_VIEW_CONFLICT: { retryable: true, doc: 'A view kept changing under compare-and-set; the batches are redelivered and applied again.' },
   CLOUD_ERR_REJECTED: { retryable: false, doc: 'A batch or heartbeat was malformed, or its gateway id does not match its subject.' },
   CLOUD_ERR_BAD_REQUEST: { retryable: false, statusCode: 400, doc: 'A request parameter, query string or body is malformed; the message names the field.' },

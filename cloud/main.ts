@@ -6,6 +6,7 @@ import { Cloud } from './cloud.ts'
 import { loadCloudConfig, type CloudConfig } from './config.ts'
 import { startNats, type NatsServer } from '../lib/nats-launcher.ts'
 import { CloudError } from './errors.ts'
+import { partitionMappingsConfig } from '../proto/index.ts'
 import { createLogger } from './log.ts'
 
 const USAGE = `usage: cloud [--embedded-nats] [--set section.key=value ...]
@@ -24,7 +25,8 @@ async function main (): Promise<void> {
   const log = createLogger(config.logLevel)
   let nats: NatsServer | null = null
   if (config.embeddedNats) {
-    nats = await startNats()
+    // The embedded server partitions the gateways' subjects as the aggregator expects.
+    nats = await startNats({ config: partitionMappingsConfig(config.aggregator.partitions) })
     config = { ...config, nats: { ...config.nats, servers: [nats.url] } }
     log.info({ url: nats.url, storeDir: nats.storeDir }, 'embedded nats-server started')
   }

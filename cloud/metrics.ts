@@ -3,8 +3,12 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 export type CloudMetrics = ReturnType<typeof createCloudMetrics>
 
-/** Lag of one durable consumer: stream last seq minus the consumer's ack floor (messages, i.e. batches). */
-export type LagSource = () => Promise<Array<{ stream: string, lag: number, pending: number }>>
+/** What the aggregator reports of its partitions (the gauges below read it when scraped). */
+export interface PartitionSource {
+  report: () => { owned: string[], handovers: { acquired: number, released: number, lost: number }, liveReplicas: string[] }
+  /** Apply lag per partition held, asked of JetStream now. */
+  lag: () => Promise<Record<string, number>>
+}
 
 /** The gateways as the fleet views see them (online judged at read time). */
 export interface FleetGateway { gatewayId: string, online: boolean, lastSeenMs: number }
@@ -17,7 +21,6 @@ export function createCloudMetrics (opts: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry()
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'cloud_process_' })
   const r = [registry]
-  let lagSource: LagSource | null = null
   let fleetSource: FleetSource | null = null
   let fleetRead: { atMs: number, result: ReturnType<FleetSource> } | null = null
   const fleet = (): ReturnType<FleetSource> | null => {
@@ -38,10 +41,13 @@ export function createCloudMetrics (opts: { defaultMetrics?: boolean } = {}) {
       } catch { /* no values this scrape */ }
     },
   })
+  let source: PartitionSource | null = null
+  // Partitions reported at the last scrape: one that moved away is reset to 0, not left standing.
+  let shown = new Set<string>()
   return {
     registry,
-    /** Where the consumer lag gauges read from (set by the aggregator when it starts). */
-    setLagSource: (fn: LagSource | null): void => { lagSource = fn },
+    /** Where the partition gauges read from (set by the aggregator when it starts). */
+    setPartitionSource: (fn: PartitionSource | null): void => { source = fn },
     /** Where the per-gateway fleet gauges read from (set by the composition once the views exist). */
     setFleetSource: (fn: FleetSource | null): void => { fleetSource = fn; fleetRead = null },
     // Per gateway, from the cloud's side: what alerting needs when the gateways themselves cannot be
@@ -59,16 +65,39 @@ export function createCloudMetrics (opts: { defaultMetrics?: boolean } = {}) {
     storeConflicts: new Counter({ name: 'cloud_aggregator_store_conflicts_total', help: 'Compare-and-set conflicts on view documents (another replica wrote first), retried', registers: r }),
     storeErrors: new Counter({ name: 'cloud_aggregator_store_errors_total', help: 'Failed view-store operations (the batch is redelivered)', registers: r }),
     heartbeats: new Counter({ name: 'cloud_aggregator_heartbeats_total', help: 'Gateway heartbeats stored', registers: r }),
+    partitionsOwned: new Gauge({
+      name: 'cloud_aggregator_partitions_owned',
+      help: 'Partitions this replica holds the lease of (and applies)',
+      registers: r,
+      collect () { this.set(source ? source.report().owned.length : 0) },
+    }),
+    liveReplicas: new Gauge({
+      name: 'cloud_aggregator_live_replicas',
+      help: 'Aggregator replicas this one sees renewing their registration (itself included)',
+      registers: r,
+      collect () { this.set(source ? source.report().liveReplicas.length : 0) },
+    }),
+    handovers: new Gauge({
+      name: 'cloud_aggregator_partition_handovers',
+      help: 'Partitions this replica acquired, released (handed over) and lost (taken over by another) since it started',
+      labelNames: ['kind'],
+      registers: r,
+      collect () {
+        const h = source?.report().handovers ?? { acquired: 0, released: 0, lost: 0 }
+        for (const [kind, n] of Object.entries(h)) this.set({ kind }, n)
+      },
+    }),
     consumerLag: new Gauge({
       name: 'cloud_aggregator_consumer_lag_messages',
-      help: 'Stream last sequence minus the durable consumer ack floor',
-      labelNames: ['stream'],
+      help: 'Per partition held: replication batches not yet applied (pending plus delivered and not acked), both streams',
+      labelNames: ['partition'],
       registers: r,
       async collect () {
-        if (!lagSource) return
-        try {
-          for (const l of await lagSource()) this.set({ stream: l.stream }, l.lag)
-        } catch { /* not connected: keep the last value */ }
+        let lag: Record<string, number> = {}
+        try { lag = source ? await source.lag() : {} } catch { return /* not connected: keep the last values */ }
+        for (const p of shown) if (!(p in lag)) this.set({ partition: p }, 0)
+        for (const [p, n] of Object.entries(lag)) this.set({ partition: p }, n)
+        shown = new Set(Object.keys(lag))
       },
     }),
   }

@@ -16,4 +16,5 @@ export type ControlEventProps = iot.v1.ControlEvent.$Properties
 export const CONTROL_DEVICE_ID = '$control'
 export type GatewayStatus = iot.v1.GatewayStatus
 export { subjects, STREAMS, CLOUD_BUCKETS } from './subjects.ts'
+export { MAX_PARTITIONS, PARTITIONED_LANES, UNMAPPED_PARTITION, partitionFilter, partitionIds, partitionMappings, partitionMappingsConfig, partitionOf, type PartitionedLane } from './partitions.ts'
 export type GatewayStatusProps = iot.v1.GatewayStatus.$Properties

@@ -13,8 +13,10 @@ export const subjects = {
 }
 
 export const STREAMS = {
-  telemetry: { name: 'TELEMETRY', subjects: ['iot.*.telemetry'] },
-  events: { name: 'EVENTS', subjects: ['iot.*.events'] },
+  // The bare subject as gateways publish it, and its partitioned form (the server's subject mapping
+  // appends the partition: proto/partitions.ts).
+  telemetry: { name: 'TELEMETRY', subjects: ['iot.*.telemetry', 'iot.*.telemetry.*'] },
+  events: { name: 'EVENTS', subjects: ['iot.*.events', 'iot.*.events.*'] },
   /** Cloud-to-edge commands, kept until each gateway's durable consumer has them (or they age out). */
   commands: { name: 'COMMANDS', subjects: ['iot.*.commands'] },
 } as const
@@ -24,4 +26,6 @@ export const CLOUD_BUCKETS = {
   rules: 'RULES',
   /** Fleet views kept by the aggregator: devices (with their dedupe state), rollups, gateways. */
   views: 'VIEWS',
+  /** Aggregator replicas (members) and who owns each partition (leases): cloud/partitions/. */
+  leases: 'AGGREGATOR',
 } as const

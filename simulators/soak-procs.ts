@@ -106,7 +106,8 @@ export class ReplicaProc {
   private tail = ''
   lives = 0
 
-  constructor (readonly name: string, readonly httpPort: number, private readonly natsUrls: string[], private readonly passwordHash: string) {}
+  /** extraSets: more `--set key=value` flags, after the defaults (so they win). */
+  constructor (readonly name: string, readonly httpPort: number, private readonly natsUrls: string[], private readonly passwordHash: string, private readonly extraSets: string[] = []) {}
 
   get api (): string { return `http://127.0.0.1:${this.httpPort}` }
   get running (): boolean { return !gone(this.child) }
@@ -129,7 +130,7 @@ export class ReplicaProc {
   }
 
   private async spawnOnce (): Promise<void> {
-    const sets = [`nats.servers=${this.natsUrls.join(',')}`, 'replicas=3', 'http.host=127.0.0.1', `http.port=${this.httpPort}`, 'logLevel=warn', 'offlineTimeoutMs=5000']
+    const sets = [`nats.servers=${this.natsUrls.join(',')}`, 'replicas=3', 'http.host=127.0.0.1', `http.port=${this.httpPort}`, 'logLevel=warn', 'offlineTimeoutMs=5000', ...this.extraSets]
     const child = spawn(process.execPath, [...nodeArgsFor('cloud/main.ts'), ...sets.flatMap((s) => ['--set', s])], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -158,6 +159,7 @@ export class ReplicaProc {
     }
   }
 
+  get pid (): number | null { return gone(this.child) ? null : this.child!.pid ?? null }
   async kill (): Promise<void> { await stopChild(this.child, this.exited, 'SIGKILL') }
   async stop (): Promise<void> { await stopChild(this.child, this.exited, 'SIGTERM') }
   output (): string { return this.tail }

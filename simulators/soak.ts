@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util'
 import { hashPassword } from '../cloud/http/password-hash.ts'
 import { consoleLogin, freePorts, mergeAccounts, natsServerMissing, readStream, startNatsCluster, startProxy, type NatsCluster, type Proxy } from '../devkit/index.ts'
 import { openDb } from '../gateway/store/db.ts'
-import { STREAMS } from '../proto/index.ts'
+import { STREAMS, partitionMappingsConfig } from '../proto/index.ts'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { soakAccounting } from './soak-account.ts'
@@ -79,7 +79,8 @@ export async function runSoak (o: SoakOptions, log: (line: string) => void = con
   let runner: FaultRunner | null = null
   try {
     say(`soak: seed ${o.seed}, ${o.minutes} min of faults, ${o.gateways} gateways x ${o.devices} devices every ${o.intervalMs} ms; data in ${tmp}`)
-    cluster = await startNatsCluster({ noAdvertise: true })
+    // The servers partition the gateways (README "Scaling out"): P as the replicas' default.
+    cluster = await startNatsCluster({ noAdvertise: true, config: partitionMappingsConfig(8) })
     say(`NATS cluster up: ${cluster.urls.join(' ')}`)
     const password = randomBytes(12).toString('base64url')
     const passwordHash = await hashPassword(password)
@@ -155,14 +156,18 @@ export async function runSoak (o: SoakOptions, log: (line: string) => void = con
     const acked = sum('acked')
     say(`devices stopped: sent ${sent}, acked ${acked}, failed ${sum('failed')}, still in flight ${sent - acked - sum('failed')}`)
 
-    // The backlog drains: every outbox empty, the aggregators' consumer with nothing pending or
+    // The backlog drains: every outbox empty, every partition's consumer with nothing pending or
     // unacknowledged, and the cloud's count steady (an open gap then stays open: the verdict says so).
     const admin = await connect({ servers: cluster.urls })
     const jsm = await jetstreamManager(admin)
     const consumerIdle = async (): Promise<boolean> => {
       try {
-        const ci = await jsm.consumers.info(STREAMS.telemetry.name, 'aggregator-telemetry')
-        return ci.num_pending === 0 && ci.num_ack_pending === 0
+        for (const stream of [STREAMS.telemetry.name, STREAMS.events.name]) {
+          for await (const ci of jsm.consumers.list(stream)) {
+            if (ci.name.startsWith('aggregator-') && (ci.num_pending > 0 || ci.num_ack_pending > 0)) return false
+          }
+        }
+        return true
       } catch { return false }
     }
     const settleStart = Date.now()

@@ -61,7 +61,8 @@ test('cloud cluster: SIGKILL of the TELEMETRY leader under load loses nothing; e
   const leader = (await jsm.streams.info('TELEMETRY')).cluster?.leader
   assert.ok(leader, 'TELEMETRY has a leader')
   const leaders = {
-    consumer: (await jsm.consumers.info('TELEMETRY', 'aggregator-telemetry')).cluster?.leader,
+    // No partition mapping on this cluster: every batch is in the unmapped partition's consumer.
+    consumer: (await jsm.consumers.info('TELEMETRY', 'aggregator-telemetry-pu')).cluster?.leader,
     views: (await jsm.streams.info('KV_VIEWS')).cluster?.leader,
   }
   const atKill = { acked: total(), replicated: gw.gateway.uplink.ackedEvents, gatewayOn: gw.gateway.uplink.server, cloudOn: cloud.nc?.getServer() }

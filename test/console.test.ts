@@ -199,6 +199,18 @@ test('console: login, live fleet, gateway and device pages, backlog through an u
     await shot(page, '11-commands')
   })
 
+  await t.test('replicas: this cloud\'s aggregator is listed live with the partitions it holds', async () => {
+    await page.goto(`${base}/console/#/replicas`)
+    const id = cloud.aggregator!.replicaId
+    const row = page.locator(`#replicas-table tr[data-replica="${id}"]`)
+    await row.locator('.chip', { hasText: 'live' }).waitFor({ timeout: UI_TIMEOUT })
+    // A lone replica holds every partition (8 mapped and the unmapped one, which this server's traffic goes to).
+    assert.equal(await row.locator('[data-field="partitions"]').textContent(), cloud.aggregator!.partitions().owned.join(' '))
+    assert.equal(cloud.aggregator!.partitions().owned.length, 9)
+    assert.equal(await page.locator('#leases-table tbody tr').count(), 9)
+    await shot(page, '11b-replicas')
+  })
+
   await t.test('tablet: the fleet reflows to a portrait tablet', async () => {
     const tablet = await context.newPage()
     await tablet.setViewportSize({ width: 768, height: 1024 })

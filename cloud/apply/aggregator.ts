@@ -1,7 +1,9 @@
-// The aggregator: durable pull consumers on TELEMETRY and EVENTS, heartbeats on iot.*.status, and an
-// idempotent apply into the view store. This file is the consumer side: the durable consumers, the
-// loop that takes what they deliver as groups of at most maxBatchMessages, acks a group once applied
-// and naks it (with a backoff) when the apply fails, and the lifecycle (start, close, destroy).
+// The aggregator: one replica of the cloud's apply side. The work is partitioned by gateway
+// (proto/partitions.ts): the replica holds leases on some partitions (cloud/partitions/), and for each
+// one it holds runs a filtered durable pull consumer per stream (partition-consumer.ts: groups of at
+// most maxBatchMessages, acked once applied). Heartbeats (core NATS, iot.*.status) reach every
+// replica; each stores those of the gateways in the partitions it holds. This file wires those parts
+// together and owns the lifecycle (start, close, destroy).
 //
 // The apply is elsewhere: decode.ts (decoding, validation, grouping by document), apply-group.ts (the
 // steps of a group's apply), doc-writer.ts (cache and compare-and-set retries), heartbeat.ts
@@ -15,11 +17,17 @@
 // the per-device references are each idempotent by seq (control/), applied beside the rollups; the
 // dedupe state and accounting of (gateway, "$control", seq) is a device document, applied with the
 // devices.
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream'
+import { channel } from 'node:diagnostics_channel'
+import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream'
+import { Kvm } from '@nats-io/kv'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import { STREAMS } from '../../proto/index.ts'
+import { CLOUD_BUCKETS, STREAMS, UNMAPPED_PARTITION, partitionFilter, partitionIds, partitionOf, type PartitionedLane } from '../../proto/index.ts'
 import type { Logger } from '../log.ts'
 import type { CloudMetrics } from '../metrics.ts'
+import { LeaseTable } from '../partitions/lease-table.ts'
+import { PartitionOwner, type HandoverCounts } from '../partitions/partition-owner.ts'
 import type { ViewStore } from '../store/view-store.ts'
 import { newStats, rejecter, type AggregatorStats, type ApplyContext } from './apply-context.ts'
 import { GroupApplier } from './apply-group.ts'
@@ -27,13 +35,31 @@ import { DEFAULT_CONTROL_LIMITS, type ControlLimits } from './control/index.ts'
 import type { GroupMsg } from './decode.ts'
 import { DocWriter } from './doc-writer.ts'
 import { HeartbeatApplier } from './heartbeat.ts'
+import { PartitionConsumer } from './partition-consumer.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 
 export type { AggregatorStats } from './apply-context.ts'
 
+/**
+ * Published on every applied group (node:diagnostics_channel; nothing is built without a
+ * subscriber): { replicaId, partition, stream, startMs, endMs } with wall-clock times
+ * (performance.timeOrigin + now(), sub-millisecond), so that tests can check that no two replicas apply one partition at once.
+ */
+export const APPLY_WINDOW_CHANNEL = 'iot.cloud.aggregator.apply-window'
+const applyWindows = channel(APPLY_WINDOW_CHANNEL)
+
 export interface AggregatorOptions {
-  /** Prefix of the durable consumer names (`<prefix>-telemetry`, `<prefix>-events`); replicas share them. */
+  /** Prefix of the durable consumer names (`<prefix>-<lane>-p<n>`) and of the lease keys; replicas of one cloud share it. */
   durablePrefix?: string
+  /** Mapped partitions: must equal P of the servers' `{{partition(P,1)}}` mapping (proto/partitions.ts). */
+  partitions?: number
+  /** This replica's name in the lease table (default host-pid-random). A replica restarted under the same name takes its leases back at once. */
+  replicaId?: string
+  /** A partition whose owner stopped renewing for this long is taken over (ms). */
+  leaseTtlMs?: number
+  /** KV bucket of the leases (created when missing, with bucketReplicas copies). */
+  leaseBucket?: string
+  bucketReplicas?: number
   /** Most replication batches applied (and acked) together. Bounds memory: each is at most ~512 KiB. */
   maxBatchMessages?: number
   /** Bound of the out-of-order state per device (ranges of seqs); see apply.ts. */
@@ -44,10 +70,8 @@ export interface AggregatorOptions {
   ackWaitMs?: number
   /** Compare-and-set attempts per document before the group is given up (and redelivered). */
   casAttempts?: number
-  /** Queue group of the heartbeat subscription: one replica stores each heartbeat. */
-  statusQueue?: string
   /** Which streams to consume (default both). */
-  streams?: Array<'telemetry' | 'events'>
+  streams?: PartitionedLane[]
   /** Bounds of the control views (decisions, alerts, commands, per-device references). */
   controlLimits?: Partial<ControlLimits>
   /** Link-health samples kept per gateway (one per heartbeat: 720 = 1 h at the default 5 s). */
@@ -59,17 +83,22 @@ export interface AggregatorOptions {
 
 const STREAM_OF = { telemetry: STREAMS.telemetry.name, events: STREAMS.events.name } as const
 
+/** What a replica reports of its partitions (/readyz, the console). */
+export interface PartitionReport { replicaId: string, partitions: number, owned: string[], liveReplicas: string[], lag: Record<string, number>, handovers: HandoverCounts }
+
 export class Aggregator extends Lifecycle {
   private readonly opts: Required<Omit<AggregatorOptions, 'now' | 'controlLimits'>> & { now: () => number, controlLimits: ControlLimits }
   private readonly counts: AggregatorStats = newStats()
   private readonly groups: GroupApplier
   private readonly heartbeats: HeartbeatApplier
-  private readonly iters: ConsumerMessages[] = []
-  private readonly loops: Promise<void>[] = []
+  private readonly writer: DocWriter
+  /** Per held partition, its consumer on each stream. */
+  private readonly consumers = new Map<string, PartitionConsumer[]>()
+  private owner: PartitionOwner | null = null
   private sub: Subscription | null = null
   private js: JetStreamClient | null = null
   private jsm: JetStreamManager | null = null
-  // One apply at a time in this process: the two consumer loops never race on a cached document.
+  // One apply at a time in this process: the consumer loops never race on a cached document.
   private applying: Promise<unknown> = Promise.resolve()
   /** How far start() has got; closing and closed are the lifecycle's (lib/lifecycle.ts). */
   private phase: 'new' | 'starting' | 'running' = 'new'
@@ -84,12 +113,16 @@ export class Aggregator extends Lifecycle {
     super()
     this.opts = {
       durablePrefix: opts.durablePrefix ?? 'aggregator',
+      partitions: opts.partitions ?? 8,
+      replicaId: opts.replicaId ?? `${hostname().replace(/[^A-Za-z0-9_-]/g, '_')}-${process.pid}-${randomBytes(3).toString('hex')}`,
+      leaseTtlMs: opts.leaseTtlMs ?? 6000,
+      leaseBucket: opts.leaseBucket ?? CLOUD_BUCKETS.leases,
+      bucketReplicas: opts.bucketReplicas ?? 1,
       maxBatchMessages: opts.maxBatchMessages ?? 64,
       maxRanges: opts.maxRanges ?? 1000,
       cacheDocs: opts.cacheDocs ?? 20000,
       ackWaitMs: opts.ackWaitMs ?? 30000,
       casAttempts: opts.casAttempts ?? 20,
-      statusQueue: opts.statusQueue ?? 'cloud-aggregator',
       streams: opts.streams ?? ['telemetry', 'events'],
       controlLimits: { ...DEFAULT_CONTROL_LIMITS, ...opts.controlLimits },
       healthSamples: opts.healthSamples ?? 720,
@@ -97,124 +130,130 @@ export class Aggregator extends Lifecycle {
       now: opts.now ?? Date.now,
     }
     const o = this.opts
-    const writer = new DocWriter(store, { cacheDocs: o.cacheDocs, casAttempts: o.casAttempts, onConflict: () => { this.counts.conflicts++; metrics.storeConflicts.inc() } })
-    const ctx: ApplyContext = { store, writer, metrics, log, counts: this.counts, now: o.now, reject: rejecter(this.counts, metrics, log) }
+    this.writer = new DocWriter(store, { cacheDocs: o.cacheDocs, casAttempts: o.casAttempts, onConflict: () => { this.counts.conflicts++; metrics.storeConflicts.inc() } })
+    const ctx: ApplyContext = { store, writer: this.writer, metrics, log, counts: this.counts, now: o.now, reject: rejecter(this.counts, metrics, log) }
     this.groups = new GroupApplier(ctx, { maxRanges: o.maxRanges, controlLimits: o.controlLimits, lagWriteMs: o.lagWriteMs })
     this.heartbeats = new HeartbeatApplier(ctx, { healthSamples: o.healthSamples })
   }
 
-  /** Creates (or updates) the durable consumers, subscribes to heartbeats and starts consuming. */
+  get replicaId (): string { return this.opts.replicaId }
+
+  /** Opens the lease table, subscribes to heartbeats, and takes a share of the partitions. */
   async start (): Promise<void> {
     if (this.phase !== 'new' || this.isClosing) throw new Error(`aggregator cannot start: ${this.isClosing ? this.lifecycleState : this.phase}`)
     this.phase = 'starting'
     this.jsm = await jetstreamManager(this.nc)
     this.js = jetstream(this.nc)
-    for (const s of this.opts.streams) await this.ensureConsumer(STREAM_OF[s], this.durable(s))
-    this.sub = this.nc.subscribe('iot.*.status', { queue: this.opts.statusQueue, callback: (err, msg) => { if (!err) void this.heartbeats.apply(msg.subject, msg.data) } })
-    for (const s of this.opts.streams) {
-      const consumer = await this.js.consumers.get(STREAM_OF[s], this.durable(s))
-      this.loops.push(this.run(s, consumer).catch((err) => this.log.error({ err, stream: STREAM_OF[s] }, 'consumer stopped')))
-    }
-    this.metrics.setLagSource(() => this.lag())
+    const o = this.opts
+    await this.ensureLeaseBucket()
+    const table = await LeaseTable.open(this.nc, { bucket: o.leaseBucket, group: o.durablePrefix, ttlMs: o.leaseTtlMs, now: o.now })
+    const ids = partitionIds(o.partitions).filter((id) => id !== UNMAPPED_PARTITION)
+    this.owner = new PartitionOwner(this.nc, table, { acquire: (id) => this.acquire(id), release: (id) => this.release(id), lag: () => this.partitionLag() },
+      this.log.child({ component: 'partitions' }), { replicaId: o.replicaId, ids, spare: [UNMAPPED_PARTITION], ttlMs: o.leaseTtlMs, now: o.now })
+    this.sub = this.nc.subscribe('iot.*.status', {
+      callback: (err, msg) => {
+        // Every replica hears every heartbeat; the owner of the gateway's partition stores it.
+        if (!err && this.owner?.holds(String(partitionOf(msg.subject.split('.')[1] ?? '', o.partitions)))) void this.heartbeats.apply(msg.subject, msg.data)
+      },
+    })
+    this.metrics.setPartitionSource({ report: () => this.partitions(), lag: () => this.partitionLag() })
+    await this.owner.start()
     if (!this.isClosing) this.phase = 'running'
-    this.log.info({ streams: this.opts.streams, durablePrefix: this.opts.durablePrefix }, 'aggregator started')
+    this.log.info({ streams: o.streams, durablePrefix: o.durablePrefix, replicaId: o.replicaId, partitions: o.partitions, owned: this.owner.owned() }, 'aggregator started')
   }
 
-  /** True while consuming. */
+  /** True while running (a replica that holds no partition is ready: it is a standby). */
   ready (): boolean { return this.phase === 'running' && !this.isClosing }
 
   stats (): AggregatorStats { return { ...this.counts } }
 
-  /** Stops pulling, finishes (and acks) the group being applied, then stops. Idempotent. */
+  /** The partitions this replica holds, their lag, the live replicas it sees, handovers. */
+  partitions (): PartitionReport {
+    const o = this.owner
+    return { replicaId: this.opts.replicaId, partitions: this.opts.partitions, owned: o?.owned() ?? [], liveReplicas: o?.liveMembers() ?? [], lag: o?.lag() ?? {}, handovers: o?.handovers() ?? { acquired: 0, released: 0, lost: 0 } }
+  }
+
+  /** Hands every partition over (each finishes and acks its group), then stops. Idempotent. */
   protected async onClose (): Promise<void> {
-    this.metrics.setLagSource(null)
+    this.metrics.setPartitionSource(null)
     this.sub?.unsubscribe()
-    await Promise.all(this.iters.map((it) => it.close().catch(() => {})))
-    await Promise.allSettled(this.loops)
+    await this.owner?.close()
     await this.applying.catch(() => {})
     this.log.info(this.stats(), 'aggregator closed')
   }
 
-  /** Stops at once: what is not acked yet is redelivered by JetStream after ackWaitMs. */
+  /** Stops at once: what is not acked is redelivered to the replica that takes the partitions over. */
   protected onDestroy (err?: Error): void {
     if (err) this.log.error({ err }, 'aggregator destroyed')
-    this.metrics.setLagSource(null)
+    this.metrics.setPartitionSource(null)
     this.sub?.unsubscribe()
-    for (const it of this.iters) it.stop()
+    this.owner?.destroy()
+    for (const cs of this.consumers.values()) for (const c of cs) c.destroy()
   }
 
-  /** Consumer lag per stream: stream last seq minus ack floor. */
-  async lag (): Promise<Array<{ stream: string, lag: number, pending: number }>> {
-    const jsm = this.jsm
-    if (!jsm) return []
-    return Promise.all(this.opts.streams.map(async (s) => {
-      const [si, ci] = await Promise.all([jsm.streams.info(STREAM_OF[s]), jsm.consumers.info(STREAM_OF[s], this.durable(s))])
-      return { stream: STREAM_OF[s], lag: Math.max(0, si.state.last_seq - ci.ack_floor.stream_seq), pending: ci.num_pending + ci.num_ack_pending }
-    }))
+  /** Consumer lag per stream and partition held: messages not yet applied. */
+  async lag (): Promise<Array<{ stream: string, partition: string, lag: number }>> {
+    const out: Array<{ stream: string, partition: string, lag: number }> = []
+    await Promise.all([...this.consumers].flatMap(([partition, cs]) => cs.map(async (c, i) => {
+      out.push({ stream: STREAM_OF[this.opts.streams[i]], partition, lag: await c.lag() })
+    })))
+    return out
   }
 
-  private durable (s: 'telemetry' | 'events'): string { return `${this.opts.durablePrefix}-${s}` }
+  private async partitionLag (): Promise<Record<string, number>> {
+    const out: Record<string, number> = {}
+    for (const l of await this.lag()) out[l.partition] = (out[l.partition] ?? 0) + l.lag
+    return out
+  }
 
-  private async ensureConsumer (stream: string, durable: string): Promise<void> {
-    const jsm = this.jsm!
-    const cfg = {
-      durable_name: durable,
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.All,
-      ack_wait: this.opts.ackWaitMs * 1_000_000,
-      max_ack_pending: this.opts.maxBatchMessages * 2,
-      max_deliver: -1,
-    }
+  private async ensureLeaseBucket (): Promise<void> {
     try {
-      await jsm.consumers.info(stream, durable)
-      await jsm.consumers.update(stream, durable, { ack_wait: cfg.ack_wait, max_ack_pending: cfg.max_ack_pending })
+      await this.jsm!.streams.info(`KV_${this.opts.leaseBucket}`)
     } catch (err) {
       if (!/not found/i.test((err as Error).message)) throw err
-      await jsm.consumers.add(stream, cfg)
+      // History 1; entries nobody rewrites for an hour (replicas long gone) age out.
+      await new Kvm(this.nc).create(this.opts.leaseBucket, { history: 1, replicas: this.opts.bucketReplicas, ttl: 3600_000, description: 'IoT cloud: aggregator replicas and partition leases' })
     }
   }
 
-  /**
-   * Drains what the consumer delivered: everything ready is applied as one group (at most
-   * maxBatchMessages), then acked. The buffer is bounded by the consumer's max_ack_pending: the
-   * server sends no more while that many are unacknowledged.
-   */
-  private async run (s: 'telemetry' | 'events', consumer: Consumer): Promise<void> {
-    const stream = STREAM_OF[s]
-    const buffer: JsMsg[] = []
-    let wake: (() => void) | null = null
-    const iter = await consumer.consume({
-      max_messages: this.opts.maxBatchMessages,
-      // Short pull expiry: a pull left on a cluster node that died is renewed within seconds,
-      // not after the client's default 30 s.
-      expires: 5000,
-      callback: (m) => { buffer.push(m); wake?.() },
-    })
-    this.iters.push(iter)
-    let ended = false
-    void iter.closed().then(() => { ended = true; wake?.() })
-    let failures = 0
-    while (!ended && !this.isClosing) {
-      if (buffer.length === 0) {
-        await new Promise<void>((resolve) => { wake = resolve })
-        wake = null
-        continue
-      }
-      const msgs = buffer.splice(0, this.opts.maxBatchMessages)
-      try {
-        await this.serialized(() => this.applyGroup(stream, msgs))
-        failures = 0
-      } catch (err) {
-        failures++
-        this.metrics.storeErrors.inc()
-        const delayMs = Math.min(10000, 100 * 2 ** Math.min(failures, 7))
-        this.log.error({ err, stream, batches: msgs.length, delayMs }, 'apply failed: batches will be redelivered')
-        for (const m of msgs) m.nak(delayMs)
-        await new Promise((resolve) => setTimeout(resolve, delayMs))
-      }
+  private async acquire (id: string): Promise<void> {
+    // Documents of this partition cached from an earlier hold may be stale: read them afresh.
+    const P = this.opts.partitions
+    this.writer.forget((key) => id === UNMAPPED_PARTITION || String(partitionOf(key.split('.')[1] ?? '', P)) === id)
+    const cs = this.opts.streams.map((lane) => new PartitionConsumer({
+      stream: STREAM_OF[lane],
+      durable: `${this.opts.durablePrefix}-${lane}-p${id}`,
+      filter: partitionFilter(lane, id),
+      legacyDurable: id === UNMAPPED_PARTITION ? `${this.opts.durablePrefix}-${lane}` : undefined,
+      maxBatchMessages: this.opts.maxBatchMessages,
+      ackWaitMs: this.opts.ackWaitMs,
+    }, { js: this.js!, jsm: this.jsm!, apply: (msgs) => this.applyPartition(id, STREAM_OF[lane], msgs), holds: () => this.owner?.holds(id) ?? false, metrics: this.metrics, log: this.log }))
+    const started: PartitionConsumer[] = []
+    try {
+      for (const c of cs) { await c.start(); started.push(c) }
+    } catch (err) {
+      await Promise.all(started.map((c) => c.stop()))
+      throw err
     }
-    // Taken from the server but not applied: hand them back at once (another replica may take them).
-    for (const m of buffer.splice(0)) m.nak()
+    this.consumers.set(id, cs)
+  }
+
+  private async release (id: string): Promise<void> {
+    const cs = this.consumers.get(id)
+    this.consumers.delete(id)
+    await Promise.all((cs ?? []).map((c) => c.stop()))
+  }
+
+  private applyPartition (partition: string, stream: string, msgs: JsMsg[]): Promise<void> {
+    return this.serialized(async () => {
+      if (!applyWindows.hasSubscribers) return this.applyGroup(stream, msgs)
+      const startMs = performance.timeOrigin + performance.now()
+      try {
+        await this.applyGroup(stream, msgs)
+      } finally {
+        applyWindows.publish({ replicaId: this.opts.replicaId, partition, stream, startMs, endMs: performance.timeOrigin + performance.now() })
+      }
+    })
   }
 
   private serialized<T> (fn: () => Promise<T>): Promise<T> {

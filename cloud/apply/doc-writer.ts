@@ -46,6 +46,11 @@ export class DocWriter {
     throw new CloudError('CLOUD_ERR_VIEW_CONFLICT', `view document ${key}: ${this.opts.casAttempts} compare-and-set conflicts in a row`)
   }
 
+  /** Drops the cached copies whose key matches (documents another replica may have written since). */
+  forget (match: (key: string) => boolean): void {
+    for (const key of [...this.cache.keys()]) if (match(key)) this.cache.delete(key)
+  }
+
   private remember (key: string, entry: Cached): void {
     this.cache.set(key, entry)
     if (this.cache.size > this.opts.cacheDocs) this.cache.delete(this.cache.keys().next().value!)

@@ -2,7 +2,7 @@
 // operations endpoints: /healthz, /readyz, /metrics. Stateless: every answer is read from the
 // view store, so any number of API replicas answer the same. This file owns the fastify instance
 // and its lifecycle; the routes are registered by concern (routes-fleet.ts, routes-control.ts,
-// routes-rules.ts, routes-live.ts, session.ts), and one error handler answers every route
+// routes-rules.ts, routes-live.ts, routes-replicas.ts, session.ts), and one error handler answers every route
 // (error-handler.ts). The NATS-backed pieces (JetStream client, rules bucket, live events) are made
 // by the composition (cloud.ts) and handed in.
 import type { JetStreamClient } from '@nats-io/jetstream'
@@ -20,7 +20,9 @@ import type { LiveEvents } from './live-events.ts'
 import { registerControlRoutes } from './routes-control.ts'
 import { registerFleetRoutes } from './routes-fleet.ts'
 import { registerLiveRoutes } from './routes-live.ts'
+import { registerReplicaRoutes } from './routes-replicas.ts'
 import { registerRuleRoutes } from './routes-rules.ts'
+import type { ReplicasView } from '../partitions/replicas-view.ts'
 import { registerSession } from './session.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 
@@ -44,6 +46,8 @@ export interface ApiOptions {
   rules?: KV
   /** Live updates (GET /api/events); without it that route answers 503. Closed by its owner before close(). */
   live?: LiveEvents
+  /** The aggregator replicas and partition leases (GET /api/replicas); without it that route answers 503. */
+  replicas?: () => Promise<ReplicasView>
 }
 
 export class ApiServer extends Lifecycle {
@@ -81,6 +85,7 @@ export class ApiServer extends Lifecycle {
     const { js, rules } = this.opts
     registerRuleRoutes(app, { views, rules: js && rules ? { js, kv: rules } : null, log })
     registerLiveRoutes(app, this.opts.live ?? null)
+    registerReplicaRoutes(app, this.opts.replicas ?? null)
   }
 
   /** Listens; resolves with the bound port (0 = ephemeral). */

@@ -59,6 +59,7 @@ export const api = {
   accounting: (gw) => call('GET', `/api/accounting${q({ gateway: gw })}`),
   deviceControl: (gw, dev) => call('GET', `/api/devices/${seg(gw)}/${seg(dev)}/control`),
   alerts: (params = {}) => call('GET', `/api/alerts${q(params)}`),
+  replicas: () => call('GET', '/api/replicas'),
   ackAlert: (a, by) => call('POST', `/api/alerts/${seg(a.gatewayId)}/${seg(a.alertId)}/ack`, { by }),
   decisions: (params = {}) => call('GET', `/api/decisions${q(params)}`),
   commands: (params = {}) => call('GET', `/api/commands${q(params)}`),

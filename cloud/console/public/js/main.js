@@ -11,6 +11,7 @@ import * as devicePage from './pages/device.js'
 import * as alertsPage from './pages/alerts.js'
 import * as rulesPage from './pages/rules.js'
 import * as commandsPage from './pages/commands.js'
+import * as replicasPage from './pages/replicas.js'
 
 const ROUTES = [
   { re: /^#\/fleet$/, page: fleetPage, nav: 'fleet' },
@@ -19,6 +20,7 @@ const ROUTES = [
   { re: /^#\/alerts$/, page: alertsPage, nav: 'alerts' },
   { re: /^#\/rules(?:\/([^/]+))?$/, page: rulesPage, nav: 'rules' },
   { re: /^#\/commands(?:\/([^/]+)\/([^/]+))?$/, page: commandsPage, nav: 'commands' },
+  { re: /^#\/replicas$/, page: replicasPage, nav: 'replicas' },
 ]
 
 // 30 min of 2 s samples per gateway; the oldest sample is dropped beyond it.
