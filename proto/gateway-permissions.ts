@@ -37,8 +37,13 @@ export function gatewayPermissions (gatewayId: string, opts: PermissionOptions =
     publish: {
       allow: [
         // Replication (JetStream publish; the ack comes back on the reply inbox) and heartbeats.
+        // nats-server 2.9 checks a publish against the subject as mapped, so the partitioned form
+        // (iot.<gw>.telemetry.<p>, README "Scaling out") is allowed too; it stays under the
+        // gateway's own subjects (a gateway naming a partition itself only moves its own batches).
         subjects.telemetry(gatewayId),
+        `${subjects.telemetry(gatewayId)}.*`,
         subjects.events(gatewayId),
+        `${subjects.events(gatewayId)}.*`,
         subjects.status(gatewayId),
         // jetstreamManager() asks for the account's JetStream info first.
         '$JS.API.INFO',

@@ -119,10 +119,12 @@ test('cloud control: decisions, alerts (raise, ack, clear), command timelines, c
   assert.equal((await http('POST', `${api}/api/alerts/${gwId}/no-such-alert/ack`, {})).status, 404)
 
   // The rule's command: sent -> delivered -> acknowledged, in the gateway's and the device's views.
+  // Views converge whatever the order the batches are applied in (promise 3): a batch redelivered
+  // after a nak may bring 'delivered' after 'acknowledged', so wait for the whole timeline.
   const ruleCmd = await waitFor(async () => {
     const c = (await getJson(`${api}/api/gateways/${gwId}/commands`)).commands[0]
-    return c?.status === 'acknowledged' ? c : null
-  }, 'the rule command acknowledged', 15000)
+    return c?.status === 'acknowledged' && c.timeline.length >= 3 ? c : null
+  }, 'the rule command acknowledged, with its whole timeline', 15000)
   assert.deepEqual(ruleCmd.timeline.map((e: any) => e.status), ['sent', 'delivered', 'acknowledged'])
   assert.deepEqual([ruleCmd.deviceId, ruleCmd.name, ruleCmd.source, ruleCmd.ruleId, ruleCmd.args, ruleCmd.terminal], ['cooler-1', 'cooler', 'rule', 'cold-room-warm', { on: true }, true])
   assert.equal((await getJson(`${api}/api/commands/${gwId}/${ruleCmd.commandId}`)).status, 'acknowledged')

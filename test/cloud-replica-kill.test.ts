@@ -76,7 +76,7 @@ test('cloud failover: a SIGKILLed replica\'s partitions are taken over under loa
   for (const [gw, devices] of acked) {
     for (const [dev, set] of devices) {
       const hours = await views.history(gw, dev, Date.now() - 3 * 3600_000, Date.now() + 3600_000, '1h')
-      assert.equal(hours.reduce((s, h) => s + (h.readings.temperature?.count ?? 0), 0), set.size, `${gw}/${dev}: rollup count`)
+      assert.equal(hours.reduce((s, h) => s + (h.readings.temperature?.count ?? 0), 0), set.size, `${gw}/${dev}: rollup count (${JSON.stringify(hours.map((h) => [new Date(h.start).toISOString(), h.readings.temperature?.count]))})`)
     }
   }
   const stream = mergeAccounts(await readStream(nats.url, 'TELEMETRY'), await readStream(nats.url, 'EVENTS'))

@@ -85,8 +85,8 @@ export class LeaseTable {
   private async read<T> (key: string): Promise<Observed<T>> {
     const e = await this.kv.get(key)
     if (!e || e.operation !== 'PUT' || e.value.length === 0) {
-      // A deleted or purged key is at its marker's revision: the next create must name it... except
-      // that create() accepts a key whose last operation was a delete, so 0 stands for "absent".
+      // A deleted or purged key (or one aged out) counts as absent, revision 0: KV create() accepts
+      // a key whose last operation was a delete.
       this.seen.delete(key)
       return { key, value: null, rev: 0, stale: false }
     }

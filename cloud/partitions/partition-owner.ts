@@ -16,6 +16,8 @@ import type { Logger } from '../log.ts'
 import { balance, type LeaseView } from './balance.ts'
 import type { LeaseTable, MemberDoc } from './lease-table.ts'
 
+/** Ticks between two refreshes of the per-partition lag reported in the registration (/metrics asks afresh). */
+const LAG_EVERY = 5
 /** Fraction of the TTL after the last renewal sent beyond which an owner stops applying. */
 const FENCE = 0.7
 
@@ -61,6 +63,7 @@ export class PartitionOwner extends Lifecycle {
   private sub: Subscription | null = null
   private lastLag: Record<string, number> = {}
   private members: string[] = []
+  private ticks = 0
 
   constructor (private readonly nc: NatsConnection, private readonly table: LeaseTable, private readonly handler: PartitionHandler, private readonly log: Logger, private readonly opts: PartitionOwnerOptions) {
     super()
@@ -150,7 +153,8 @@ export class PartitionOwner extends Lifecycle {
       await this.take(id, leases.get(id)!.rev, t)
     }
     if (plan.release.length > 0) this.nudge()
-    this.lastLag = await this.handler.lag().catch(() => this.lastLag)
+    // Lag costs two consumer-info requests per partition held: refreshed every LAG_EVERY ticks.
+    if (this.ticks++ % LAG_EVERY === 0) this.lastLag = await this.handler.lag().catch(() => this.lastLag)
     await this.table.putMember(this.memberDoc())
   }
 
