@@ -89,6 +89,8 @@ test('grafana: every metric a dashboard or an alert rule names exists on a real 
   defer(() => dir.cleanup())
   const gw = await spawnGateway(dir.dir, ['gatewayId=gw-grafana', `uplink.servers=${nats.url}`, 'mqtt.allowAnonymous=true'])
   defer(() => gw.kill('SIGKILL'))
+  // The uplink's metrics are its thread's (gateway/uplink/uplink-thread.ts): read once it runs.
+  await waitFor(async () => ((await (await fetch(`http://127.0.0.1:${gw.ports.http}/readyz`)).json()) as { uplink?: { link?: string } }).uplink?.link === 'up', 'the gateway\'s uplink to connect', 30000)
   const metrics = new Set([
     ...exposed(await (await fetch(`http://127.0.0.1:${gw.ports.http}/metrics`)).text()),
     ...exposed(await (await fetch(`${api}/metrics`)).text()),
