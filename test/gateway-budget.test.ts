@@ -75,7 +75,8 @@ test('budget: a total counted with the old overhead (12 bytes a row) is recounte
     // Releasing every row takes the total back to 0: rows are counted out with the same figure.
     const all = outbox.reader.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, N, Number.MAX_SAFE_INTEGER)
     if (start === 2) {
-      outbox.ledger.ack({ batchId: 'all', lane: LANE_TELEMETRY, firstId: all[0].id, lastId: all.at(-1)!.id, gapFirst: 1, gapLast: 0 })
+      const weight = all.reduce((sum, r) => sum + r.body.length + ROW_OVERHEAD_BYTES, 0)
+      outbox.ledger.ack({ batchId: 'all', lane: LANE_TELEMETRY, firstId: all[0].id, lastId: all.at(-1)!.id, gapFirst: 1, gapLast: 0, events: all.length, bytes: weight })
       assert.deepEqual(outbox.stats().bytes, 0)
     }
     outbox.close()
@@ -103,19 +104,20 @@ test('budget: shedding spares rows of a batch in flight and records one gap per 
   // The uplink has published readings 11-30 and waits for the ack.
   const rows = outbox.reader.readLane(LANE_TELEMETRY, 0, Number.MAX_SAFE_INTEGER, 100, Number.MAX_SAFE_INTEGER)
   const inflight = rows.slice(10, 30)
-  assert.deepEqual(outbox.ledger.record([{ batchId: 'b-1', lane: LANE_TELEMETRY, firstId: inflight[0].id, lastId: inflight.at(-1)!.id, gapFirst: 1, gapLast: 0, events: inflight.length }]), [true])
+  const shedAtRead = outbox.reader.shedEvents()
+  assert.deepEqual(outbox.ledger.record([{ batchId: 'b-1', lane: LANE_TELEMETRY, firstId: inflight[0].id, lastId: inflight.at(-1)!.id, gapFirst: 1, gapLast: 0, events: inflight.length, shedSeen: shedAtRead }]), [true])
   // The uplink thread has also read readings 31-40 for its next batch, not yet recorded.
   const next = rows.slice(30, 40)
   // Keep appending until well past the budget: the oldest telemetry goes, the batch in flight stays.
   while (outbox.stats().shedEvents < 150) append(LANE_TELEMETRY)
   // The batch read before the shedding is refused: sent as read, it would carry seqs a gap record names.
-  const stale = { batchId: 'b-2', lane: LANE_TELEMETRY, firstId: next[0].id, lastId: next.at(-1)!.id, gapFirst: 1, gapLast: 0, events: next.length } as const
+  const stale = { batchId: 'b-2', lane: LANE_TELEMETRY, firstId: next[0].id, lastId: next.at(-1)!.id, gapFirst: 1, gapLast: 0, events: next.length, shedSeen: shedAtRead } as const
   assert.deepEqual(outbox.ledger.record([stale]), [false])
   assert.equal((db.prepare('SELECT count(*) AS n FROM uplink_inflight WHERE batch_id = ?').get('b-2') as { n: number }).n, 0)
   // Read again, it holds what is left of its range and is recorded.
   const left = outbox.reader.readLane(LANE_TELEMETRY, stale.firstId - 1, stale.lastId, 100, Number.MAX_SAFE_INTEGER)
   assert.ok(left.length < next.length)
-  assert.deepEqual(outbox.ledger.record([{ ...stale, events: left.length }]), [true])
+  assert.deepEqual(outbox.ledger.record([{ ...stale, events: left.length, shedSeen: outbox.reader.shedEvents() }]), [true])
 
   const seqOf = (lane: Lane, body: Buffer): number => Number(decodeStored(lane, body).seq)
   const kept = new Set(db.prepare('SELECT lane, body FROM events').all().map((r) => { const row = r as { lane: Lane, body: Buffer }; return seqOf(row.lane, row.body) }))
@@ -135,5 +137,12 @@ test('budget: shedding spares rows of a batch in flight and records one gap per 
   // Every seq handed out is either still in the outbox or named by exactly one gap.
   assert.equal(covered.size, outbox.stats().shedEvents)
   for (let s = 1; s <= outbox.lastSeqOf('dev-a'); s++) assert.ok(kept.has(s) !== covered.has(s), `seq ${s}: kept ${kept.has(s)}, named by a gap ${covered.has(s)}`)
+
+  // The ack releases what the range holds: a batch that misstates its rows (it never should) is counted as the range is.
+  const before = outbox.stats()
+  const weight = inflight.reduce((sum, r) => sum + r.body.length + ROW_OVERHEAD_BYTES, 0)
+  assert.deepEqual(outbox.ledger.ack({ batchId: 'b-1', lane: LANE_TELEMETRY, firstId: inflight[0].id, lastId: inflight.at(-1)!.id, gapFirst: 1, gapLast: 0, events: inflight.length + 1, bytes: 1 }), { events: inflight.length, bytes: weight })
+  assert.deepEqual([outbox.stats().events, outbox.stats().bytes], [before.events - inflight.length, before.bytes - weight])
+  assert.equal((db.prepare('SELECT count(*) AS n FROM uplink_inflight WHERE batch_id = ?').get('b-1') as { n: number }).n, 0)
   outbox.close()
 })

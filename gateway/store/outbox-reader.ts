@@ -10,6 +10,11 @@ import type { GapRecord, InflightBatch, Lane, UplinkRow, Watermark } from './out
 export interface OutboxFeed {
   /** Highest event and gap ids on disk (synced): the reader never reads past them. */
   durable: () => Watermark
+  /**
+   * The budget's count of events shed (it only grows) as of the last commit the reader knows of:
+   * rows read while it stays the same were not shed since (store/inflight-ledger.ts).
+   */
+  shedEvents: () => number
   /** The encoded device_id field of the device with number `dev` (device-numbers.ts). */
   deviceField: (dev: number) => Buffer
   /** Runs `listener` after every commit that is on disk (new rows to read). */
@@ -42,6 +47,11 @@ export class OutboxReader {
   /** The encoded device_id field of the device with number `dev`, to put back in front of a row's body. */
   deviceField (dev: number): Buffer {
     return this.feed.deviceField(dev)
+  }
+
+  /** The budget's count of events shed, as of the rows the reader reads now (OutboxFeed.shedEvents). */
+  shedEvents (): number {
+    return this.feed.shedEvents()
   }
 
   /** Rows of a lane with afterId < id <= uptoId, in id order, at most `limit` rows or about `maxBytes` on the wire. */

@@ -103,13 +103,14 @@ export class Outbox extends Lifecycle {
     this.epoch = (db.prepare('SELECT epoch FROM outbox_state WHERE id = 1').get() as { epoch: string }).epoch
     this.reader = new OutboxReader(db, this.epoch, {
       durable: () => this.durable,
+      shedEvents: () => this.budget.stats().shedEvents,
       deviceField: (dev) => this.devices.field(dev),
       onCommit: (listener) => this.onCommit(listener),
     })
     this.ledger = new InflightLedger(db, (events, bytes) => {
       this.budget.released(events, bytes)
       this.updateGauges()
-    })
+    }, () => this.budget.stats().shedEvents)
     this.updateGauges()
   }
 

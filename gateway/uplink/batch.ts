@@ -1,7 +1,7 @@
 // A replication batch as the replicator keeps it (its rows already encoded into one JetStream
 // message), and how it is built from outbox rows or read again from its recorded ranges.
 import { v1 } from '../../proto/index.ts'
-import { LANE_PRIORITY, type InflightBatch, type Lane, type UplinkRow } from '../store/outbox-types.ts'
+import { LANE_PRIORITY, ROW_OVERHEAD_BYTES, type InflightBatch, type Lane, type UplinkRow } from '../store/outbox-types.ts'
 import type { OutboxReader } from '../store/outbox-reader.ts'
 import { encodeBatch } from '../store/stored-event.ts'
 
@@ -10,6 +10,10 @@ export type Kind = 'priority' | 'live' | 'backlog'
 export interface Batch extends InflightBatch {
   kind: Kind
   events: number
+  /** What its rows weigh in the outbox's budget (bodies plus ROW_OVERHEAD_BYTES each): released with the ack. */
+  bytes: number
+  /** The budget's count of events shed when its rows were read (store/inflight-ledger.ts). */
+  shedSeen: number
   payload: Buffer
   /** Ingest time of the newest event (live batches only), for the freshness metric. */
   newestIngestTs: number
@@ -41,7 +45,9 @@ export class BatchBuilder {
     }).finish()
     const payload = encodeBatch(header, lane === LANE_PRIORITY ? 6 : 3, rows, (dev) => this.reader.deviceField(dev))
     const newestIngestTs = kind === 'live' && rows.length > 0 ? Number(v1.TelemetryEvent.decode(rows[rows.length - 1].body).ingestTsMs) : 0
-    return { batchId, lane, firstId, lastId, gapFirst, gapLast, kind, events: rows.length, payload, newestIngestTs, attempt: 0, done: false, recorded: false }
+    let bytes = rows.length * ROW_OVERHEAD_BYTES
+    for (let i = 0; i < rows.length; i++) bytes += rows[i].body.length
+    return { batchId, lane, firstId, lastId, gapFirst, gapLast, kind, events: rows.length, bytes, shedSeen: this.reader.shedEvents(), payload, newestIngestTs, attempt: 0, done: false, recorded: false }
   }
 
   /** A batch recorded by the last run, from its row ranges (rows shed since are simply absent). */

@@ -12,9 +12,9 @@ import type { GatewayConfig } from '../config.ts'
 import { GatewayError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { UplinkMetrics } from './uplink-metrics.ts'
-import { LANE_PRIORITY, LANE_TELEMETRY, type InflightBatch, type UplinkRow } from '../store/outbox-types.ts'
+import { LANE_PRIORITY, LANE_TELEMETRY, type UplinkRow } from '../store/outbox-types.ts'
 import type { OutboxReader } from '../store/outbox-reader.ts'
-import type { BatchToRecord } from '../store/inflight-ledger.ts'
+import type { AckedBatch, BatchToRecord } from '../store/inflight-ledger.ts'
 import { TokenBucket } from '../../lib/token-bucket.ts'
 import { BatchBuilder, order, type Batch, type Kind } from './batch.ts'
 import { backoffMs, classify, type UplinkLink } from './link.ts'
@@ -30,7 +30,7 @@ export interface LedgerPort {
   /** Records batches as in flight; false at the index of one whose rows were shed since it was read (build it again). */
   record: (batches: BatchToRecord[]) => Promise<boolean[]>
   /** JetStream has the batch: its rows, gaps and record go. */
-  ack: (b: InflightBatch) => void
+  ack: (b: AckedBatch) => void
 }
 
 export class Replicator extends Lifecycle {
@@ -183,7 +183,7 @@ export class Replicator extends Lifecycle {
   // A new batch goes out only once the writer has recorded it, so that a restart re-sends it with
   // its id. One whose rows were shed meanwhile is read again from its range and recorded anew.
   private recordThenPublish (batches: Batch[]): void {
-    this.ledger.record(batches.map((b) => ({ batchId: b.batchId, lane: b.lane, firstId: b.firstId, lastId: b.lastId, gapFirst: b.gapFirst, gapLast: b.gapLast, events: b.events }))).then((recorded) => {
+    this.ledger.record(batches.map((b) => ({ batchId: b.batchId, lane: b.lane, firstId: b.firstId, lastId: b.lastId, gapFirst: b.gapFirst, gapLast: b.gapLast, events: b.events, shedSeen: b.shedSeen }))).then((recorded) => {
       if (this.released) return
       const again: Batch[] = []
       for (let i = 0; i < batches.length; i++) {
@@ -232,7 +232,7 @@ export class Replicator extends Lifecycle {
       this.inFlight.delete(b.batchId)
       const queued = this.retry.indexOf(b)
       if (queued >= 0) this.retry.splice(queued, 1)
-      this.ledger.ack(b)
+      this.ledger.ack({ batchId: b.batchId, lane: b.lane, firstId: b.firstId, lastId: b.lastId, gapFirst: b.gapFirst, gapLast: b.gapLast, events: b.events, bytes: b.bytes })
       const now = Date.now()
       this.lastAckTs = now
       this.failures = 0

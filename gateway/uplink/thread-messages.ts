@@ -3,8 +3,8 @@
 import type { GatewayStatusProps } from '../../proto/index.ts'
 import type { CloudCommand } from '../../proto/command.ts'
 import type { GatewayConfig } from '../config.ts'
-import type { BatchToRecord } from '../store/inflight-ledger.ts'
-import type { InflightBatch, Watermark } from '../store/outbox-types.ts'
+import type { AckedBatch, BatchToRecord } from '../store/inflight-ledger.ts'
+import type { Watermark } from '../store/outbox-types.ts'
 import type { CloudChannelState } from './cloud-channel.ts'
 import type { LinkState } from './link.ts'
 import type { ReplicatorStats } from './replicator.ts'
@@ -22,6 +22,8 @@ export interface UplinkThreadData {
   /** What is on disk when the thread starts, and the events buffered. */
   durable: Watermark
   events: number
+  /** The budget's count of events shed (store/inflight-ledger.ts). */
+  shedEvents: number
 }
 
 /** The uplink thread's state as the main thread mirrors it (/readyz, the heartbeat, tests). */
@@ -34,7 +36,7 @@ export interface UplinkSnapshot {
 
 export type ToThread =
   /** After each commit and each ack: what the thread may read, and whether anything is buffered. */
-  | { t: 'outbox', durable: Watermark, events: number }
+  | { t: 'outbox', durable: Watermark, events: number, shedEvents: number }
   /** The status for the next heartbeats (the thread fills in its own fields). */
   | { t: 'status', status: GatewayStatusProps }
   | { t: 'recorded', id: number, recorded: boolean[] } | { t: 'recordFailed', id: number, message: string }
@@ -45,7 +47,7 @@ export type ToThread =
 
 export type FromThread =
   | { t: 'record', id: number, batches: BatchToRecord[] }
-  | { t: 'ack', batch: InflightBatch, snapshot: UplinkSnapshot }
+  | { t: 'ack', batch: AckedBatch, snapshot: UplinkSnapshot }
   | { t: 'snapshot', snapshot: UplinkSnapshot }
   | { t: 'rules', text: string, revision: number }
   | { t: 'command', command: CloudCommand }

@@ -33,10 +33,12 @@ db.pragma('busy_timeout = 5000')
 
 let durable: Watermark = data.durable
 let events = data.events
+let shedEvents = data.shedEvents
 let status: GatewayStatusProps | null = null
 const commitListeners: Array<() => void> = []
 const reader = new OutboxReader(db, data.epoch, {
   durable: () => durable,
+  shedEvents: () => shedEvents,
   deviceField: deviceFieldLookup(db),
   onCommit: (listener) => commitListeners.push(listener),
 })
@@ -104,6 +106,7 @@ port.on('message', (m: ToThread) => {
     case 'outbox':
       durable = m.durable
       events = m.events
+      shedEvents = m.shedEvents
       for (const l of commitListeners) l()
       break
     case 'status':

@@ -90,7 +90,7 @@ export class Uplink extends Lifecycle {
       dbFile: this.outbox.dbFile,
       epoch: this.outbox.epoch,
       durable: this.outbox.durableMark(),
-      events: this.outbox.stats().events,
+      ...this.outboxTotals(),
     }
     // A heap limit: a thread that runs away is stopped (ERR_WORKER_OUT_OF_MEMORY) and started again
     // like after any failure, instead of taking the gateway's memory with it.
@@ -103,7 +103,12 @@ export class Uplink extends Lifecycle {
 
   /** The outbox committed or deleted: the thread may read further. */
   outboxChanged (): void {
-    this.post({ t: 'outbox', durable: this.outbox.durableMark(), events: this.outbox.stats().events })
+    this.post({ t: 'outbox', durable: this.outbox.durableMark(), ...this.outboxTotals() })
+  }
+
+  private outboxTotals (): { events: number, shedEvents: number } {
+    const { events, shedEvents } = this.outbox.stats()
+    return { events, shedEvents }
   }
 
   /** The status that the next heartbeats carry (the thread fills in its own fields). */
