@@ -45,6 +45,12 @@ export const configSchema = z.object({
     receiveMaximum: z.number().int().min(1).max(65535).default(100),
     /** Longest session a device may keep after it disconnects (MQTT 5 Session Expiry Interval is cut to it; 3.1.1 persistent sessions end after it too). */
     maxSessionExpirySeconds: z.number().int().min(0).default(86400),
+    /**
+     * MQTT 5 Server Keep Alive: a device asking for no keep-alive (0) or a longer one is told this one
+     * in CONNACK and disconnected after 1.5 times it without a packet; 0 = the device's own. MQTT 3.1.1
+     * has no way to say it: those devices keep their own.
+     */
+    maxKeepAliveSeconds: z.number().int().min(0).max(65535).default(1200),
     /** MQTT 5 Topic Alias Maximum announced to devices (0: no aliases). */
     topicAliasMaximum: z.number().int().min(0).max(65535).default(16),
     /** Largest MQTT packet accepted (announced to MQTT 5 devices); a larger one is refused once its header is read: DISCONNECT 0x95, or a close. */

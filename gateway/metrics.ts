@@ -49,6 +49,7 @@ export function createMetrics (opts: { defaultMetrics?: boolean, oldestAgeSecond
     rulesReloads: new Counter({ name: 'gateway_rules_reloads_total', help: 'Rule set loads by source and result', labelNames: ['source', 'result'], registers: r }),
     rulesInfo: new Gauge({ name: 'gateway_rules_info', help: 'The running rule set (value 1)', labelNames: ['version', 'source'], registers: r }),
     connections: new Gauge({ name: 'gateway_connections', help: 'Connected MQTT clients', registers: r }),
+    keepaliveTimeouts: new Counter({ name: 'gateway_keepalive_timeouts_total', help: 'MQTT connections closed because the device sent nothing for 1.5 times its keep-alive (MQTT 5: the Server Keep Alive, mqtt.maxKeepAliveSeconds)', registers: r }),
     connectionsTotal: new Counter({ name: 'gateway_connections_total', help: 'MQTT connections accepted (CONNACK ok)', registers: r }),
     uplinkThreadUp: new Gauge({ name: 'gateway_uplink_thread_up', help: '1 while the uplink thread runs (the gateway_uplink_* and gateway_cloud_channel_* metrics are its own)', registers: r }),
     uplinkThreadRestarts: new Counter({ name: 'gateway_uplink_thread_restarts_total', help: 'Uplink threads that failed or exited unasked and were started again', registers: r }),

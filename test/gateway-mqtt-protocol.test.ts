@@ -81,3 +81,29 @@ test('protocol: an MQTT 5 publish with topic alias 0, or an alias never set, get
   assert.equal(bystander.connected, true)
   assert.deepEqual(await rejected(gw), { topic_alias_invalid: 2, malformed_packet: 2 })
 })
+
+test('protocol: server keep-alive: an MQTT 5 device asking for none is told mqtt.maxKeepAliveSeconds in CONNACK and, silent, is disconnected and counted; a 3.1.1 device asking for none is accepted and kept', async (t) => {
+  const gw = await startGateway({ mqtt: { allowAnonymous: true, maxKeepAliveSeconds: 1 } })
+  t.after(() => gw.close())
+  const v4 = await wire(t, gw.ports.mqtt, 4)
+  send(v4, { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 0, clientId: 'ka-v4' }, 4)
+  const v5 = await wire(t, gw.ports.mqtt, 5)
+  send(v5, { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 0, clientId: 'ka-v5' }, 5)
+  const polite = await wire(t, gw.ports.mqtt, 5)
+  send(polite, { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 1, clientId: 'ka-polite' }, 5)
+  await waitFor(() => [v4, v5, polite].every((w) => w.packets.some((p) => p.cmd === 'connack')), 'three CONNACKs')
+  const connack = (w: Wire): { returnCode?: number, reasonCode?: number, properties?: { serverKeepAlive?: number } } => w.packets.find((p) => p.cmd === 'connack') as never
+  assert.equal(connack(v4).returnCode, 0, 'a 3.1.1 device is not refused for its keep-alive')
+  assert.equal(connack(v5).reasonCode, 0)
+  assert.equal(connack(v5).properties?.serverKeepAlive, 1, 'Server Keep Alive imposed on a device asking for none')
+  assert.equal(connack(polite).properties?.serverKeepAlive, undefined, 'a keep-alive within the limit is the device\'s own')
+  // The polite device pings on time; the silent MQTT 5 one is closed after 1.5 x 1 s.
+  const ping = setInterval(() => send(polite, { cmd: 'pingreq' }, 5), 400)
+  t.after(() => clearInterval(ping))
+  await v5.closed
+  assert.equal(v4.sock.destroyed, false, 'the 3.1.1 device with no keep-alive is still connected')
+  assert.equal(polite.sock.destroyed, false, 'a device that pings is still connected')
+  assert.ok(polite.packets.some((p) => p.cmd === 'pingresp'))
+  assert.equal((await gw.gateway.metrics.keepaliveTimeouts.get()).values[0]?.value, 1)
+  assert.deepEqual(await rejected(gw), {}, 'a keep-alive timeout is not a refusal')
+})

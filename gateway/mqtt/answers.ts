@@ -76,7 +76,6 @@ export function brokerRefusal (err: BrokerError): string | null {
   if (/topic alias/i.test(err.message)) return 'topic_alias_invalid'
   if (err.errorCode === 1) return 'unsupported_protocol'
   if (err.errorCode === 2) return 'bad_client_id'
-  if (err.errorCode === 6) return 'keepalive_refused'
   if (err.reasonCode === 0x82 || err.message === 'Invalid protocol') return 'protocol_error'
   if (err.reasonCode === 0x8C) return 'bad_authentication_method'
   return null

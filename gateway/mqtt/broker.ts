@@ -69,6 +69,9 @@ export class Broker extends Lifecycle {
       // MQTT 5, in CONNACK: Receive Maximum (enforced in authorizePublish), Topic Alias Maximum (enforced by aedes).
       receiveMaximum: cfg.receiveMaximum,
       topicAliasMaximum: cfg.topicAliasMaximum,
+      // MQTT 5 Server Keep Alive; 3.1.1 devices are not refused for their keep-alive (patch, moscajs/aedes#836).
+      keepaliveLimit: cfg.maxKeepAliveSeconds,
+      keepaliveLimitV4: false,
       // Sessions kept for disconnected devices: each ends after at most this long, and no more of
       // them wait to expire than there are connection slots.
       sessionExpiryIntervalLimit: cfg.maxSessionExpirySeconds,
@@ -92,6 +95,10 @@ export class Broker extends Lifecycle {
     // A client error closes the connection, except an MQTT 5 publish refused with a reason code
     // (it is answered and counted where it is refused).
     this.aedes.on('clientError', (client, err) => this.clientError(client, err))
+    this.aedes.on('keepaliveTimeout', (client) => {
+      this.metrics.keepaliveTimeouts.inc()
+      this.log.info({ deviceId: this.sessions.get(client)?.deviceId, clientId: client.id?.slice(0, 64) }, 'device silent beyond its keep-alive: disconnected')
+    })
     this.aedes.on('connectionError', (client, err) => this.clientError(client, err))
   }
 
