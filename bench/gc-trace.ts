@@ -7,8 +7,11 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const ENV = 'BENCH_GC_TRACE_FILE'
-/** A directory: the gateway child (each of its threads) also writes a V8 CPU profile there (--cpu-prof), to see where a scenario's time goes. */
-const CPU_PROF_ENV = 'BENCH_CPU_PROF_DIR'
+/**
+ * Extra node flags for the gateway child, to look into a scenario: e.g. `--cpu-prof --cpu-prof-dir=DIR`
+ * (a V8 CPU profile per thread) or `--max-semi-space-size=32` (a GC setting to compare).
+ */
+const FLAGS_ENV = 'BENCH_GATEWAY_NODE_FLAGS'
 const PRELOAD = fileURLToPath(new URL('./gc-trace-preload.mjs', import.meta.url))
 
 export interface GcStats {
@@ -26,10 +29,9 @@ export interface GcStats {
  */
 export function gcTraceWrapper (dataDir: string): { wrapper: string[], file: string } {
   const file = join(dataDir, 'gc-trace.txt')
-  const prof = process.env[CPU_PROF_ENV]
-  const profFlags = prof ? ` --cpu-prof --cpu-prof-dir=${JSON.stringify(prof)}` : ''
+  const flags = (process.env[FLAGS_ENV] ?? '').split(/\s+/).filter((f) => f !== '').map((f) => ` ${JSON.stringify(f)}`).join('')
   // $1 is node, the rest its arguments (spawnGateway appends them); the preload goes first.
-  return { wrapper: ['env', `${ENV}=${file}`, 'bash', '-c', `exec "$1" --import "$0"${profFlags} "\${@:2}"`, PRELOAD], file }
+  return { wrapper: ['env', `${ENV}=${file}`, 'bash', '-c', `exec "$1" --import "$0"${flags} "\${@:2}"`, PRELOAD], file }
 }
 
 /** GC pauses recorded in `file` that started between fromMs and toMs (epoch ms). */
