@@ -125,13 +125,13 @@ function gatewaySide (runs: ScenarioRun[]): GatewaySide {
     groupSum += val(b, 'gateway_commit_group_events_sum') - val(a, 'gateway_commit_group_events_sum')
     groupCount += val(b, 'gateway_commit_group_events_count') - val(a, 'gateway_commit_group_events_count')
     batches += val(b, 'gateway_uplink_batches_total') - val(a, 'gateway_uplink_batches_total')
-    const gc = bucketDelta(a.scrape, b.scrape, 'gateway_process_nodejs_gc_duration_seconds')
+    const gc = bucketDelta(a.scrape, b.scrape, 'gateway_nodejs_gc_duration_seconds')
     gcCount += gc.length > 0 ? gc[gc.length - 1].count : 0
     gcOver1 += gc.length > 0 ? gc[gc.length - 1].count - (gc.find((x) => x.le === 0.001)?.count ?? 0) : 0
-    gcSum += val(b, 'gateway_process_nodejs_gc_duration_seconds_sum') - val(a, 'gateway_process_nodejs_gc_duration_seconds_sum')
-    const lag = (k: string): number => (val(b, `gateway_process_nodejs_eventloop_lag_${k}_seconds`) - LOOP_RESOLUTION_S) * 1000
+    gcSum += val(b, 'gateway_nodejs_gc_duration_seconds_sum') - val(a, 'gateway_nodejs_gc_duration_seconds_sum')
+    const lag = (k: string): number => (val(b, `gateway_nodejs_eventloop_lag_${k}_seconds`) - LOOP_RESOLUTION_S) * 1000
     loop.p50 = Math.max(loop.p50, lag('p50')); loop.p99 = Math.max(loop.p99, lag('p99')); loop.max = Math.max(loop.max, lag('max')); loop.mean = Math.max(loop.mean, lag('mean'))
-    loop.minRaw = Math.min(loop.minRaw, val(b, 'gateway_process_nodejs_eventloop_lag_min_seconds') * 1000)
+    loop.minRaw = Math.min(loop.minRaw, val(b, 'gateway_nodejs_eventloop_lag_min_seconds') * 1000)
     scrapeMs = Math.max(scrapeMs, b.scrapeMs)
     for (const k of Object.keys(b.cpuMs)) {
       const x = a.cpuMs[k]; const y = b.cpuMs[k]

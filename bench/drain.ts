@@ -26,8 +26,8 @@ import type { BenchOptions, BenchReport } from './bench-types.ts'
 const TARGET_DRAIN_PER_SEC = 250_000
 const DRAIN_GATEWAY = 'bench-drain'
 const POLL_MS = 50
-// collectDefaultMetrics under the gateway's prefix gateway_process_.
-const RSS_METRIC = 'gateway_process_process_resident_memory_bytes'
+// collectDefaultMetrics under the gateway's prefix gateway_.
+const RSS_METRIC = 'gateway_process_resident_memory_bytes'
 /** Busy CPU outside the measured processes above which a row is flagged as skewed (% of a core). */
 const OTHER_CPU_WARN_PCT = 15
 /** A drain shorter than this is dominated by warm-up. */

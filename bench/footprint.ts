@@ -14,7 +14,7 @@ import type { BenchOptions, BenchReport } from './bench-types.ts'
 
 const TARGET_BYTES_PER_10M = 1e9
 const TARGET_RESTART_MS = 2000
-const RSS = 'gateway_process_process_resident_memory_bytes'
+const RSS = 'gateway_process_resident_memory_bytes'
 
 function dbBytes (dataDir: string): number {
   let total = 0

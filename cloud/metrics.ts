@@ -19,7 +19,7 @@ const FLEET_READ_TTL_MS = 1000
 
 export function createCloudMetrics (opts: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry()
-  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'cloud_process_' })
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'cloud_' })
   const r = [registry]
   let fleetSource: FleetSource | null = null
   let fleetRead: { atMs: number, result: ReturnType<FleetSource> } | null = null

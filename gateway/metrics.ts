@@ -6,7 +6,7 @@ export type GatewayMetrics = ReturnType<typeof createMetrics>
 /** Creates the gateway's metrics in a fresh registry. */
 export function createMetrics (opts: { defaultMetrics?: boolean, oldestAgeSeconds?: () => number } = {}) {
   const registry = new Registry()
-  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'gateway_process_' })
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'gateway_' })
   const r = [registry]
   // Plain running totals for the heartbeat (prom-client reads are async; the heartbeat is not).
   const totals = { rejected: 0, quarantined: 0, quarantinedByReason: {} as Record<string, number> }
