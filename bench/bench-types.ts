@@ -18,3 +18,10 @@ export interface BenchReport {
 }
 
 export type Bench = (opts: BenchOptions) => Promise<BenchReport>
+
+/**
+ * How the benchmarks start a gateway: as deployed, the build of `npm run build` (`node
+ * dist/gateway/main.js`, as the systemd unit runs it), not the sources through tsx. run.ts builds
+ * first, so dist/ is the checkout's code. (memory measures both runtimes on purpose.)
+ */
+export const DEPLOYED_GATEWAY = { runtime: 'compiled' } as const

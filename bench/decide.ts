@@ -28,7 +28,7 @@ import { scrapeAll } from './metrics-scrape.ts'
 import { fillOutbox, type FillResult } from './outbox-fill.ts'
 import { runPacedLoad, type PacedLoadResult } from './paced-load.ts'
 import { machineBusyMs, procCpuMs } from './proc-cpu.ts'
-import type { BenchOptions, BenchReport } from './bench-types.ts'
+import { DEPLOYED_GATEWAY, type BenchOptions, type BenchReport } from './bench-types.ts'
 
 const GATEWAY_ID = 'bench-decide'
 const SENSOR = 'sensor-x'
@@ -211,7 +211,7 @@ async function runScenario (settings: DecideSettings, scenario: Scenario, run: n
       copyFileSync(backlogDb, join(data.dir, 'gateway.db'))
     }
     const trace = gcTraceWrapper(data.dir)
-    const gw = await spawnGateway(data.dir, [...settings.gatewaySets, `rules.file=${rulesFile}`, `uplink.servers=${nats.url}`, `outbox.durability=${scenario.durability}`], { wrapper: trace.wrapper })
+    const gw = await spawnGateway(data.dir, [...settings.gatewaySets, `rules.file=${rulesFile}`, `uplink.servers=${nats.url}`, `outbox.durability=${scenario.durability}`], { ...DEPLOYED_GATEWAY, wrapper: trace.wrapper })
     const forget = killOnExit(gw.child.pid)
     try {
       const http = gw.ports.http!

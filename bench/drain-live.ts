@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { connect } from '@nats-io/transport-node'
 import { provisionStreams } from '../cloud/provision.ts'
 import { spawnGateway, startNats, tempDir, waitFor } from '../devkit/index.ts'
+import { DEPLOYED_GATEWAY } from './bench-types.ts'
 import { killOnExit, stopGateway } from './children.ts'
 import type { FreshnessResult } from './freshness.ts'
 import { runLoad, type LoadOptions, type LoadResult } from './load-client.ts'
@@ -34,7 +35,7 @@ export async function runIngestBesideDrain (dbFile: string | null, load: Omit<Lo
     await provisionStreams(nc)
     await nc.close()
     if (dbFile) copyFileSync(dbFile, join(data.dir, 'gateway.db'))
-    const gw = await spawnGateway(data.dir, [...sets, `uplink.servers=${server.url}`])
+    const gw = await spawnGateway(data.dir, [...sets, `uplink.servers=${server.url}`], DEPLOYED_GATEWAY)
     const forget = killOnExit(gw.child.pid)
     try {
       const readyz = async (): Promise<{ outboxEvents: number, uplink?: { link?: string } }> => await (await fetch(`http://127.0.0.1:${gw.ports.http!}/readyz`)).json() as { outboxEvents: number }

@@ -20,7 +20,7 @@ import { runJsPublish, type JsPublishResult } from './js-publish-peer.ts'
 import { bucketQuantile, scrapeAll, type Scrape } from './metrics-scrape.ts'
 import { deviceName, fillOutbox, type FillResult } from './outbox-fill.ts'
 import { cpuMeter, otherCpuPct } from './proc-cpu.ts'
-import type { BenchOptions, BenchReport } from './bench-types.ts'
+import { DEPLOYED_GATEWAY, type BenchOptions, type BenchReport } from './bench-types.ts'
 
 /** DESIGN.md "Targets": backlog drain edge -> cloud, and online freshness p99. */
 const TARGET_DRAIN_PER_SEC = 250_000
@@ -154,7 +154,7 @@ async function runDrain (dbFile: string, fill: FillResult, config: DrainConfig, 
     copyFileSync(dbFile, join(data.dir, 'gateway.db'))
     const spawned = performance.now()
     const gw = await spawnGateway(data.dir, [`gatewayId=${DRAIN_GATEWAY}`, `uplink.servers=${server.url}`,
-      `uplink.batchMaxEvents=${config.batchMaxEvents}`, `uplink.maxInFlight=${config.maxInFlight}`])
+      `uplink.batchMaxEvents=${config.batchMaxEvents}`, `uplink.maxInFlight=${config.maxInFlight}`], DEPLOYED_GATEWAY)
     const forget = killOnExit(gw.child.pid)
     const readyWall = Date.now()
     const startupMs = performance.now() - spawned

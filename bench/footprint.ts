@@ -10,7 +10,7 @@ import { spawnGateway, tempDir } from '../devkit/index.ts'
 import { stopGateway } from './children.ts'
 import { scrapeAll } from './metrics-scrape.ts'
 import { fillOutbox } from './outbox-fill.ts'
-import type { BenchOptions, BenchReport } from './bench-types.ts'
+import { DEPLOYED_GATEWAY, type BenchOptions, type BenchReport } from './bench-types.ts'
 
 const TARGET_BYTES_PER_10M = 1e9
 const TARGET_RESTART_MS = 2000
@@ -35,7 +35,7 @@ async function startMs (dataDir: string): Promise<number> {
 }
 
 async function childRss (dataDir: string): Promise<number | null> {
-  const gw = await spawnGateway(dataDir, ['logLevel=warn'])
+  const gw = await spawnGateway(dataDir, ['logLevel=warn'], DEPLOYED_GATEWAY)
   try {
     // Let start-up garbage settle, then read what the process holds.
     await new Promise((resolve) => setTimeout(resolve, 1500))

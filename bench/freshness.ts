@@ -18,6 +18,7 @@ import { subjects, v1 } from '../proto/index.ts'
 import { copyFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startNats, spawnGateway, tempDir, waitFor } from '../devkit/index.ts'
+import { DEPLOYED_GATEWAY } from './bench-types.ts'
 import { killOnExit, stopGateway } from './children.ts'
 import { bucketDelta, bucketQuantile, scrapeAll, type Scrape } from './metrics-scrape.ts'
 import { runPacedLoad, type PacedLoadOptions, type PacedLoadResult } from './paced-load.ts'
@@ -61,7 +62,7 @@ export async function runFreshness (load: Omit<PacedLoadOptions, 'port'>, gatewa
     nc = await connect({ servers: server.url })
     await provisionStreams(nc)
     if (backlog) copyFileSync(backlog.dbFile, join(data.dir, 'gateway.db'))
-    const gw = await spawnGateway(data.dir, [`gatewayId=${FRESHNESS_GATEWAY}`, `uplink.servers=${server.url}`, ...gatewaySets])
+    const gw = await spawnGateway(data.dir, [`gatewayId=${FRESHNESS_GATEWAY}`, `uplink.servers=${server.url}`, ...gatewaySets], DEPLOYED_GATEWAY)
     const forget = killOnExit(gw.child.pid)
     try {
       const http = gw.ports.http!

@@ -9,6 +9,7 @@ import { connect } from '@nats-io/transport-node'
 import { parse } from 'yaml'
 import { provisionStreams } from '../cloud/provision.ts'
 import { spawnGateway, startNats, tempDir, waitFor, type NatsServer } from '../devkit/index.ts'
+import { DEPLOYED_GATEWAY } from './bench-types.ts'
 import { killOnExit, stopGateway } from './children.ts'
 import { gcStats, gcTraceWrapper, type GcStats } from './gc-trace.ts'
 import { runLoad, type LoadOptions, type LoadResult } from './load-client.ts'
@@ -52,7 +53,7 @@ export async function runGatewayTarget (target: GatewayTarget, load: Omit<LoadOp
       extra.push(`rules.file=${join(ROOT, EXAMPLE_RULES)}`, `uplink.servers=${nats.url}`, 'http.port=0')
     }
     const trace = gcTraceWrapper(data.dir)
-    const gw = await spawnGateway(data.dir, [...sets, ...extra], { wrapper: trace.wrapper })
+    const gw = await spawnGateway(data.dir, [...sets, ...extra], { ...DEPLOYED_GATEWAY, wrapper: trace.wrapper })
     const forget = killOnExit(gw.child.pid)
     try {
       if (target.deployed) await waitFor(async () => (await readyz(gw.ports.http!)).uplink?.link === 'up', 'gateway uplink to connect', 15000, 50)

@@ -1,6 +1,8 @@
 // Benchmark entry point: `npm run bench -- [name ...] [--quick]`. Runs the named benchmarks (all
 // by default), prints a table for each and writes bench-results/<name>.json with the machine, the
 // library versions, the settings, every result and the ratios against peers measured in the same run.
+// It builds dist/ first: the gateway runs as deployed, compiled.
+import { execFileSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem, platform, release } from 'node:os'
 import { join } from 'node:path'
@@ -50,6 +52,8 @@ async function main (): Promise<void> {
     console.error(`unknown benchmark(s): ${unknown.join(', ')}; known: ${Object.keys(BENCHES).join(', ')}`)
     process.exit(2)
   }
+  // The gateway runs as deployed, from dist/ (bench-types.ts DEPLOYED_GATEWAY): build the checkout first.
+  execFileSync(process.execPath, [join(ROOT, 'deploy/build.mjs')], { cwd: ROOT, stdio: 'inherit' })
   mkdirSync(RESULTS_DIR, { recursive: true })
   const env = { machine: machine(), versions: versions() }
   const tables: Record<string, BenchReport['table']> = {}
