@@ -11,7 +11,7 @@ import { subscribe } from 'node:diagnostics_channel'
 import { createInterface } from 'node:readline'
 import { connect } from '@nats-io/transport-node'
 import { APPLY_WINDOW_CHANNEL, Aggregator } from '../cloud/apply/aggregator.ts'
-import { KvViewStore } from '../cloud/store/kv-view-store.ts'
+import { openFleetStore } from '../cloud/apply/tiers/tier-store.ts'
 import { createLogger } from '../cloud/log.ts'
 import { createCloudMetrics } from '../cloud/metrics.ts'
 
@@ -25,7 +25,7 @@ if (!url || !partitions) {
 const send = (msg: Record<string, unknown>): void => { process.stdout.write(JSON.stringify(msg) + '\n') }
 
 const nc = await connect({ servers: url, name: 'bench-aggregate-replica' })
-const store = await KvViewStore.open(nc, 'VIEWS')
+const store = (await openFleetStore(nc, 'VIEWS')).store
 const metrics = createCloudMetrics({ defaultMetrics: false })
 // The aggregator's own end-to-end histogram (ingest at the edge of the newest event of a batch ->
 // applied), observed here value by value so that quantiles are exact rather than bucket bounds.

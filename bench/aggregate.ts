@@ -20,7 +20,7 @@ import { jetstream, jetstreamManager, AckPolicy } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { Aggregator } from '../cloud/apply/aggregator.ts'
 import { startNats } from '../devkit/index.ts'
-import { KvViewStore } from '../cloud/store/kv-view-store.ts'
+import { openFleetStore } from '../cloud/apply/tiers/tier-store.ts'
 import { createLogger } from '../cloud/log.ts'
 import { createCloudMetrics } from '../cloud/metrics.ts'
 import { provisionStreams } from '../cloud/provision.ts'
@@ -75,7 +75,7 @@ export async function aggregate (opts: BenchOptions): Promise<BenchReport> {
         }
         seconds = (performance.now() - t0) / 1000
       } else {
-        const store = target.endsWith('memory store') ? new MemoryViewStore() : await KvViewStore.open(nc, 'VIEWS')
+        const store = target.endsWith('memory store') ? new MemoryViewStore() : (await openFleetStore(nc, 'VIEWS')).store
         const metrics = createCloudMetrics({ defaultMetrics: false })
         const agg = new Aggregator(nc, store, metrics, createLogger('warn'), { streams: ['telemetry'], partitions: s.partitions })
         await agg.start()

@@ -16,7 +16,6 @@ import { parseCloudConfig, type CloudConfig } from './config.ts'
 import { CloudError } from './errors.ts'
 import { consoleCredentials } from './http/generated-password.ts'
 import { allowedHostNames } from './http/host-guard.ts'
-import { KvViewStore } from './store/kv-view-store.ts'
 import type { Logger } from './log.ts'
 import { createCloudMetrics, type CloudMetrics } from './metrics.ts'
 import { LeaseTable } from './partitions/lease-table.ts'
@@ -24,11 +23,16 @@ import { checkPartitionMapping, type MappingState } from './partitions/mapping-c
 import { readReplicas, type ReplicasView } from './partitions/replicas-view.ts'
 import { provisionStreams } from './provision.ts'
 import { provisionViews } from './provision.ts'
+import { openFleetStore } from './apply/tiers/tier-store.ts'
+import type { TierRetention } from './apply/tiers/tiers.ts'
 import type { ViewStore } from './store/view-store.ts'
 import { FleetViews } from './views/views.ts'
 import { Lifecycle } from '../lib/lifecycle.ts'
 
 export interface CloudPorts { http: number | null }
+
+/** The rollup tiers' retention from the config (retention.rollup1mMs ...). */
+export const retentionOf = (c: CloudConfig): TierRetention => ({ '1m': c.retention.rollup1mMs, '5m': c.retention.rollup5mMs, '1h': c.retention.rollup1hMs })
 
 function readConfigFile (key: string, file: string): Buffer {
   try {
@@ -66,8 +70,10 @@ export class Cloud extends Lifecycle {
     const consoleAuth = c.http.port === null ? null : await ConsoleAuth.create(await consoleCredentials(c.console, consoleLog), { registry: this.metrics.registry, log: consoleLog })
     this.nc = await connect(nopts)
     await provisionStreams(this.nc, { replicas: c.replicas, duplicateWindowMs: c.duplicateWindowMs, maxAgeMs: c.streamMaxAgeMs })
-    await provisionViews(this.nc, { replicas: c.replicas, bucket: c.viewsBucket })
-    const store = this.store = await KvViewStore.open(this.nc, c.viewsBucket)
+    const retention = retentionOf(c)
+    await provisionViews(this.nc, { replicas: c.replicas, bucket: c.viewsBucket, retention })
+    const { store, views: viewsKv } = await openFleetStore(this.nc, c.viewsBucket)
+    this.store = store
     const views = this.views = new FleetViews(store, { offlineTimeoutMs: c.offlineTimeoutMs, drainStuckMs: c.drainStuckMs })
     this.metrics.setFleetSource(() => views.gateways())
     if (c.aggregator.enabled) {
@@ -76,7 +82,7 @@ export class Cloud extends Lifecycle {
         this.log.warn({ partitions: c.aggregator.partitions }, 'the NATS server does not partition iot.*.telemetry / iot.*.events: every batch goes to the unmapped partition, applied by one replica at a time (no scale-out); add the mapping of deploy/nats/accounts.conf')
       }
       const { enabled: _, ...aopts } = c.aggregator
-      this.aggregator = new Aggregator(this.nc, this.store, this.metrics, this.log.child({ component: 'aggregator' }), { ...aopts, bucketReplicas: c.replicas })
+      this.aggregator = new Aggregator(this.nc, this.store, this.metrics, this.log.child({ component: 'aggregator' }), { ...aopts, bucketReplicas: c.replicas, retention })
       await this.aggregator.start()
     }
     let http: number | null = null
@@ -84,7 +90,7 @@ export class Cloud extends Lifecycle {
       const js = jetstream(this.nc)
       // Provisioned above (provisionStreams); commands and rule sets go through the same client.
       const rules = await new Kvm(js).open(CLOUD_BUCKETS.rules)
-      this.live = new LiveEvents(store.kv, this.views, this.log.child({ component: 'live-events' }))
+      this.live = new LiveEvents(viewsKv.kv, this.views, this.log.child({ component: 'live-events' }))
       const allowedHosts = allowedHostNames(c.http.host, c.http.allowedHosts)
       // Any replica lists every replica: the lease table is read, never this process's memory.
       const a = c.aggregator

@@ -30,6 +30,15 @@ export const cloudConfigSchema = z.object({
   duplicateWindowMs: z.number().int().positive().default(10 * 60_000),
   /** How long replicated batches stay in the streams (0 = forever). */
   streamMaxAgeMs: z.number().int().min(0).default(7 * 24 * 3600_000),
+  /**
+   * How long each rollup tier keeps its documents: the max_age of its KV bucket (ROLLUP_1M, ROLLUP_5M,
+   * ROLLUP_1H), applied at start. Defaults: 14 days, 90 days, 730 days. README "Fleet history".
+   */
+  retention: z.object({
+    rollup1mMs: z.number().int().min(1000).default(14 * 24 * 3600_000),
+    rollup5mMs: z.number().int().min(1000).default(90 * 24 * 3600_000),
+    rollup1hMs: z.number().int().min(1000).default(730 * 24 * 3600_000),
+  }).strict().prefault({}),
   /** KV bucket holding the views. */
   viewsBucket: z.string().regex(/^[A-Za-z0-9_-]+$/).default('VIEWS'),
   /** A gateway with no heartbeat for this long is shown offline (gateways beat every 5 s by default). */

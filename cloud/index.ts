@@ -1,7 +1,8 @@
 // The public surface of the cloud tier.
 export { Aggregator, type AggregatorOptions, type AggregatorStats } from './apply/aggregator.ts'
 export { ApiServer, type ApiOptions } from './http/api.ts'
-export { accountingOf, applyToDevice, applyToRollup, type DeviceAccounting, type DeviceDoc, type RollupDoc } from './apply/apply.ts'
+export { accountingOf, applyToDevice, type DeviceAccounting, type DeviceDoc } from './apply/apply.ts'
+export { applyToTier, TIERS, type TierDoc, type TierName } from './apply/tiers/tiers.ts'
 export { Cloud, type CloudPorts } from './cloud.ts'
 export { cloudConfigSchema, loadCloudConfig, parseCloudConfig, type CloudConfig, type CloudConfigInput } from './config.ts'
 export { CloudError, CloudErrorCodes, type CloudErrorCode } from './errors.ts'

@@ -64,6 +64,7 @@ export function createCloudMetrics (opts: { defaultMetrics?: boolean } = {}) {
     latencySeconds: new Histogram({ name: 'cloud_aggregator_e2e_latency_seconds', help: 'Ingest at the edge of the newest event of a batch to applied in the views (includes backlog age)', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 600, 3600], registers: r }),
     storeConflicts: new Counter({ name: 'cloud_aggregator_store_conflicts_total', help: 'Compare-and-set conflicts on view documents (another replica wrote first), retried', registers: r }),
     storeErrors: new Counter({ name: 'cloud_aggregator_store_errors_total', help: 'Failed view-store operations (the batch is redelivered)', registers: r }),
+    rollupTooOld: new Counter({ name: 'cloud_rollup_too_old_total', help: 'Events not applied to a rollup tier because their document span is older than the tier retention (each event once per tier)', labelNames: ['tier'], registers: r }),
     heartbeats: new Counter({ name: 'cloud_aggregator_heartbeats_total', help: 'Gateway heartbeats stored', registers: r }),
     partitionsOwned: new Gauge({
       name: 'cloud_aggregator_partitions_owned',

@@ -5,6 +5,7 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { Kvm } from '@nats-io/kv'
 import { CLOUD_BUCKETS, STREAMS } from '../proto/index.ts'
 import { CloudError } from './errors.ts'
+import { DEFAULT_RETENTION, TIER_NAMES, TIERS, type TierRetention } from './apply/tiers/tiers.ts'
 
 export interface ProvisionOptions {
   /** 1 for a single server, 3 for a 3-node cluster. */
@@ -56,14 +57,45 @@ export interface ProvisionViewsOptions {
   /** 1 for a single server, 3 for a 3-node cluster. */
   replicas?: number
   bucket?: string
+  /** Retention of the rollup tiers (default DEFAULT_RETENTION: 14 d, 90 d, 730 d). */
+  retention?: TierRetention
 }
 
-/** Creates (or opens) the views bucket: history 1, file storage, the given replicas. */
+/** Creates (or opens) the views bucket (history 1, file storage, the given replicas) and the rollup tier buckets. */
 export async function provisionViews (nc: NatsConnection, opts: ProvisionViewsOptions = {}): Promise<void> {
   const bucket = opts.bucket ?? CLOUD_BUCKETS.views
   try {
-    await new Kvm(nc).create(bucket, { history: 1, replicas: opts.replicas ?? 1, description: 'IoT fleet views: devices (with dedupe state), rollups, gateways' })
+    await new Kvm(nc).create(bucket, { history: 1, replicas: opts.replicas ?? 1, description: 'IoT fleet views: devices (with dedupe state), gateways, control views (rollups: ROLLUP_* buckets)' })
   } catch (err) {
     throw new CloudError('CLOUD_ERR_PROVISION', `cannot provision KV bucket ${bucket}: ${(err as Error).message}`, { cause: err })
+  }
+  await provisionTiers(nc, { replicas: opts.replicas, retention: opts.retention ?? DEFAULT_RETENTION })
+}
+
+/**
+ * Creates the rollup tier buckets (ROLLUP_1M, ROLLUP_5M, ROLLUP_1H; history 1) with max_age = the
+ * tier's retention, so NATS ages old rollups out; on an existing bucket a changed retention is
+ * applied (documents older than a shortened retention go at once).
+ */
+export async function provisionTiers (nc: NatsConnection, opts: { replicas?: number, retention: TierRetention }): Promise<void> {
+  const jsm = await jetstreamManager(nc)
+  for (const tier of TIER_NAMES) {
+    const { bucket } = TIERS[tier]
+    const maxAge = ms(opts.retention[tier])
+    try {
+      let info: StreamInfo | null = null
+      try {
+        info = await jsm.streams.info(`KV_${bucket}`)
+      } catch (err) {
+        if (!/not found/i.test((err as Error).message)) throw err
+      }
+      if (!info) {
+        await new Kvm(nc).create(bucket, { history: 1, replicas: opts.replicas ?? 1, ttl: opts.retention[tier], description: `IoT fleet rollups, ${tier} tier (retention = max_age)` })
+      } else if (info.config.max_age !== maxAge) {
+        await jsm.streams.update(info.config.name, { ...info.config, max_age: maxAge, duplicate_window: Math.min(info.config.duplicate_window, maxAge) })
+      }
+    } catch (err) {
+      throw new CloudError('CLOUD_ERR_PROVISION', `cannot provision KV bucket ${bucket}: ${(err as Error).message}`, { cause: err })
+    }
   }
 }

@@ -6,7 +6,8 @@ import { connect, type NatsConnection } from '@nats-io/transport-node'
 import { subjects, v1 } from '../proto/index.ts'
 import { Aggregator } from '../cloud/apply/aggregator.ts'
 import { accountingOf, applyToDevice, newDeviceDoc, type ApplyEvent } from '../cloud/apply/apply.ts'
-import { KvViewStore } from '../cloud/store/kv-view-store.ts'
+import { openFleetStore } from '../cloud/apply/tiers/tier-store.ts'
+import type { TierRetention } from '../cloud/apply/tiers/tiers.ts'
 import { createLogger } from '../cloud/log.ts'
 import { createCloudMetrics } from '../cloud/metrics.ts'
 import { provisionStreams } from '../cloud/provision.ts'
@@ -18,18 +19,21 @@ import { loadDevice } from './harness/load.ts'
 import { apiFetch, deferrer, startCloud, rng, shuffle } from './harness/cloud.ts'
 
 
+// The tests below replay history of 2026-11: every tier keeps a year, so that none of it is too old for a tier.
+const YEAR_MS = 365 * 24 * 3600_000
+const LONG: TierRetention = { '1m': YEAR_MS, '5m': YEAR_MS, '1h': YEAR_MS }
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 const silent = createLogger(process.env.TEST_LOG ?? 'silent')
 
 interface Rig { nc: NatsConnection, js: JetStreamClient, store: ViewStore, views: FleetViews, aggregator: Aggregator, close: () => Promise<void> }
 
 /** An aggregator on a real nats-server with the given store (a KV bucket unless memory). */
-async function startRig (nats: NatsServer, opts: { memory?: boolean, durablePrefix?: string, store?: ViewStore } = {}): Promise<Rig> {
+async function startRig (nats: NatsServer, opts: { memory?: boolean, durablePrefix?: string, store?: ViewStore, retention?: TierRetention } = {}): Promise<Rig> {
   const nc = await connect({ servers: nats.url })
   await provisionStreams(nc)
-  await provisionViews(nc)
-  const store = opts.store ?? (opts.memory ? new MemoryViewStore() : await KvViewStore.open(nc, 'VIEWS'))
-  const aggregator = new Aggregator(nc, store, createCloudMetrics({ defaultMetrics: false }), silent, { durablePrefix: opts.durablePrefix })
+  await provisionViews(nc, { retention: opts.retention })
+  const store = opts.store ?? (opts.memory ? new MemoryViewStore() : (await openFleetStore(nc, 'VIEWS')).store)
+  const aggregator = new Aggregator(nc, store, createCloudMetrics({ defaultMetrics: false }), silent, { durablePrefix: opts.durablePrefix, retention: opts.retention })
   await aggregator.start()
   return {
     nc, js: jetstream(nc), store, aggregator, views: new FleetViews(store, { offlineTimeoutMs: 5000 }),
@@ -72,6 +76,7 @@ async function snapshot (views: FleetViews, gatewayId: string, devices: string[]
       acct,
       updatedMs: dv.updatedMs,
       m1: await views.history(gatewayId, d, from, to, '1m'),
+      m5: await views.history(gatewayId, d, from, to, '5m'),
       h1: await views.history(gatewayId, d, from, to, '1h'),
     }
   }
@@ -106,7 +111,7 @@ for (const memory of [true, false]) {
     const defer = deferrer(t)
     const nats = await startNats()
     defer(() => nats.cleanup())
-    const rig = await startRig(nats, { memory })
+    const rig = await startRig(nats, { memory, retention: LONG })
     defer(() => rig.close())
     const gw = 'gw-a'
     const devices = ['d-0', 'd-1', 'dev.dotted']
@@ -145,7 +150,7 @@ for (const memory of [true, false]) {
     if (!memory) {
       // A new aggregator (a fresh durable consumer: the whole stream again) on the same KV state.
       await rig.aggregator.close()
-      const second = await startRig(nats, { durablePrefix: 'second' })
+      const second = await startRig(nats, { durablePrefix: 'second', retention: LONG })
       defer(() => second.close())
       await waitFor(async () => (await second.views.accounting()).totals.duplicates === 3 * total, 'a restarted aggregator drops what it already applied')
       assert.deepEqual(await snapshot(second.views, gw, devices, from, to), before)
@@ -158,7 +163,7 @@ test('cloud aggregator: a shuffled, delayed backfill gives the same 1-min rollup
   const defer = deferrer(t)
   const nats = await startNats()
   defer(() => nats.cleanup())
-  const rig = await startRig(nats)
+  const rig = await startRig(nats, { retention: LONG })
   defer(() => rig.close())
   const gw = 'gw-b'
   const rand = rng(42)
@@ -284,7 +289,7 @@ test('cloud end to end: gateway + devices -> aggregator -> API, received == ackn
   assert.match(metrics, /cloud_aggregator_consumer_lag_messages\{partition="u"\} 0/)
   assert.equal((await fetch(`${api}/readyz`)).status, 200)
   assert.equal((await apiFetch(`${api}/api/devices/gw-e2e/nope`)).status, 404)
-  assert.equal((await apiFetch(`${api}/api/devices/gw-e2e/e2e-0/history?res=5m`)).status, 400)
+  assert.equal((await apiFetch(`${api}/api/devices/gw-e2e/e2e-0/history?res=2m`)).status, 400)
 })
 
 test('cloud end to end: events shed at the gateway (outbox over budget) show up as explained gaps', { timeout: 90000 }, async (t) => {

@@ -233,6 +233,8 @@ test('cloud control: decisions, alerts (raise, ack, clear), command timelines, c
 
 
 const BASE = Date.UTC(2026, 10, 3, 8, 0)
+/** Rollup tiers that keep a year: the history of 2026-11 is not too old for any of them. */
+const KEEP_2026_11 = { rollup1mMs: 365 * 24 * 3600_000, rollup5mMs: 365 * 24 * 3600_000 }
 
 /** A gateway's control script: decisions, alert raises and clears, command outcomes (250 commands: under the view's bound). */
 function controlScript (gatewayId: string): ControlEventProps[] {
@@ -329,19 +331,22 @@ test('cloud control: two aggregator replicas give the same views as one (one of 
   // The reference: one replica on its own nats-server.
   const natsOne = await startNats()
   defer(() => natsOne.cleanup())
-  const one = await startCloud(natsOne)
+  const one = await startCloud(natsOne, { retention: KEEP_2026_11 })
   defer(() => one.cloud.close())
   await publish(natsOne.url, s.batches, 'one')
   await applied(one.api, gatewayId, s.telemetry, s.control)
   const reference = await snapshot(one.api, gatewayId, s.devices)
+  // The history compared below is there (every telemetry event in the 1m and the 1h tier).
+  const counted = (res: 'm1' | 'h1'): number => s.devices.reduce((n, d) => n + ((reference as any)[d][res] ?? []).reduce((m: number, b: any) => m + b.readings.temperature.count, 0), 0)
+  assert.deepEqual([counted('m1'), counted('h1')], [s.telemetry, s.telemetry])
 
   // Two replicas on another server, small groups. The work is partitioned by gateway (README
   // "Scaling out"): one replica holds this gateway's partition and applies all of it.
   const natsTwo = await startNats()
   defer(() => natsTwo.cleanup())
-  const a = await startCloud(natsTwo, { aggregator: { maxBatchMessages: 4 } })
+  const a = await startCloud(natsTwo, { aggregator: { maxBatchMessages: 4 }, retention: KEEP_2026_11 })
   defer(() => a.cloud.close())
-  const b = await startCloud(natsTwo, { aggregator: { maxBatchMessages: 4 } })
+  const b = await startCloud(natsTwo, { aggregator: { maxBatchMessages: 4 }, retention: KEEP_2026_11 })
   defer(() => b.cloud.close())
   await publish(natsTwo.url, s.batches, 'two')
   await applied(a.api, gatewayId, s.telemetry, s.control)

@@ -12,7 +12,7 @@ import { Aggregator } from '../cloud/apply/aggregator.ts'
 import { createCloudMetrics } from '../cloud/metrics.ts'
 import { createLogger } from '../cloud/log.ts'
 import { provisionViews } from '../cloud/provision.ts'
-import { KvViewStore } from '../cloud/store/kv-view-store.ts'
+import { openFleetStore } from '../cloud/apply/tiers/tier-store.ts'
 import { partitionMappingsConfig } from '../proto/index.ts'
 import { assertExactlyOnce, connectDevice, mergeAccounts, readStream, startGateway, startNats, waitFor, type NatsServer } from '../devkit/index.ts'
 import { loadDevice } from './harness/load.ts'
@@ -53,7 +53,7 @@ test('cloud migration: a cloud from before partitioning, with a half-applied bac
   await waitFor(async () => (await jsm1.streams.info('TELEMETRY')).state.messages >= 20, 'a backlog on the bare subjects', 30000)
 
   // The old cloud applies the first part of the backlog through its durable, then stops.
-  const store1 = await KvViewStore.open(nc1, 'VIEWS')
+  const store1 = (await openFleetStore(nc1, 'VIEWS')).store
   const oldApply = new Aggregator(nc1, store1, createCloudMetrics({ defaultMetrics: false }), createLogger('silent'))
   const legacy = await jetstream(nc1).consumers.get('TELEMETRY', 'aggregator-telemetry')
   const first = []

@@ -8,7 +8,7 @@ import { test } from 'node:test'
 import { connect } from '@nats-io/transport-node'
 import { LeaseTable } from '../cloud/partitions/lease-table.ts'
 import { hashPassword } from '../cloud/http/password-hash.ts'
-import { KvViewStore } from '../cloud/store/kv-view-store.ts'
+import { openFleetStore } from '../cloud/apply/tiers/tier-store.ts'
 import { FleetViews } from '../cloud/views/views.ts'
 import { partitionIds, partitionMappingsConfig, partitionOf } from '../proto/index.ts'
 import { assertExactlyOnce, connectDevice, freePorts, mergeAccounts, readStream, startGateway, startNats, waitFor } from '../devkit/index.ts'
@@ -53,7 +53,7 @@ test('cloud failover: a SIGKILLed replica\'s partitions are taken over under loa
     defer(() => c.end(true))
     loads.push(loadDevice(c, id, { n: 0 }, set, { window: 4, intervalMs: 5 }))
   }
-  const store = await KvViewStore.open(nc, 'VIEWS')
+  const store = (await openFleetStore(nc, 'VIEWS')).store
   const views = new FleetViews(store, { offlineTimeoutMs: 5000 })
   const total = (): number => ackedTotal(acked)
   await waitFor(async () => (await views.accounting()).totals.received > 1000, 'events to reach the views', 30000, 200)

@@ -36,6 +36,7 @@ import type { GroupMsg } from './decode.ts'
 import { DocWriter } from './doc-writer.ts'
 import { HeartbeatApplier } from './heartbeat.ts'
 import { PartitionConsumer } from './partition-consumer.ts'
+import { DEFAULT_RETENTION, type TierRetention } from './tiers/tiers.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 
 export type { AggregatorStats } from './apply-context.ts'
@@ -78,6 +79,8 @@ export interface AggregatorOptions {
   healthSamples?: number
   /** Least time between two writes of a gateway's apply lag by this replica (ms). */
   lagWriteMs?: number
+  /** Retention of each rollup tier (ms; default tiers/tiers.ts DEFAULT_RETENTION): older events are left out of the tier. */
+  retention?: Partial<TierRetention>
   now?: () => number
 }
 
@@ -87,7 +90,7 @@ const STREAM_OF = { telemetry: STREAMS.telemetry.name, events: STREAMS.events.na
 export interface PartitionReport { replicaId: string, partitions: number, owned: string[], liveReplicas: string[], lag: Record<string, number>, handovers: HandoverCounts }
 
 export class Aggregator extends Lifecycle {
-  private readonly opts: Required<Omit<AggregatorOptions, 'now' | 'controlLimits'>> & { now: () => number, controlLimits: ControlLimits }
+  private readonly opts: Required<Omit<AggregatorOptions, 'now' | 'controlLimits' | 'retention'>> & { now: () => number, controlLimits: ControlLimits, retention: TierRetention }
   private readonly counts: AggregatorStats = newStats()
   private readonly groups: GroupApplier
   private readonly heartbeats: HeartbeatApplier
@@ -127,12 +130,13 @@ export class Aggregator extends Lifecycle {
       controlLimits: { ...DEFAULT_CONTROL_LIMITS, ...opts.controlLimits },
       healthSamples: opts.healthSamples ?? 720,
       lagWriteMs: opts.lagWriteMs ?? 1000,
+      retention: { ...DEFAULT_RETENTION, ...opts.retention },
       now: opts.now ?? Date.now,
     }
     const o = this.opts
     this.writer = new DocWriter(store, { cacheDocs: o.cacheDocs, casAttempts: o.casAttempts, onConflict: () => { this.counts.conflicts++; metrics.storeConflicts.inc() } })
     const ctx: ApplyContext = { store, writer: this.writer, metrics, log, counts: this.counts, now: o.now, reject: rejecter(this.counts, metrics, log) }
-    this.groups = new GroupApplier(ctx, { maxRanges: o.maxRanges, controlLimits: o.controlLimits, lagWriteMs: o.lagWriteMs })
+    this.groups = new GroupApplier(ctx, { maxRanges: o.maxRanges, controlLimits: o.controlLimits, lagWriteMs: o.lagWriteMs, retention: o.retention })
     this.heartbeats = new HeartbeatApplier(ctx, { healthSamples: o.healthSamples })
   }
 

@@ -6,9 +6,9 @@ import type { CloudMetrics } from '../metrics.ts'
 import type { ViewStore } from '../store/view-store.ts'
 import type { DocWriter } from './doc-writer.ts'
 
-export interface AggregatorStats { batches: number, applied: number, duplicates: number, rejected: number, flushes: number, heartbeats: number, conflicts: number, controlApplied: number, controlDuplicates: number }
+export interface AggregatorStats { batches: number, applied: number, duplicates: number, rejected: number, flushes: number, heartbeats: number, conflicts: number, controlApplied: number, controlDuplicates: number, rollupTooOld: number }
 
-export const newStats = (): AggregatorStats => ({ batches: 0, applied: 0, duplicates: 0, rejected: 0, flushes: 0, heartbeats: 0, conflicts: 0, controlApplied: 0, controlDuplicates: 0 })
+export const newStats = (): AggregatorStats => ({ batches: 0, applied: 0, duplicates: 0, rejected: 0, flushes: 0, heartbeats: 0, conflicts: 0, controlApplied: 0, controlDuplicates: 0, rollupTooOld: 0 })
 
 /** Counts and logs replicated data that cannot be applied (a reason label, and what identifies it). */
 export type Reject = (reason: string, detail: Record<string, unknown>) => void

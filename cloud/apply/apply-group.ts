@@ -1,10 +1,13 @@
 // The apply of one delivery group (the messages a consumer has ready, up to maxBatchMessages), as a
 // list of named steps run in series:
 //   1. decodeGroup: decode and validate every batch (the batch's gateway must be the subject's),
-//   2. applyRollupsAndControl: the rollup documents (one per device and hour of event time) and the
-//      control views (decisions, alerts, commands, per-device references), compare-and-set,
+//   2. applyTiersAndControl: the rollup tier documents (per device, tier and span of event time: one
+//      read and one write per document per group, whatever the number of its events; events too old
+//      for a tier's retention are left out of it) and the control views (decisions, alerts, commands,
+//      per-device references), compare-and-set,
 //   3. applyDevices: the device documents (latest, dedupe state, accounting) and each gateway's
-//      "$control" dedupe document, compare-and-set,
+//      "$control" dedupe document, compare-and-set; events too old for a tier are counted here, once
+//      each: only those new to the device document (a redelivery finds them applied),
 //   4. ack every accepted message of the group,
 //   5. count: stats and metrics,
 //   6. writeLag: the ingest -> applied lag of gateways that had something new applied.
@@ -13,10 +16,12 @@
 // racing on one device changes nothing but the duplicate count.
 import { CONTROL_DEVICE_ID } from '../../proto/index.ts'
 import { viewKeys } from '../store/view-store.ts'
-import { applyToDevice, applyToRollup, newDeviceDoc, newRollupDoc, type DeviceApplyStats, type DeviceDoc, type RollupDoc } from './apply.ts'
+import { applyToDevice, newDeviceDoc, type DeviceApplyStats, type DeviceDoc } from './apply.ts'
+import { contains } from './ranges.ts'
+import { applyToTier, newTierDoc, tooOld, type TierDoc, type TierName, type TierRetention } from './tiers/tiers.ts'
 import type { ApplyContext } from './apply-context.ts'
 import { applyAlerts, applyCommands, applyDeadLetters, applyDecisions, applyDeviceControl, dedupeEvent, newAlertsDoc, newCommandsDoc, newDeadLettersDoc, newDecisionsDoc, newDeviceControlDoc, type ControlEv, type ControlLimits } from './control/index.ts'
-import { decodeGroup, type ControlGroup, type DecodedGroup, type GroupMsg } from './decode.ts'
+import { decodeGroup, type ControlGroup, type DecodedGroup, type DeviceGroup, type GroupMsg } from './decode.ts'
 import type { LagDoc } from './gateway-docs.ts'
 
 export interface GroupApplyOptions {
@@ -25,10 +30,12 @@ export interface GroupApplyOptions {
   controlLimits: ControlLimits
   /** Least time between two writes of a gateway's apply lag by this replica (ms). */
   lagWriteMs: number
+  /** Retention of each rollup tier (the max_age of its bucket). */
+  retention: TierRetention
 }
 
-/** What step 3 found: per device document key, and per gateway for its control events. */
-interface DeviceResults { devices: Map<string, DeviceApplyStats>, control: Map<string, DeviceApplyStats> }
+/** What step 3 found: per device document key, and per gateway for its control events; too-old events new to their device, per tier. */
+interface DeviceResults { devices: Map<string, DeviceApplyStats>, control: Map<string, DeviceApplyStats>, tooOld: Map<string, Partial<Record<TierName, number>>> }
 
 export class GroupApplier {
   /** Per gateway: when this replica last wrote its apply lag (bounded by the number of gateways). */
@@ -40,7 +47,7 @@ export class GroupApplier {
   async applyGroup (stream: string, msgs: GroupMsg[]): Promise<void> {
     const t0 = performance.now()
     const group = decodeGroup(msgs, this.ctx.reject)
-    await this.applyRollupsAndControl(group)
+    await this.applyTiersAndControl(group)
     const results = await this.applyDevices(group)
     for (const m of group.accepted) m.ack()
     const appliedMs = this.ctx.now()
@@ -48,27 +55,34 @@ export class GroupApplier {
     await this.writeLag(freshLag(group, results), appliedMs)
   }
 
-  // Rollups first, then devices: each is idempotent on its own, so the order only decides what a
+  // Tiers first, then devices: each is idempotent on its own, so the order only decides what a
   // crash in between leaves behind (rollups ahead of the device view, fixed by the redelivery).
   // Control views (decisions, alerts, commands, per-device references) beside the rollups.
-  private async applyRollupsAndControl (g: DecodedGroup): Promise<void> {
+  private async applyTiersAndControl (g: DecodedGroup): Promise<void> {
     const { writer } = this.ctx
-    await Promise.all([
-      ...[...g.rollups].map(([key, r]) => writer.update<RollupDoc>(key,
-        () => newRollupDoc(r.gatewayId, r.deviceId, r.hour),
-        (doc) => applyToRollup(doc, r.events) > 0)),
-      ...[...g.controls.values()].flatMap((c) => this.controlViewUpdates(c)),
-    ])
+    const now = this.ctx.now()
+    const writes: Promise<void>[] = []
+    for (const [key, t] of g.tiers) {
+      if (tooOld(t.tier, t.startMs, now, this.opts.retention)) {
+        // Never written: the document may have aged out already, and a write would bring it back.
+        const list = t.device.tooOld ??= []
+        for (const ev of t.events) list.push({ tier: t.tier, ev })
+        continue
+      }
+      writes.push(writer.update<TierDoc>(key, () => newTierDoc(t.tier, t.device.gatewayId, t.device.deviceId, t.startMs), (doc) => applyToTier(doc, t.events) > 0))
+    }
+    await Promise.all([...writes, ...[...g.controls.values()].flatMap((c) => this.controlViewUpdates(c))])
   }
 
   private async applyDevices (g: DecodedGroup): Promise<DeviceResults> {
     const { writer } = this.ctx
     const now = this.ctx.now()
-    const results: DeviceResults = { devices: new Map(), control: new Map() }
+    const results: DeviceResults = { devices: new Map(), control: new Map(), tooOld: new Map() }
     await Promise.all([
       ...[...g.devices].map(([key, d]) => writer.update<DeviceDoc>(key,
         () => newDeviceDoc(d.gatewayId, d.deviceId),
         (doc) => {
+          if (d.tooOld) results.tooOld.set(key, newToDevice(doc, d))
           const s = applyToDevice(doc, d.events, d.gaps, now, this.opts.maxRanges)
           results.devices.set(key, s)
           return s.applied > 0 || s.duplicates > 0 || d.gaps.length > 0
@@ -133,6 +147,12 @@ export class GroupApplier {
     }
     if (explained > 0) metrics.gapSeqs.inc({ kind: 'explained' }, explained)
     if (filled > 0) metrics.gapSeqs.inc({ kind: 'filled' }, filled)
+    for (const byTier of r.tooOld.values()) {
+      for (const [tier, n] of Object.entries(byTier)) {
+        counts.rollupTooOld += n
+        metrics.rollupTooOld.inc({ tier }, n)
+      }
+    }
     metrics.batches.inc({ stream }, g.accepted.length)
     metrics.flushBatches.observe(delivered)
     metrics.flushSeconds.observe((performance.now() - t0) / 1000)
@@ -160,6 +180,18 @@ export class GroupApplier {
       }
     }
   }
+}
+
+/** Per tier, the too-old events of a device group that the device document has not absorbed yet (each seq once). */
+function newToDevice (doc: DeviceDoc, d: DeviceGroup): Partial<Record<TierName, number>> {
+  const out: Partial<Record<TierName, number>> = {}
+  const seen = new Set<string>()
+  for (const { tier, ev } of d.tooOld!) {
+    if (ev.seq <= doc.hwm || contains(doc.recv, ev.seq) || seen.has(`${tier}:${ev.seq}`)) continue
+    seen.add(`${tier}:${ev.seq}`)
+    out[tier] = (out[tier] ?? 0) + 1
+  }
+  return out
 }
 
 /** Lag only where something new was applied: a replay of old batches says nothing about the link. */

@@ -2,7 +2,7 @@
 // documents. No I/O here: the aggregator loads documents, calls these, and writes them back with
 // compare-and-set. Every function is idempotent by (gateway, device, seq): applying the same events
 // again changes nothing but the duplicate count, whatever the order and however late they come.
-import { addOne, addRange, contains, dropUpTo, overlap, size, type Range } from './ranges.ts'
+import { addOne, addRange, dropUpTo, overlap, size, type Range } from './ranges.ts'
 
 /** One event as the aggregator applies it (gatewayId comes from the batch). */
 export interface ApplyEvent {
@@ -67,18 +67,6 @@ export interface DeviceDoc {
 
 export interface Agg { count: number, min: number, max: number, sum: number, last: number, lastTs: number, lastSeq: number }
 
-/** One device's rollups for one hour of event time: the hour and its 60 minutes, with the seqs applied. */
-export interface RollupDoc {
-  v: 1
-  gatewayId: string
-  deviceId: string
-  hourStartMs: number
-  applied: Range[]
-  hour: Record<string, Agg>
-  /** Key: minute of the hour, "0".."59". */
-  minutes: Record<string, Record<string, Agg>>
-}
-
 export interface DeviceApplyStats { applied: number, duplicates: number, lateFilled: number, explained: number }
 
 /** Accounting derived from a device document. */
@@ -100,19 +88,12 @@ export interface DeviceAccounting {
   gapRecordDuplicates: number
 }
 
-export const HOUR_MS = 3_600_000
-export const MINUTE_MS = 60_000
-
 export function newDeviceDoc (gatewayId: string, deviceId: string): DeviceDoc {
   return {
     v: 1, gatewayId, deviceId, hwm: 0, recv: [], shed: [], highest: 0,
     acct: { received: 0, duplicates: 0, lateFilled: 0, gapRecords: 0, gapRecordDuplicates: 0, settledShed: 0, abandoned: 0 },
     latest: null, updatedMs: 0,
   }
-}
-
-export function newRollupDoc (gatewayId: string, deviceId: string, hourStartMs: number): RollupDoc {
-  return { v: 1, gatewayId, deviceId, hourStartMs, applied: [], hour: {}, minutes: {} }
 }
 
 const later = (ts: number, seq: number, thanTs: number, thanSeq: number): boolean => ts > thanTs || (ts === thanTs && seq > thanSeq)
@@ -222,38 +203,13 @@ export function accountingOf (doc: DeviceDoc): DeviceAccounting {
   }
 }
 
-/** Start of the hour of event time an event falls in. */
-export const hourOf = (tsMs: number): number => Math.floor(tsMs / HOUR_MS) * HOUR_MS
-
-function mergeReading (aggs: Record<string, Agg>, name: string, v: number, ts: number, seq: number): void {
-  const a = aggs[name]
-  if (!a) {
-    aggs[name] = { count: 1, min: v, max: v, sum: v, last: v, lastTs: ts, lastSeq: seq }
-    return
-  }
+/** Merges one reading into an aggregate (null: none yet); returns the aggregate. */
+export function mergeReading (a: Agg | null, v: number, ts: number, seq: number): Agg {
+  if (!a) return { count: 1, min: v, max: v, sum: v, last: v, lastTs: ts, lastSeq: seq }
   a.count++
   if (v < a.min) a.min = v
   if (v > a.max) a.max = v
   a.sum += v
   if (later(ts, seq, a.lastTs, a.lastSeq)) { a.last = v; a.lastTs = ts; a.lastSeq = seq }
+  return a
 }
-
-/** Applies events (all in doc's hour) to a rollup document in place; returns how many were new. */
-export function applyToRollup (doc: RollupDoc, events: ApplyEvent[]): number {
-  let n = 0
-  for (const ev of events) {
-    if (!addOne(doc.applied, ev.seq)) continue
-    n++
-    const minute = String(Math.floor((ev.eventTsMs - doc.hourStartMs) / MINUTE_MS))
-    const m = doc.minutes[minute] ??= {}
-    for (const r of ev.readings) {
-      if (!Number.isFinite(r.value)) continue
-      mergeReading(doc.hour, r.name, r.value, ev.eventTsMs, ev.seq)
-      mergeReading(m, r.name, r.value, ev.eventTsMs, ev.seq)
-    }
-  }
-  return n
-}
-
-/** True when the rollup document already holds seq. */
-export const rollupHas = (doc: RollupDoc, seq: number): boolean => contains(doc.applied, seq)

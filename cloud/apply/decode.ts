@@ -1,21 +1,30 @@
 // Decoding and grouping of replication batches, before anything is applied: every batch is decoded
 // and checked (its gateway must be its subject's; a batch that fails is terminated, never retried),
 // every event, control event and gap record is validated (what fails is counted and skipped), and
-// what is left is grouped by the document it changes: per device, per device and hour of event time
-// (rollups), per gateway (control events).
+// what is left is grouped by the document it changes: per device, per device, tier and span of event
+// time (rollup tiers: tiers/tiers.ts), per gateway (control events). All the events of a group that
+// fall in one document are applied to it together: one read and one write per document per group.
 import type { JsMsg } from '@nats-io/jetstream'
 import { CONTROL_DEVICE_ID, v1, type ControlEventProps, type ReplicationBatch } from '../../proto/index.ts'
 import { DEVICE_ID, GATEWAY_ID } from '../../proto/ids.ts'
 import { viewKeys } from '../store/view-store.ts'
-import { hourOf, type ApplyEvent, type ApplyGap } from './apply.ts'
+import type { ApplyEvent, ApplyGap } from './apply.ts'
+import { spanStart, TIER_NAMES, tierKey, type TierName } from './tiers/tiers.ts'
 import type { Reject } from './apply-context.ts'
 import { parseDetail, type ControlEv } from './control/index.ts'
 
 /** What applyGroup needs of a JetStream message (a benchmark or test can hand in plain objects). */
 export type GroupMsg = Pick<JsMsg, 'subject' | 'data' | 'ack' | 'term'>
 
-export interface DeviceGroup { gatewayId: string, deviceId: string, events: ApplyEvent[], gaps: ApplyGap[] }
-export interface RollupGroup extends DeviceGroup { hour: number }
+export interface DeviceGroup {
+  gatewayId: string
+  deviceId: string
+  events: ApplyEvent[]
+  gaps: ApplyGap[]
+  /** Events of the group too old for a tier (set by the tier step, counted by the device step). */
+  tooOld?: Array<{ tier: TierName, ev: ApplyEvent }>
+}
+export interface TierGroup { tier: TierName, startMs: number, device: DeviceGroup, events: ApplyEvent[] }
 export interface ControlGroup { gatewayId: string, events: ControlEv[], gaps: ApplyGap[] }
 
 /** A delivery group, decoded and grouped by document. */
@@ -24,8 +33,8 @@ export interface DecodedGroup<M extends GroupMsg = GroupMsg> {
   accepted: M[]
   /** By device document key. */
   devices: Map<string, DeviceGroup>
-  /** By rollup document key. */
-  rollups: Map<string, RollupGroup>
+  /** By tier document key. */
+  tiers: Map<string, TierGroup>
   /** By gateway id. */
   controls: Map<string, ControlGroup>
   /** Per accepted batch with events, the newest ingest time in it (for the latency histogram). */
@@ -36,7 +45,7 @@ export interface DecodedGroup<M extends GroupMsg = GroupMsg> {
 
 /** Decodes and validates a delivery group; rejected parts are counted through `reject`. */
 export function decodeGroup<M extends GroupMsg> (msgs: M[], reject: Reject): DecodedGroup<M> {
-  const g: DecodedGroup<M> = { accepted: [], devices: new Map(), rollups: new Map(), controls: new Map(), newest: [], newestByGateway: new Map() }
+  const g: DecodedGroup<M> = { accepted: [], devices: new Map(), tiers: new Map(), controls: new Map(), newest: [], newestByGateway: new Map() }
   for (const m of msgs) {
     const batch = decodeBatch(m, reject)
     if (!batch) continue
@@ -71,7 +80,7 @@ export function decodeBatch (m: Pick<JsMsg, 'subject' | 'data' | 'term'>, reject
   return batch
 }
 
-/** Adds a batch's telemetry events to their device and rollup groups; returns the newest ingest time. */
+/** Adds a batch's telemetry events to their device and tier groups; returns the newest ingest time. */
 function addEvents (g: DecodedGroup, batch: ReplicationBatch, reject: Reject): number {
   let maxIngest = 0
   for (const ev of batch.events) {
@@ -93,12 +102,15 @@ function addEvents (g: DecodedGroup, batch: ReplicationBatch, reject: Reject): n
       eventTsFromGateway: ev.eventTsFromGateway === true,
     }
     if (e.ingestTsMs > maxIngest) maxIngest = e.ingestTsMs
-    deviceGroup(g, batch.gatewayId, deviceId).events.push(e)
-    const hour = hourOf(eventTsMs)
-    const rk = viewKeys.rollup(batch.gatewayId, deviceId, hour)
-    const rg = g.rollups.get(rk)
-    if (rg) rg.events.push(e)
-    else g.rollups.set(rk, { gatewayId: batch.gatewayId, deviceId, hour, events: [e], gaps: [] })
+    const dg = deviceGroup(g, batch.gatewayId, deviceId)
+    dg.events.push(e)
+    for (const tier of TIER_NAMES) {
+      const startMs = spanStart(tier, eventTsMs)
+      const key = tierKey(tier, batch.gatewayId, deviceId, startMs)
+      const tg = g.tiers.get(key)
+      if (tg) tg.events.push(e)
+      else g.tiers.set(key, { tier, startMs, device: dg, events: [e] })
+    }
   }
   return maxIngest
 }

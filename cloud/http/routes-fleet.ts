@@ -4,14 +4,18 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { CloudError } from '../errors.ts'
+import { autoResolution } from '../views/history.ts'
 import type { FleetViews } from '../views/views.ts'
 import { deviceParams, gatewayId, gatewayParams, parse, time } from './validate.ts'
 
 const historyQuery = z.object({
-  res: z.enum(['1m', '1h'], { error: '1m or 1h' }).default('1m'),
+  res: z.enum(['auto', '1m', '5m', '1h'], { error: 'auto, 1m, 5m or 1h' }).default('auto'),
   from: time,
   to: time,
 })
+
+/** The range of a history request without `from`, by res. */
+const DEFAULT_RANGE_MS = { auto: 3600_000, '1m': 3600_000, '5m': 6 * 3600_000, '1h': 24 * 3600_000 } as const
 
 const healthQuery = z.object({
   from: z.string().optional().transform((v, ctx) => {
@@ -51,10 +55,12 @@ export function registerFleetRoutes (app: FastifyInstance, views: FleetViews): v
     const { gw, device } = parse(deviceParams, req.params)
     const q = parse(historyQuery, req.query)
     const to = q.to ?? Date.now()
-    const from = q.from ?? to - (q.res === '1m' ? 3600_000 : 24 * 3600_000)
+    const from = q.from ?? to - DEFAULT_RANGE_MS[q.res]
     if (from >= to) throw new CloudError('CLOUD_ERR_BAD_REQUEST', 'from and to must be times (ms or ISO 8601) with from < to')
+    // The tier that answers: the one asked for, or for auto the finest that keeps the buckets few.
+    const res = q.res === 'auto' ? autoResolution(from, to) : q.res
     try {
-      return { gatewayId: gw, deviceId: device, res: q.res, from, to, buckets: await views.history(gw, device, from, to, q.res) }
+      return { gatewayId: gw, deviceId: device, res, requested: q.res, from, to, buckets: await views.history(gw, device, from, to, res) }
     } catch (err) {
       if (err instanceof RangeError) throw new CloudError('CLOUD_ERR_BAD_REQUEST', err.message, { cause: err })
       throw err

@@ -3,10 +3,7 @@
 import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { Kvm, type KV } from '@nats-io/kv'
 import type { NatsConnection } from '@nats-io/transport-node'
-import type { Versioned, ViewStore } from './view-store.ts'
-
-const encoder = new TextEncoder()
-const decoder = new TextDecoder()
+import { JSON_CODEC, type DocCodec, type Versioned, type ViewStore } from './view-store.ts'
 
 /** True for KV's "the key is not at the revision you expected" error. */
 export function isRevisionConflict (err: unknown): boolean {
@@ -17,21 +14,21 @@ export function isRevisionConflict (err: unknown): boolean {
 }
 
 export class KvViewStore implements ViewStore {
-  private constructor (readonly kv: KV, private readonly jsm: JetStreamManager, private readonly bucket: string) {}
+  private constructor (readonly kv: KV, private readonly jsm: JetStreamManager, readonly bucket: string, private readonly codec: DocCodec) {}
 
-  /** Opens an existing bucket (provisioned by cloud/provision.ts). */
-  static async open (nc: NatsConnection, bucket: string): Promise<KvViewStore> {
-    return new KvViewStore(await new Kvm(nc).open(bucket), await jetstreamManager(nc), bucket)
+  /** Opens an existing bucket (provisioned by cloud/provision.ts); documents stored as JSON unless a codec is given. */
+  static async open (nc: NatsConnection, bucket: string, codec: DocCodec = JSON_CODEC): Promise<KvViewStore> {
+    return new KvViewStore(await new Kvm(nc).open(bucket), await jetstreamManager(nc), bucket, codec)
   }
 
   async get<T> (key: string): Promise<Versioned<T> | null> {
     const e = await this.kv.get(key)
     if (!e || e.operation !== 'PUT' || e.value.length === 0) return null
-    return { value: JSON.parse(decoder.decode(e.value)) as T, rev: e.revision }
+    return { value: this.codec.decode(e.value) as T, rev: e.revision }
   }
 
   async cas<T> (key: string, value: T, rev: number): Promise<number | null> {
-    const data = encoder.encode(JSON.stringify(value))
+    const data = this.codec.encode(value)
     try {
       return rev === 0 ? await this.kv.create(key, data) : await this.kv.update(key, data, rev)
     } catch (err) {
@@ -41,7 +38,7 @@ export class KvViewStore implements ViewStore {
   }
 
   async put<T> (key: string, value: T): Promise<number> {
-    return this.kv.put(key, encoder.encode(JSON.stringify(value)))
+    return this.kv.put(key, this.codec.encode(value))
   }
 
   // One stream-info request with a subjects filter (paged by the client) instead of kv.keys(): the

@@ -7,6 +7,19 @@ import { CloudError } from '../errors.ts'
 
 export interface Versioned<T> { value: T, rev: number }
 
+/** How a store turns documents into bytes and back (JSON unless a kind of document has its own form). */
+export interface DocCodec {
+  encode: (value: unknown) => Uint8Array
+  decode: (bytes: Uint8Array) => unknown
+}
+
+const textEncoder = new TextEncoder()
+const textDecoder = new TextDecoder()
+export const JSON_CODEC: DocCodec = {
+  encode: (value) => textEncoder.encode(JSON.stringify(value)),
+  decode: (bytes) => JSON.parse(textDecoder.decode(bytes)),
+}
+
 /** A document store with per-key revisions. Keys are dot-separated tokens of [-/_=A-Za-z0-9]. */
 export interface ViewStore {
   /** The document and its revision, or null when absent. */
@@ -28,7 +41,6 @@ const dec = (token: string): string => token.replaceAll('=', '.')
 /** The key layout of the views. */
 export const viewKeys = {
   device: (gatewayId: string, deviceId: string): string => `dev.${gatewayId}.${enc(deviceId)}`,
-  rollup: (gatewayId: string, deviceId: string, hourStartMs: number): string => `roll.${gatewayId}.${enc(deviceId)}.${hourStartMs}`,
   gateway: (gatewayId: string): string => `gw.${gatewayId}`,
   /** Dedupe state and accounting of a gateway's control events: (gateway, "$control", seq). */
   control: (gatewayId: string): string => `ctl.${gatewayId}`,

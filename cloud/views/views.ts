@@ -1,7 +1,8 @@
 // The read side of the fleet views: what the API (and tests) see. Everything is read from the
 // ViewStore, so any console replica answers the same; online/offline is derived at read time from
 // the last heartbeat and the offline timeout, so a silent gateway turns offline without a writer.
-import { accountingOf, HOUR_MS, MINUTE_MS, type Agg, type DeviceAccounting, type DeviceDoc, type Latest, type RollupDoc } from '../apply/apply.ts'
+import { accountingOf, type DeviceAccounting, type DeviceDoc, type Latest } from '../apply/apply.ts'
+import { tierHistory, type HistoryBucket, type Resolution } from './history.ts'
 import { replicationLag, type GatewayDoc, type LagDoc } from '../apply/gateway-docs.ts'
 import { ControlViews } from './control-views.ts'
 import { viewKeys, type ViewStore } from '../store/view-store.ts'
@@ -34,12 +35,7 @@ export interface GatewayView extends Omit<GatewayDoc['status'], 'tsMs' | 'ruleSe
 
 export interface DeviceView { gatewayId: string, deviceId: string, latest: Latest | null, accounting: DeviceAccounting, updatedMs: number }
 
-export interface AggView { count: number, min: number, max: number, sum: number, avg: number, last: number, lastTs: number }
-export interface HistoryBucket { start: number, readings: Record<string, AggView> }
-export type Resolution = '1m' | '1h'
-
-/** Bounds of one history query (a request never reads more than this many hour documents). */
-export const MAX_HISTORY_HOURS = 24 * 93
+export type { AggView, HistoryBucket, Resolution } from './history.ts'
 
 export class FleetViews {
   /** Decisions, alerts, commands, per-device control references and link health. */
@@ -131,39 +127,12 @@ export class FleetViews {
     return { totals, devices, control }
   }
 
-  /** Rollup buckets by event time in [fromMs, toMs), oldest first; empty buckets are left out. */
-  async history (gatewayId: string, deviceId: string, fromMs: number, toMs: number, res: Resolution): Promise<HistoryBucket[]> {
-    const firstHour = Math.floor(fromMs / HOUR_MS) * HOUR_MS
-    if ((toMs - firstHour) / HOUR_MS > MAX_HISTORY_HOURS) throw new RangeError(`range too long: at most ${MAX_HISTORY_HOURS} hours`)
-    const hours: number[] = []
-    for (let h = firstHour; h < toMs; h += HOUR_MS) hours.push(h)
-    const docs: RollupDoc[] = []
-    for (let i = 0; i < hours.length; i += 64) {
-      const got = await Promise.all(hours.slice(i, i + 64).map((h) => this.store.get<RollupDoc>(viewKeys.rollup(gatewayId, deviceId, h))))
-      for (const d of got) if (d) docs.push(d.value)
-    }
-    const out: HistoryBucket[] = []
-    for (const doc of docs) {
-      if (res === '1h') {
-        if (doc.hourStartMs >= fromMs && doc.hourStartMs < toMs) out.push({ start: doc.hourStartMs, readings: aggViews(doc.hour) })
-        continue
-      }
-      const minutes = Object.keys(doc.minutes).map(Number).sort((a, b) => a - b)
-      for (const m of minutes) {
-        const start = doc.hourStartMs + m * MINUTE_MS
-        if (start >= fromMs && start < toMs) out.push({ start, readings: aggViews(doc.minutes[String(m)]) })
-      }
-    }
-    return out
+  /** Rollup buckets of one tier by event time in [fromMs, toMs), oldest first; empty buckets are left out. */
+  history (gatewayId: string, deviceId: string, fromMs: number, toMs: number, res: Resolution): Promise<HistoryBucket[]> {
+    return tierHistory(this.store, gatewayId, deviceId, fromMs, toMs, res)
   }
 }
 
 export function deviceView (doc: DeviceDoc): DeviceView {
   return { gatewayId: doc.gatewayId, deviceId: doc.deviceId, latest: doc.latest, accounting: accountingOf(doc), updatedMs: doc.updatedMs }
-}
-
-function aggViews (aggs: Record<string, Agg>): Record<string, AggView> {
-  const out: Record<string, AggView> = {}
-  for (const [name, a] of Object.entries(aggs)) out[name] = { count: a.count, min: a.min, max: a.max, sum: a.sum, avg: a.sum / a.count, last: a.last, lastTs: a.lastTs }
-  return out
 }
