@@ -23,5 +23,6 @@ export type Bench = (opts: BenchOptions) => Promise<BenchReport>
  * How the benchmarks start a gateway: as deployed, the build of `npm run build` (`node
  * dist/gateway/main.js`, as the systemd unit runs it), not the sources through tsx. run.ts builds
  * first, so dist/ is the checkout's code. (memory measures both runtimes on purpose.)
+ * BENCH_GATEWAY_RUNTIME=tsx runs the sources instead, to compare with a checkout older than the build.
  */
-export const DEPLOYED_GATEWAY = { runtime: 'compiled' } as const
+export const DEPLOYED_GATEWAY: { runtime: 'compiled' | 'tsx' } = { runtime: process.env.BENCH_GATEWAY_RUNTIME === 'tsx' ? 'tsx' : 'compiled' }
