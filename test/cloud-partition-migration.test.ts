@@ -9,6 +9,7 @@ import { test } from 'node:test'
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { Aggregator } from '../cloud/apply/aggregator.ts'
+import { PartitionConsumer } from '../cloud/apply/partition-consumer.ts'
 import { createCloudMetrics } from '../cloud/metrics.ts'
 import { createLogger } from '../cloud/log.ts'
 import { provisionViews } from '../cloud/provision.ts'
@@ -100,4 +101,37 @@ test('cloud migration: a cloud from before partitioning, with a half-applied bac
   const bySubject = (await jsm.streams.info('TELEMETRY', { subjects_filter: 'iot.>' })).state.subjects ?? {}
   t.diagnostic(`${total()} events acknowledged; stream subjects ${JSON.stringify(bySubject)}; the old cloud had acked up to stream seq ${floorBefore}`)
   assert.ok(Object.keys(bySubject).some((s) => s.split('.').length === 3) && Object.keys(bySubject).some((s) => s.split('.').length === 4), 'batches on both the bare (before) and the partitioned (after) subjects')
+})
+
+test('cloud migration: a takeover tried again after a first attempt made the new durable (and failed before deleting the old one) starts at the old consumer\'s floor', async (t) => {
+  const defer = deferrer(t)
+  const server = await startNats()
+  defer(() => server.cleanup())
+  const nc = await connect({ servers: server.url })
+  defer(() => nc.close())
+  const jsm = await jetstreamManager(nc)
+  const js = jetstream(nc)
+  await jsm.streams.add({ name: 'TELEMETRY', subjects: ['iot.*.telemetry'] })
+  for (let i = 0; i < 20; i++) await js.publish('iot.gw-retry.telemetry', new Uint8Array([i]))
+  // The old cloud's consumer applied (acked) the first 10.
+  await jsm.consumers.add('TELEMETRY', { durable_name: 'aggregator-telemetry', ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All })
+  const legacy = await js.consumers.get('TELEMETRY', 'aggregator-telemetry')
+  for await (const m of await legacy.fetch({ max_messages: 10, expires: 2000 })) await m.ackAck()
+  assert.equal((await jsm.consumers.info('TELEMETRY', 'aggregator-telemetry')).ack_floor.stream_seq, 10)
+  // What a first takeover left: the new durable, at floor 0, beside the old one.
+  await jsm.consumers.add('TELEMETRY', { durable_name: 'aggregator-telemetry-pu', filter_subject: 'iot.*.telemetry', ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All })
+  const applied: number[] = []
+  const consumer = new PartitionConsumer({ stream: 'TELEMETRY', durable: 'aggregator-telemetry-pu', filter: 'iot.*.telemetry', legacyDurable: 'aggregator-telemetry', maxBatchMessages: 5, ackWaitMs: 30000 }, {
+    js,
+    jsm,
+    apply: async (msgs) => { for (const m of msgs) { applied.push(m.seq); m.ack() } },
+    holds: () => true,
+    metrics: createCloudMetrics({ defaultMetrics: false }),
+    log: createLogger('silent'),
+  })
+  await consumer.start()
+  defer(() => consumer.stop())
+  await waitFor(() => applied.length >= 10, 'the unapplied half')
+  assert.deepEqual(applied.sort((a, b) => a - b), [11, 12, 13, 14, 15, 16, 17, 18, 19, 20], 'only what the old cloud had not acked')
+  await assert.rejects(jsm.consumers.info('TELEMETRY', 'aggregator-telemetry'), /not found/i, 'the old consumer is deleted')
 })

@@ -102,7 +102,9 @@ export class PartitionConsumer {
       try {
         const li = await jsm.consumers.info(stream, legacyDurable)
         legacy = true
-        if (floor === null) floor = li.ack_floor.stream_seq
+        // Both floors: a first attempt may have created the durable (floor 0) and failed before
+        // deleting the old consumer; starting at 0 would apply the old cloud's acked part again.
+        floor = Math.max(floor ?? 0, li.ack_floor.stream_seq)
       } catch (err) {
         if (!notFound(err)) throw err
       }
