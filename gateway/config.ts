@@ -135,6 +135,10 @@ export const configSchema = z.object({
     pingIntervalMs: z.number().int().positive().default(5000),
     maxPingOut: z.number().int().positive().default(2),
     heartbeatMs: z.number().int().positive().default(5000),
+    /** The per-device delivery ledger: devices per heartbeat (changed first, then the rest in turn; 0 = none sent). */
+    deliveryReportDevices: z.number().int().min(0).default(500),
+    /** Outbox rows read per heartbeat period for the devices' oldest unsent events (beyond them: an age bound). */
+    deliveryScanRows: z.number().int().positive().default(20000),
     /** How often the attached cloud-to-edge channel (rules watch, commands consumer) is checked; a lost one re-attaches. */
     channelVerifyMs: z.number().int().positive().default(5000),
   }).strict().prefault({}),

@@ -151,7 +151,7 @@ export class Gateway extends Lifecycle {
 
   private readiness (): { ready: boolean, detail: Record<string, unknown> } {
     const s = this.outbox.stats()
-    return { ready: this.phase === 'running' && !this.isClosing, detail: { state: this.state(), outboxEvents: s.events, outboxBytes: s.bytes, pending: s.pending, uplink: { link: this.uplink.state, lastError: this.uplink.lastError, stalled: this.uplink.stalled, stalls: this.uplink.stalls, ...this.uplink.stats() }, cloudChannel: this.uplink.channel } }
+    return { ready: this.phase === 'running' && !this.isClosing, detail: { state: this.state(), outboxEvents: s.events, outboxBytes: s.bytes, pending: s.pending, uplink: { link: this.uplink.state, lastError: this.uplink.lastError, stalled: this.uplink.stalled, stalls: this.uplink.stalls, ...this.uplink.stats() }, cloudChannel: this.uplink.channel, delivery: this.uplink.delivery } }
   }
 
   private state (): string { return this.isClosing ? this.lifecycleState : this.phase }

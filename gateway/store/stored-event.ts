@@ -67,3 +67,47 @@ export function encodeBatch (header: Uint8Array, field: number, rows: readonly S
   if (off !== size) throw new RangeError(`replication batch encoded ${off} bytes of the ${size} counted`)
   return out
 }
+
+/**
+ * The seq (field 3) and ingest time (field 5) of a stored body, read off its first bytes without
+ * decoding it: both are varints near the front (fields in number order). Works on a head of the
+ * body as long as it reaches field 5 (the uplink's ledger reads 32 bytes), and on bodies from before
+ * version 3 (a device_id field first). 0 for a field not found.
+ */
+export function storedSeqAndIngest (body: Uint8Array): { seq: number, ingestTsMs: number } {
+  let seq = 0
+  let ingestTsMs = 0
+  let off = 0
+  while (off < body.length) {
+    const tag = body[off++]
+    const field = tag >>> 3
+    if (field > 5) break
+    if ((tag & 7) === 2) {
+      let len = 0
+      let shift = 0
+      while (off < body.length) { const b = body[off++]; len += (b & 0x7f) * 2 ** shift; shift += 7; if (b < 0x80) break }
+      off += len
+      continue
+    }
+    if ((tag & 7) !== 0) break
+    let v = 0
+    let shift = 0
+    let done = false
+    while (off < body.length) { const b = body[off++]; v += (b & 0x7f) * 2 ** shift; shift += 7; if (b < 0x80) { done = true; break } }
+    if (!done) break
+    if (field === 3) seq = v
+    else if (field === 5) { ingestTsMs = v; break }
+  }
+  return { seq, ingestTsMs }
+}
+
+/** The seq of a stored body (storedSeqAndIngest's first half, cheaper: it stops at field 3). */
+export function storedSeq (body: Uint8Array): number {
+  // Version 3 bodies start with the seq's tag (0x18): the common case costs one varint.
+  if (body[0] === 0x18) {
+    let v = 0
+    let shift = 0
+    for (let off = 1; off < body.length && off < 10; off++) { const b = body[off]; v += (b & 0x7f) * 2 ** shift; shift += 7; if (b < 0x80) return v }
+  }
+  return storedSeqAndIngest(body).seq
+}

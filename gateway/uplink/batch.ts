@@ -1,9 +1,9 @@
 // A replication batch as the replicator keeps it (its rows already encoded into one JetStream
 // message), and how it is built from outbox rows or read again from its recorded ranges.
 import { v1 } from '../../proto/index.ts'
-import { LANE_PRIORITY, ROW_OVERHEAD_BYTES, type InflightBatch, type Lane, type UplinkRow } from '../store/outbox-types.ts'
+import { LANE_PRIORITY, LANE_TELEMETRY, ROW_OVERHEAD_BYTES, type InflightBatch, type Lane, type UplinkRow } from '../store/outbox-types.ts'
 import type { OutboxReader } from '../store/outbox-reader.ts'
-import { encodeBatch } from '../store/stored-event.ts'
+import { encodeBatch, storedSeq } from '../store/stored-event.ts'
 
 export type Kind = 'priority' | 'live' | 'backlog'
 
@@ -22,6 +22,11 @@ export interface Batch extends InflightBatch {
   done: boolean
   /** Recorded in the outbox's in-flight ledger: only then may it be published. */
   recorded: boolean
+  /**
+   * Telemetry batches: the highest seq of each device in it, by device number (delivery-ledger.ts:
+   * what its ack replicated). Rows from before schema version 3 (no device number) are left out.
+   */
+  devSeqs: Map<number, number> | null
 }
 
 /** Sending order of the kinds: priority, live, backlog. */
@@ -47,7 +52,7 @@ export class BatchBuilder {
     const newestIngestTs = kind === 'live' && rows.length > 0 ? Number(v1.TelemetryEvent.decode(rows[rows.length - 1].body).ingestTsMs) : 0
     let bytes = rows.length * ROW_OVERHEAD_BYTES
     for (let i = 0; i < rows.length; i++) bytes += rows[i].body.length
-    return { batchId, lane, firstId, lastId, gapFirst, gapLast, kind, events: rows.length, bytes, shedSeen: this.reader.shedEvents(), payload, newestIngestTs, attempt: 0, done: false, recorded: false }
+    return { batchId, lane, firstId, lastId, gapFirst, gapLast, kind, events: rows.length, bytes, shedSeen: this.reader.shedEvents(), payload, newestIngestTs, attempt: 0, done: false, recorded: false, devSeqs: lane === LANE_TELEMETRY ? deviceSeqs(rows) : null }
   }
 
   /** A batch recorded by the last run, from its row ranges (rows shed since are simply absent). */
@@ -64,4 +69,14 @@ export class BatchBuilder {
     const rows = b.lastId >= b.firstId ? this.reader.readLane(b.lane, b.firstId - 1, b.lastId, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER) : []
     return this.build(kind, b.lane, rows, b.firstId, b.lastId, b.gapFirst, b.gapLast)
   }
+}
+
+/** Each device's highest seq among rows (in id order, so a device's last row holds its highest). */
+function deviceSeqs (rows: UplinkRow[]): Map<number, number> {
+  const out = new Map<number, number>()
+  for (let i = 0; i < rows.length; i++) {
+    const dev = rows[i].dev
+    if (dev !== null) out.set(dev, storedSeq(rows[i].body))
+  }
+  return out
 }

@@ -30,9 +30,11 @@ export class Heartbeat extends Lifecycle {
 
   /** Sends one heartbeat now if the link is up (core NATS: fire and forget). */
   beat (): void {
+    // The status is built only when it can go: building it marks the delivery ledger's part as sent.
     const conn = this.link.current()
+    if (!conn) return
     const status = this.status()
-    if (!conn || !status) return
+    if (!status) return
     try {
       conn.nc.publish(subjects.status(this.gatewayId), v1.GatewayStatus.encode(status).finish())
     } catch (err) {

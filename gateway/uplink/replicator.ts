@@ -29,8 +29,8 @@ const LANE_LIMIT: Record<Kind, number> = { priority: 2, live: 2, backlog: 0 }
 export interface LedgerPort {
   /** Records batches as in flight; false at the index of one whose rows were shed since it was read (build it again). */
   record: (batches: BatchToRecord[]) => Promise<boolean[]>
-  /** JetStream has the batch: its rows, gaps and record go. */
-  ack: (b: AckedBatch) => void
+  /** JetStream has the batch: its rows, gaps and record go; devSeqs: each device's highest seq in it (telemetry). */
+  ack: (b: AckedBatch, devSeqs: ReadonlyMap<number, number> | null) => void
 }
 
 export class Replicator extends Lifecycle {
@@ -232,7 +232,7 @@ export class Replicator extends Lifecycle {
       this.inFlight.delete(b.batchId)
       const queued = this.retry.indexOf(b)
       if (queued >= 0) this.retry.splice(queued, 1)
-      this.ledger.ack({ batchId: b.batchId, lane: b.lane, firstId: b.firstId, lastId: b.lastId, gapFirst: b.gapFirst, gapLast: b.gapLast, events: b.events, bytes: b.bytes })
+      this.ledger.ack({ batchId: b.batchId, lane: b.lane, firstId: b.firstId, lastId: b.lastId, gapFirst: b.gapFirst, gapLast: b.gapLast, events: b.events, bytes: b.bytes }, b.devSeqs)
       const now = Date.now()
       this.lastAckTs = now
       this.failures = 0

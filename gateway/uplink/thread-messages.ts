@@ -6,6 +6,7 @@ import type { GatewayConfig } from '../config.ts'
 import type { AckedBatch, BatchToRecord } from '../store/inflight-ledger.ts'
 import type { Watermark } from '../store/outbox-types.ts'
 import type { CloudChannelState } from './cloud-channel.ts'
+import type { DeliveryTotals } from './delivery-ledger.ts'
 import type { LinkState } from './link.ts'
 import type { ReplicatorStats } from './replicator.ts'
 
@@ -32,6 +33,8 @@ export interface UplinkSnapshot {
   channel: { state: CloudChannelState, lastError: string }
   watchdog: { stalled: boolean, stalls: number }
   replicator: ReplicatorStats
+  /** The per-device delivery ledger, summed (delivery-ledger.ts). */
+  delivery: DeliveryTotals
 }
 
 export type ToThread =

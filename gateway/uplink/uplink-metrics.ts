@@ -21,6 +21,11 @@ export function createUplinkMetrics () {
     uplinkBatches: new Counter({ name: 'gateway_uplink_batches_total', help: 'Batches acknowledged by JetStream (duplicate=true: JetStream had it already)', labelNames: ['duplicate'], registers: r }),
     uplinkFreshnessSeconds: new Histogram({ name: 'gateway_uplink_freshness_seconds', help: 'Ingest of the newest event of a live batch to its JetStream ack', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10], registers: r }),
     uplinkLastAck: new Gauge({ name: 'gateway_uplink_last_ack_timestamp_seconds', help: 'Time of the last successful JetStream ack', registers: r }),
+    deliveryDevices: new Gauge({ name: 'gateway_delivery_devices', help: 'Devices in the per-device delivery ledger', registers: r }),
+    deliveryDevicesBehind: new Gauge({ name: 'gateway_delivery_devices_behind', help: 'Devices with events accepted and not yet replicated', registers: r }),
+    deliveryUnreplicated: new Gauge({ name: 'gateway_delivery_unreplicated_seqs', help: 'Sum over devices of highest seq accepted minus highest seq replicated', registers: r }),
+    deliveryOldestUnsent: new Gauge({ name: 'gateway_delivery_oldest_unsent_age_seconds', help: 'Age of the oldest event not yet replicated, over all devices (as of the last ledger read)', registers: r }),
+    deliveryReported: new Counter({ name: 'gateway_delivery_reported_total', help: 'Device entries of the delivery ledger sent in heartbeats', registers: r }),
     cloudChannelAttached: new Gauge({ name: 'gateway_cloud_channel_attached', help: '1 while the cloud-to-edge channel (rules watch, commands consumer) is attached', registers: r }),
     cloudChannelAttaches: new Counter({ name: 'gateway_cloud_channel_attaches_total', help: 'Attempts to attach the cloud-to-edge channel, by result (ok, failed) and cause (link_up, retry, lost)', labelNames: ['result', 'cause'], registers: r }),
   }

@@ -9,13 +9,16 @@ import type { GatewayStatusProps } from '../../proto/index.ts'
 import { createRootLogger } from '../../lib/log.ts'
 import { deviceFieldLookup } from '../store/device-numbers.ts'
 import { OutboxReader } from '../store/outbox-reader.ts'
+import { AcceptedMarks } from '../store/accepted-marks.ts'
 import type { Watermark } from '../store/outbox-types.ts'
 import { CloudChannel } from './cloud-channel.ts'
+import { DeliveryLedger } from './delivery-ledger.ts'
 import { Heartbeat } from './heartbeat.ts'
 import { UplinkLink } from './link.ts'
 import { Replicator } from './replicator.ts'
 import { StallWatchdog } from './stall-watchdog.ts'
 import { createUplinkMetrics } from './uplink-metrics.ts'
+import type { DeviceDeliveryEntry } from './delivery-ledger.ts'
 import type { FromThread, ToThread, UplinkSnapshot, UplinkThreadData } from './thread-messages.ts'
 
 const port = parentPort!
@@ -47,6 +50,23 @@ const reader = new OutboxReader(db, data.epoch, {
 let nextId = 1
 const waiting = new Map<number, { resolve: (recorded: boolean[]) => void, reject: (err: Error) => void }>()
 
+const delivery = new DeliveryLedger(new AcceptedMarks(db), { reportDevices: cfg.deliveryReportDevices, scanRows: cfg.deliveryScanRows })
+// The ledger is read from the outbox once per heartbeat period (two reads on this thread's connection).
+function refreshDelivery (): void {
+  const now = Date.now()
+  delivery.refresh(now)
+  const t = delivery.totals()
+  metrics.deliveryDevices.set(t.devices)
+  metrics.deliveryDevicesBehind.set(t.devicesBehind)
+  metrics.deliveryUnreplicated.set(t.acceptedSeqSum - t.replicatedSeqSum)
+  metrics.deliveryOldestUnsent.set(t.oldestUnsentAgeMs / 1000)
+}
+function deliveryReport (): { delivery: DeviceDeliveryEntry[], deliveryDevices: number } {
+  const entries = delivery.report(Date.now())
+  metrics.deliveryReported.inc(entries.length)
+  return { delivery: entries, deliveryDevices: delivery.devices }
+}
+
 const link = new UplinkLink(cfg, data.gatewayId, log.child({ component: 'uplink' }), metrics)
 const replicator = new Replicator(reader, {
   record: (batches) => new Promise((resolve, reject) => {
@@ -54,7 +74,10 @@ const replicator = new Replicator(reader, {
     waiting.set(id, { resolve, reject })
     send({ t: 'record', id, batches })
   }),
-  ack: (batch) => send({ t: 'ack', batch, snapshot: snapshot() }),
+  ack: (batch, devSeqs) => {
+    if (devSeqs) delivery.acked(devSeqs)
+    send({ t: 'ack', batch, snapshot: snapshot() })
+  },
 }, link, cfg, data.gatewayId, log.child({ component: 'replicator' }), metrics)
 const channel = new CloudChannel(link, data.gatewayId, {
   loadRules: (text, revision) => send({ t: 'rules', text, revision }),
@@ -72,6 +95,7 @@ const heartbeat = new Heartbeat(link, data.gatewayId, cfg.heartbeatMs, () => sta
   cloudChannelError: channel.lastError,
   uplinkStalled: watchdog.stalled,
   uplinkStallsTotal: watchdog.stalls,
+  ...deliveryReport(),
 }, log.child({ component: 'heartbeat' }))
 
 function snapshot (): UplinkSnapshot {
@@ -81,6 +105,7 @@ function snapshot (): UplinkSnapshot {
     channel: { state: channel.state, lastError: channel.lastError },
     watchdog: { stalled: watchdog.stalled, stalls: watchdog.stalls },
     replicator: replicator.stats(),
+    delivery: delivery.totals(),
   }
 }
 
@@ -89,6 +114,7 @@ async function close (): Promise<void> {
   if (closing) return
   closing = true
   clearInterval(ticker)
+  clearInterval(deliveryTicker)
   // The channel may be attaching (requests on the link): it finishes once the link is closed, so
   // the replicator records the acks of its batches in flight first, then the link goes.
   const channelClosed = channel.close()
@@ -136,6 +162,9 @@ port.on('message', (m: ToThread) => {
 link.onState(() => send({ t: 'snapshot', snapshot: snapshot() }))
 const ticker = setInterval(() => send({ t: 'snapshot', snapshot: snapshot() }), 500)
 ticker.unref()
+refreshDelivery()
+const deliveryTicker = setInterval(refreshDelivery, cfg.heartbeatMs)
+deliveryTicker.unref()
 replicator.start()
 link.start()
 heartbeat.start()

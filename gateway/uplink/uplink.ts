@@ -12,6 +12,7 @@ import type { GatewayMetrics } from '../metrics.ts'
 import type { Outbox } from '../store/outbox.ts'
 import { Lifecycle } from '../../lib/lifecycle.ts'
 import { backoffMs, type LinkState } from './link.ts'
+import { EMPTY_TOTALS, type DeliveryTotals } from './delivery-ledger.ts'
 import type { ReplicatorStats } from './replicator.ts'
 import type { FromThread, ToThread, UplinkSnapshot, UplinkThreadData } from './thread-messages.ts'
 
@@ -26,6 +27,7 @@ const EMPTY: UplinkSnapshot = {
   channel: { state: 'detached', lastError: '' },
   watchdog: { stalled: false, stalls: 0 },
   replicator: { inFlight: 0, retry: 0, lastAckTs: 0, backlogRanges: 0, liveCursor: 0, throttledForMs: 0, retryPending: false },
+  delivery: EMPTY_TOTALS,
 }
 
 /** The uplink thread's old-generation heap limit (MB): batches in flight take a few MB. */
@@ -72,6 +74,8 @@ export class Uplink extends Lifecycle {
   get stalled (): boolean { return this.snap.watchdog.stalled }
   get stalls (): number { return this.snap.watchdog.stalls }
   get lastAckTs (): number { return this.snap.replicator.lastAckTs }
+  /** The per-device delivery ledger summed over devices (/readyz `delivery`). */
+  get delivery (): DeliveryTotals { return this.snap.delivery }
 
   stats (): ReplicatorStats & { ackedEvents: number, threadRestarts: number } {
     return { ...this.snap.replicator, ackedEvents: this.ackedEvents, threadRestarts: this.restarts }
