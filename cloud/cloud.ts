@@ -4,7 +4,7 @@
 // reverse. Nothing is touched (NATS, ports) before the whole configuration is validated and the
 // console login is ready.
 import { readFileSync } from 'node:fs'
-import { jetstream } from '@nats-io/jetstream'
+import { jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
 import { connect, credsAuthenticator, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node'
 import { CLOUD_BUCKETS } from '../proto/index.ts'
@@ -27,6 +27,7 @@ import { openFleetStore } from './apply/tiers/tier-store.ts'
 import type { TierRetention } from './apply/tiers/tiers.ts'
 import type { ViewStore } from './store/view-store.ts'
 import { FleetViews } from './views/views.ts'
+import { RawEvents } from './views/raw-events.ts'
 import { Lifecycle } from '../lib/lifecycle.ts'
 
 export interface CloudPorts { http: number | null }
@@ -96,7 +97,8 @@ export class Cloud extends Lifecycle {
       const a = c.aggregator
       const table = await LeaseTable.open(this.nc, { bucket: CLOUD_BUCKETS.leases, group: a.durablePrefix, ttlMs: a.leaseTtlMs })
       const replicas = (): Promise<ReplicasView> => readReplicas(table, a.partitions, a.leaseTtlMs)
-      this.api = new ApiServer({ views: this.views, registry: this.metrics.registry, log: this.log, ready: () => this.ready(), auth: consoleAuth, allowedHosts, js, rules, live: this.live, replicas })
+      const raw = new RawEvents(js, await jetstreamManager(this.nc))
+      this.api = new ApiServer({ views: this.views, registry: this.metrics.registry, log: this.log, ready: () => this.ready(), auth: consoleAuth, allowedHosts, js, rules, live: this.live, replicas, raw })
       http = await this.api.start(c.http.host, c.http.port)
     }
     this.log.info({ http, servers: c.nats.servers, replicas: c.replicas }, 'cloud started')

@@ -51,7 +51,10 @@ test('cloud API errors: every route answers { error, code, message } with the st
   const cases: Array<[string, string, string | undefined, number, string, RegExp]> = [
     ['GET', '/api/gateways/bad.id', undefined, 400, 'bad_request', /^id: /],
     ['GET', '/api/alerts?limit=0', undefined, 400, 'bad_request', /^limit: an integer 1\.\.1000/],
-    ['GET', '/api/devices/gw-1/d-1/history?res=2m', undefined, 400, 'bad_request', /^res: auto, 1m, 5m or 1h/],
+    ['GET', '/api/devices/gw-1/d-1/history?res=2m', undefined, 400, 'bad_request', /^res: auto, raw, 1m, 5m or 1h/],
+    ['GET', '/api/devices/gw-1/d-1/history?res=raw', undefined, 503, 'unavailable', /raw history needs the TELEMETRY stream/],
+    ['GET', '/api/devices/gw-1/d-1/events?format=xml&limit=0', undefined, 400, 'bad_request', /^limit: .*; format: json, ndjson or csv/],
+    ['GET', '/api/devices/gw-1/d-1/events', undefined, 503, 'unavailable', /raw history needs the TELEMETRY stream/],
     ['GET', '/api/devices/gw-1/d-1', undefined, 404, 'not_found', /no device gw-1\/d-1/],
     ['GET', '/api/no-such-route', undefined, 404, 'not_found', /^Route GET:\/api\/no-such-route not found$/],
     ['POST', '/api/commands', '{"gatewayId":"gw-1","deviceId":"d-1","name":"cool","ttlMs":0}', 400, 'bad_request', /^ttlMs: /],

@@ -1,7 +1,7 @@
 // The cloud's HTTP JSON API over the fleet views (shape documented in cloud/API.md), plus the
 // operations endpoints: /healthz, /readyz, /metrics. Stateless: every answer is read from the
 // view store, so any number of API replicas answer the same. This file owns the fastify instance
-// and its lifecycle; the routes are registered by concern (routes-fleet.ts, routes-control.ts,
+// and its lifecycle; the routes are registered by concern (routes-fleet.ts, routes-history.ts, routes-control.ts,
 // routes-rules.ts, routes-live.ts, routes-replicas.ts, session.ts), and one error handler answers every route
 // (error-handler.ts). The NATS-backed pieces (JetStream client, rules bucket, live events) are made
 // by the composition (cloud.ts) and handed in.
@@ -19,6 +19,8 @@ import { allowedHostNames, registerHostGuard } from './host-guard.ts'
 import type { LiveEvents } from './live-events.ts'
 import { registerControlRoutes } from './routes-control.ts'
 import { registerFleetRoutes } from './routes-fleet.ts'
+import { registerHistoryRoutes } from './routes-history.ts'
+import type { RawEvents } from '../views/raw-events.ts'
 import { registerLiveRoutes } from './routes-live.ts'
 import { registerReplicaRoutes } from './routes-replicas.ts'
 import { registerRuleRoutes } from './routes-rules.ts'
@@ -46,6 +48,8 @@ export interface ApiOptions {
   rules?: KV
   /** Live updates (GET /api/events); without it that route answers 503. Closed by its owner before close(). */
   live?: LiveEvents
+  /** Raw events from the TELEMETRY stream (GET /api/devices/:gw/:device/events, history?res=raw); without it those answer 503. */
+  raw?: RawEvents
   /** The aggregator replicas and partition leases (GET /api/replicas); without it that route answers 503. */
   replicas?: () => Promise<ReplicasView>
 }
@@ -81,6 +85,7 @@ export class ApiServer extends Lifecycle {
       return reply.type(this.opts.registry.contentType).send(text)
     })
     registerFleetRoutes(app, views)
+    registerHistoryRoutes(app, { views, raw: this.opts.raw ?? null })
     registerControlRoutes(app, { views, js: this.opts.js ?? null, log })
     const { js, rules } = this.opts
     registerRuleRoutes(app, { views, rules: js && rules ? { js, kv: rules } : null, log })

@@ -1,21 +1,11 @@
-// The fleet routes (shape in cloud/API.md): the fleet, a gateway and its devices, a device, a
-// device's history from the rollups, the delivery accounting, and a gateway's link-health history.
+// The fleet routes (shape in cloud/API.md): the fleet, a gateway and its devices, a device, the
+// delivery accounting, and a gateway's link-health history (a device's history: routes-history.ts).
 // Reads only: every answer comes from the view store, so any API replica answers the same.
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { CloudError } from '../errors.ts'
-import { autoResolution } from '../views/history.ts'
 import type { FleetViews } from '../views/views.ts'
-import { deviceParams, gatewayId, gatewayParams, parse, time } from './validate.ts'
-
-const historyQuery = z.object({
-  res: z.enum(['auto', '1m', '5m', '1h'], { error: 'auto, 1m, 5m or 1h' }).default('auto'),
-  from: time,
-  to: time,
-})
-
-/** The range of a history request without `from`, by res. */
-const DEFAULT_RANGE_MS = { auto: 3600_000, '1m': 3600_000, '5m': 6 * 3600_000, '1h': 24 * 3600_000 } as const
+import { deviceParams, gatewayId, gatewayParams, parse } from './validate.ts'
 
 const healthQuery = z.object({
   from: z.string().optional().transform((v, ctx) => {
@@ -49,22 +39,6 @@ export function registerFleetRoutes (app: FastifyInstance, views: FleetViews): v
     const d = await views.device(gw, device)
     if (!d) throw new CloudError('CLOUD_ERR_NOT_FOUND', `no device ${gw}/${device}`)
     return d
-  })
-
-  app.get('/api/devices/:gw/:device/history', async (req) => {
-    const { gw, device } = parse(deviceParams, req.params)
-    const q = parse(historyQuery, req.query)
-    const to = q.to ?? Date.now()
-    const from = q.from ?? to - DEFAULT_RANGE_MS[q.res]
-    if (from >= to) throw new CloudError('CLOUD_ERR_BAD_REQUEST', 'from and to must be times (ms or ISO 8601) with from < to')
-    // The tier that answers: the one asked for, or for auto the finest that keeps the buckets few.
-    const res = q.res === 'auto' ? autoResolution(from, to) : q.res
-    try {
-      return { gatewayId: gw, deviceId: device, res, requested: q.res, from, to, buckets: await views.history(gw, device, from, to, res) }
-    } catch (err) {
-      if (err instanceof RangeError) throw new CloudError('CLOUD_ERR_BAD_REQUEST', err.message, { cause: err })
-      throw err
-    }
   })
 
   app.get('/api/accounting', async (req) => {
