@@ -135,6 +135,11 @@ export const configSchema = z.object({
     pingIntervalMs: z.number().int().positive().default(5000),
     maxPingOut: z.number().int().positive().default(2),
     heartbeatMs: z.number().int().positive().default(5000),
+    /**
+     * CPU priority (nice, 0-19) of the uplink thread (Linux): a drain then takes only the CPU that
+     * the broker and the rules leave, and decisions do not wait behind it. 0 = the process's own.
+     */
+    threadNice: z.number().int().min(0).max(19).default(10),
     /** The per-device delivery ledger: devices per heartbeat (changed first, then the rest in turn; 0 = none sent). */
     deliveryReportDevices: z.number().int().min(0).default(500),
     /** Outbox rows read per heartbeat period for the devices' oldest unsent events (beyond them: an age bound). */

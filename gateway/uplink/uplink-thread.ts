@@ -7,6 +7,7 @@ import Database from 'better-sqlite3'
 import { parentPort, workerData } from 'node:worker_threads'
 import type { GatewayStatusProps } from '../../proto/index.ts'
 import { createRootLogger } from '../../lib/log.ts'
+import { niceThisThread } from '../../lib/thread-nice.ts'
 import { deviceFieldLookup } from '../store/device-numbers.ts'
 import { OutboxReader } from '../store/outbox-reader.ts'
 import { AcceptedMarks } from '../store/accepted-marks.ts'
@@ -29,6 +30,9 @@ const send = (m: FromThread): void => port.postMessage(m)
 // The thread's log lines go to the main thread's logger, so that the gateway has one log stream.
 const log = createRootLogger(data.logLevel, { gatewayId: data.gatewayId }, { write: (line: string) => send({ t: 'log', line }) })
 const metrics = createUplinkMetrics()
+const niced = niceThisThread(cfg.threadNice)
+if (niced.ok) log.debug({ tid: niced.tid, nice: niced.nice }, 'uplink thread runs at a lower CPU priority')
+else if (cfg.threadNice !== 0) log.warn({ reason: niced.reason }, 'uplink thread priority left as it is')
 
 const db = new Database(data.dbFile, { fileMustExist: true })
 db.pragma('query_only = ON')
