@@ -65,6 +65,7 @@ export function createCloudMetrics (opts: { defaultMetrics?: boolean } = {}) {
     storeConflicts: new Counter({ name: 'cloud_aggregator_store_conflicts_total', help: 'Compare-and-set conflicts on view documents (another replica wrote first), retried', registers: r }),
     storeErrors: new Counter({ name: 'cloud_aggregator_store_errors_total', help: 'Failed view-store operations (the batch is redelivered)', registers: r }),
     heartbeats: new Counter({ name: 'cloud_aggregator_heartbeats_total', help: 'Gateway heartbeats stored', registers: r }),
+    deliveryMarks: new Counter({ name: 'cloud_aggregator_delivery_marks_total', help: 'Per-device delivery marks (accepted, replicated, oldest unsent) stored from heartbeats', registers: r }),
     partitionsOwned: new Gauge({
       name: 'cloud_aggregator_partitions_owned',
       help: 'Partitions this replica holds the lease of (and applies)',

@@ -18,6 +18,7 @@ import { registerErrorHandler } from './error-handler.ts'
 import { allowedHostNames, registerHostGuard } from './host-guard.ts'
 import type { LiveEvents } from './live-events.ts'
 import { registerControlRoutes } from './routes-control.ts'
+import { registerDeliveryRoutes } from './routes-delivery.ts'
 import { registerFleetRoutes } from './routes-fleet.ts'
 import { registerLiveRoutes } from './routes-live.ts'
 import { registerReplicaRoutes } from './routes-replicas.ts'
@@ -81,6 +82,7 @@ export class ApiServer extends Lifecycle {
       return reply.type(this.opts.registry.contentType).send(text)
     })
     registerFleetRoutes(app, views)
+    registerDeliveryRoutes(app, views)
     registerControlRoutes(app, { views, js: this.opts.js ?? null, log })
     const { js, rules } = this.opts
     registerRuleRoutes(app, { views, rules: js && rules ? { js, kv: rules } : null, log })
