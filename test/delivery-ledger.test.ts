@@ -5,35 +5,17 @@
 // acknowledged reading exactly once by identity. After a disk-budget shed, the device's shed ranges
 // in the API are the gap records the gateway wrote.
 import assert from 'node:assert/strict'
-import { test, type TestContext } from 'node:test'
-import type { GatewayConfigInput } from '../gateway/index.ts'
-import { assertExactlyOnce, connectDevice, provision, readStream, scrapeMetric, startGateway, startNats, startProxy, waitFor } from '../devkit/index.ts'
+import { test } from 'node:test'
+import { assertExactlyOnce, connectDevice, readStream, scrapeMetric, waitFor } from '../devkit/index.ts'
 import { telemetryTopic } from '../proto/topics.ts'
-import { apiFetch, deferrer, startCloud } from './harness/cloud.ts'
+import { apiFetch } from './harness/cloud.ts'
+import { startProxiedSystem } from './harness/proxied-system.ts'
 import { queryOutbox } from './harness/outbox-reader.ts'
 
-const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
-const FAST = { heartbeatMs: 200, reconnectMinMs: 50, reconnectMaxMs: 200, publishTimeoutMs: 2000 }
 
 interface DeviceDelivery { acceptedSeq: number | null, replicatedSeq: number | null, appliedSeq: number | null, oldestUnsentAgeMs: number | null, shed: Array<[number, number]>, shedSettled: number, stale: boolean }
 interface GatewayDelivery { devices: number, acceptedSeqSum: number, replicatedSeqSum: number, appliedSeqSum: number, devicesBehind: number, oldestUnsentAgeMs: number, shedSeqs: number, perDevice: Array<DeviceDelivery & { deviceId: string }> }
 interface Totals { devices: number, devicesBehind: number, acceptedSeqSum: number, replicatedSeqSum: number, oldestUnsentAgeMs: number }
-
-/** nats-server, the cloud, a TCP proxy (cut from the start with `cut`) and a gateway behind it, stopped after the test. */
-async function system (t: TestContext, gatewayId: string, outbox: GatewayConfigInput['outbox'] = {}, opts: { cut?: boolean } = {}) {
-  const defer = deferrer(t)
-  const nats = await startNats()
-  defer(() => nats.cleanup())
-  await provision(nats.url)
-  const { cloud, api } = await startCloud(nats)
-  defer(() => cloud.close())
-  const proxy = await startProxy({ host: '127.0.0.1', port: nats.port })
-  defer(() => proxy.close())
-  if (opts.cut) proxy.cut()
-  const gw = await startGateway({ gatewayId, mqtt: ANON, outbox, uplink: { servers: [`nats://127.0.0.1:${proxy.port}`], ...FAST } })
-  defer(() => gw.close())
-  return { defer, nats, api, proxy, gw }
-}
 
 const getJson = async <T>(url: string): Promise<T | null> => {
   const r = await apiFetch(url)
@@ -41,7 +23,7 @@ const getJson = async <T>(url: string): Promise<T | null> => {
 }
 
 test('delivery ledger: during an uplink cut accepted > replicated at the gateway; after it accepted = replicated = applied per device and summed, and every acknowledged reading is in the stream once', { timeout: 90000 }, async (t) => {
-  const { defer, nats, api, proxy, gw } = await system(t, 'gw-ledger')
+  const { defer, nats, api, proxy, gw } = await startProxiedSystem(t, 'gw-ledger')
   const devices = ['led-0', 'led-1']
   const acked = new Map<string, number[]>(devices.map((d) => [d, []]))
   const clients = await Promise.all(devices.map(async (d) => await connectDevice(gw.ports.mqtt, { clientId: d })))
@@ -93,7 +75,7 @@ test('delivery ledger: during an uplink cut accepted > replicated at the gateway
 })
 
 test('delivery ledger: after a disk-budget shed during a cut, the device\'s shed ranges in the API are the gateway\'s gap records, and kept plus shed is every seq once', { timeout: 90000 }, async (t) => {
-  const { defer, nats, api, proxy, gw } = await system(t, 'gw-shed-ledger', { budgetBytes: 20000 }, { cut: true })
+  const { defer, nats, api, proxy, gw } = await startProxiedSystem(t, 'gw-shed-ledger', { budgetBytes: 20000 }, { cut: true })
   const client = await connectDevice(gw.ports.mqtt, { clientId: 'shed-0' })
   defer(() => client.end(true))
   const total = 600
