@@ -66,6 +66,7 @@ export function createCloudMetrics (opts: { defaultMetrics?: boolean } = {}) {
     storeErrors: new Counter({ name: 'cloud_aggregator_store_errors_total', help: 'Failed view-store operations (the batch is redelivered)', registers: r }),
     rollupTooOld: new Counter({ name: 'cloud_rollup_too_old_total', help: 'Events not applied to a rollup tier because their document span is older than the tier retention (each event once per tier)', labelNames: ['tier'], registers: r }),
     heartbeats: new Counter({ name: 'cloud_aggregator_heartbeats_total', help: 'Gateway heartbeats stored', registers: r }),
+    deliveryMarks: new Counter({ name: 'cloud_aggregator_delivery_marks_total', help: 'Per-device delivery marks (accepted, replicated, oldest unsent) stored from heartbeats', registers: r }),
     partitionsOwned: new Gauge({
       name: 'cloud_aggregator_partitions_owned',
       help: 'Partitions this replica holds the lease of (and applies)',

@@ -15,6 +15,7 @@ export type ControlEventProps = iot.v1.ControlEvent.$Properties
 /** device_id of every ControlEvent: the gateway's control sequence is kept under this name. */
 export const CONTROL_DEVICE_ID = '$control'
 export type GatewayStatus = iot.v1.GatewayStatus
+export type DeviceDelivery = iot.v1.IDeviceDelivery
 export { subjects, STREAMS, CLOUD_BUCKETS } from './subjects.ts'
 export { MAX_PARTITIONS, PARTITIONED_LANES, UNMAPPED_PARTITION, partitionFilter, partitionIds, partitionMappings, partitionMappingsConfig, partitionOf, type PartitionedLane } from './partitions.ts'
 export type GatewayStatusProps = iot.v1.GatewayStatus.$Properties

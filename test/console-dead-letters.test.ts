@@ -6,13 +6,11 @@
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { test } from 'node:test'
-import { chromium } from 'playwright-core'
 import { connectDevice, provision, scrapeMetric, startGateway, startNats, waitFor } from '../devkit/index.ts'
 import { telemetryTopic } from '../proto/topics.ts'
 import { apiFetch, deferrer, startCloud, TEST_CONSOLE } from './harness/cloud.ts'
-import { consoleLogin } from '../devkit/index.ts'
+import { CHROMIUM, consolePage } from './harness/browser.ts'
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const GW = 'gw-dead'
 const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 const UI_TIMEOUT = 20000
@@ -68,14 +66,8 @@ test('dead letters: quarantined payloads are reported to the cloud (bounded by r
   assert.deepEqual((await (await apiFetch(`${api}/api/devices/${GW}/good-1/control`)).json() as { deadLetters: unknown[] }).deadLetters, [])
 
   // The console: the gateway page lists them with the counts; the device page too.
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] })
-  defer(() => browser.close())
-  const context = await browser.newContext()
-  const [name, value] = (await consoleLogin(api, TEST_CONSOLE.user, TEST_CONSOLE.password)).split('=')
-  await context.addCookies([{ name, value, url: api }])
-  const page = await context.newPage()
-  const errors: string[] = []
-  page.on('pageerror', (err) => errors.push(err.message))
+  const { page, errors, close } = await consolePage(api, TEST_CONSOLE)
+  defer(close)
   await page.goto(`${api}/console/#/gateways/${GW}`)
   await page.locator(`#dead-letters-table tr[data-dead-letter="${first.seq}"]`).waitFor({ timeout: UI_TIMEOUT })
   assert.equal(await page.locator('#dead-letters-table tbody tr').count(), sent)

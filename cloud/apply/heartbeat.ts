@@ -3,10 +3,11 @@
 // wins, stamped with the cloud's receive time, with the drain's progress carried over from the
 // document before), then one link-health sample appended. A heartbeat
 // that is not stored is not retried: the next one, seconds later, says more.
-import { v1, type GatewayStatus } from '../../proto/index.ts'
+import { v1, type DeviceDelivery, type GatewayStatus } from '../../proto/index.ts'
 import { GATEWAY_ID } from '../../proto/ids.ts'
 import { viewKeys } from '../store/view-store.ts'
 import type { ApplyContext } from './apply-context.ts'
+import { applyDeliveryMarks } from './delivery-docs.ts'
 import { appendHealth, drainProgress, newHealthDoc, replicationLag, type GatewayDoc, type HealthDoc, type LagDoc } from './gateway-docs.ts'
 
 export class HeartbeatApplier {
@@ -15,8 +16,9 @@ export class HeartbeatApplier {
 
   async apply (subject: string, data: Uint8Array): Promise<void> {
     const { store, counts, metrics, log } = this.ctx
-    const doc = this.decode(subject, data)
-    if (!doc) return
+    const decoded = this.decode(subject, data)
+    if (!decoded) return
+    const { doc, delivery } = decoded
     try {
       const prev = await store.get<GatewayDoc>(viewKeys.gateway(doc.gatewayId))
       doc.drain = drainProgress(prev?.value.drain, doc.status, doc.lastSeenMs)
@@ -28,6 +30,14 @@ export class HeartbeatApplier {
       log.warn({ err, gatewayId: doc.gatewayId }, 'heartbeat not stored')
       return
     }
+    if (delivery.length > 0) {
+      try {
+        metrics.deliveryMarks.inc(await applyDeliveryMarks(this.ctx, doc.gatewayId, delivery, doc.lastSeenMs))
+      } catch (err) {
+        metrics.storeErrors.inc()
+        log.warn({ err, gatewayId: doc.gatewayId }, 'delivery marks not stored (the gateway reports them again in turn)')
+      }
+    }
     try {
       await this.recordHealth(doc)
     } catch (err) {
@@ -36,8 +46,8 @@ export class HeartbeatApplier {
     }
   }
 
-  /** The gateway document of a heartbeat; null (counted) when malformed or not the subject's gateway. */
-  private decode (subject: string, data: Uint8Array): GatewayDoc | null {
+  /** The gateway document of a heartbeat and its delivery marks; null (counted) when malformed or not the subject's gateway. */
+  private decode (subject: string, data: Uint8Array): { doc: GatewayDoc, delivery: DeviceDelivery[] } | null {
     const gatewayId = subject.split('.')[1] ?? ''
     let s: GatewayStatus
     try {
@@ -50,7 +60,7 @@ export class HeartbeatApplier {
       this.ctx.reject('gateway_mismatch', { subject, statusGatewayId: s.gatewayId })
       return null
     }
-    return {
+    const doc: GatewayDoc = {
       v: 1,
       gatewayId,
       lastSeenMs: this.ctx.now(),
@@ -79,6 +89,7 @@ export class HeartbeatApplier {
         uplinkStallsTotal: Number(s.uplinkStallsTotal ?? 0),
       },
     }
+    return { doc, delivery: s.delivery ?? [] }
   }
 
   /** One link-health sample per heartbeat (cloud receive time), for the gateway page's charts. */

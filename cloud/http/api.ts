@@ -18,6 +18,7 @@ import { registerErrorHandler } from './error-handler.ts'
 import { allowedHostNames, registerHostGuard } from './host-guard.ts'
 import type { LiveEvents } from './live-events.ts'
 import { registerControlRoutes } from './routes-control.ts'
+import { registerDeliveryRoutes } from './routes-delivery.ts'
 import { registerFleetRoutes } from './routes-fleet.ts'
 import { registerHistoryRoutes } from './routes-history.ts'
 import type { RawEvents } from '../views/raw-events.ts'
@@ -86,6 +87,7 @@ export class ApiServer extends Lifecycle {
     })
     registerFleetRoutes(app, views)
     registerHistoryRoutes(app, { views, raw: this.opts.raw ?? null })
+    registerDeliveryRoutes(app, views)
     registerControlRoutes(app, { views, js: this.opts.js ?? null, log })
     const { js, rules } = this.opts
     registerRuleRoutes(app, { views, rules: js && rules ? { js, kv: rules } : null, log })

@@ -4,7 +4,7 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import { CloudError } from '../errors.ts'
-import type { FleetViews } from '../views/views.ts'
+import { deviceView, type FleetViews } from '../views/views.ts'
 import { deviceParams, gatewayId, gatewayParams, parse } from './validate.ts'
 
 const healthQuery = z.object({
@@ -25,11 +25,15 @@ export function registerFleetRoutes (app: FastifyInstance, views: FleetViews): v
 
   app.get('/api/gateways/:id', async (req) => {
     const { id } = parse(gatewayParams, req.params)
-    const [gateway, devices] = await Promise.all([views.gateway(id), views.devices(id)])
-    if (!gateway && devices.length === 0) throw new CloudError('CLOUD_ERR_NOT_FOUND', `no gateway ${id}`)
+    const [gateway, docs] = await Promise.all([views.gateway(id), views.deviceDocs(id)])
+    if (!gateway && docs.length === 0) throw new CloudError('CLOUD_ERR_NOT_FOUND', `no gateway ${id}`)
+    const devices = docs.map(deviceView)
+    // The delivery ledger summed, from the same device documents (a gateway page reads them once).
+    const delivery = await views.delivery.gateway(id, docs)
     return {
       gatewayId: id,
       status: gateway,
+      delivery: delivery.summary,
       devices: devices.map((d) => ({ deviceId: d.deviceId, lastEventTsMs: d.latest?.eventTsMs ?? null, received: d.accounting.received, duplicates: d.accounting.duplicates, gapsOpen: d.accounting.gapsOpen })),
     }
   })

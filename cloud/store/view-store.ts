@@ -58,6 +58,8 @@ export const viewKeys = {
   health: (gatewayId: string): string => `hlth.${gatewayId}`,
   /** Ingest -> applied lag of the newest events applied for a gateway (last writer wins). */
   lag: (gatewayId: string): string => `lag.${gatewayId}`,
+  /** One shard of a gateway's per-device delivery marks (apply/delivery-docs.ts). */
+  delivery: (gatewayId: string, shard: number): string => `dlv.${gatewayId}.${shard}`,
   /** dev.<gw>.<device> -> { gatewayId, deviceId } */
   parseDevice: (key: string): { gatewayId: string, deviceId: string } => {
     const [, gatewayId, device] = key.split('.')

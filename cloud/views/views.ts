@@ -5,6 +5,7 @@ import { accountingOf, type DeviceAccounting, type DeviceDoc, type Latest } from
 import { tierHistory, type HistoryBucket, type Resolution } from './history.ts'
 import { replicationLag, type GatewayDoc, type LagDoc } from '../apply/gateway-docs.ts'
 import { ControlViews } from './control-views.ts'
+import { DeliveryViews } from './delivery-views.ts'
 import { viewKeys, type ViewStore } from '../store/view-store.ts'
 
 const DEFAULT_DRAIN_STUCK_MS = 120_000
@@ -40,10 +41,13 @@ export type { AggView, HistoryBucket, Resolution } from './history.ts'
 export class FleetViews {
   /** Decisions, alerts, commands, per-device control references and link health. */
   readonly control: ControlViews
+  /** The per-device delivery ledger. */
+  readonly delivery: DeliveryViews
 
   /** drainStuckMs: see cloud config (default 2 min). */
   constructor (readonly store: ViewStore, private readonly opts: { offlineTimeoutMs: number, drainStuckMs?: number, now?: () => number }) {
     this.control = new ControlViews(store, { now: () => this.now() })
+    this.delivery = new DeliveryViews(store, () => this.now())
   }
 
   private now (): number { return this.opts.now?.() ?? Date.now() }
@@ -93,12 +97,17 @@ export class FleetViews {
 
   /** Every device (of one gateway, or of the fleet). */
   async devices (gatewayId?: string): Promise<DeviceView[]> {
+    return (await this.deviceDocs(gatewayId)).map(deviceView)
+  }
+
+  /** Every device document (of one gateway, or of the fleet): for callers that derive more than one view from them. */
+  async deviceDocs (gatewayId?: string): Promise<DeviceDoc[]> {
     const keys = await this.store.keys(gatewayId ? ['dev', gatewayId] : ['dev'])
-    const out: DeviceView[] = []
+    const out: DeviceDoc[] = []
     // Bounded parallelism: a fleet can hold many thousands of devices.
     for (let i = 0; i < keys.length; i += 256) {
       const docs = await Promise.all(keys.slice(i, i + 256).map((k) => this.store.get<DeviceDoc>(k)))
-      for (const d of docs) if (d) out.push(deviceView(d.value))
+      for (const d of docs) if (d) out.push(d.value)
     }
     return out
   }

@@ -5,6 +5,7 @@ import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { chromium, type Browser, type Page } from 'playwright-core'
+import { consoleLogin } from '../../devkit/index.ts'
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/console/', import.meta.url))
@@ -19,4 +20,16 @@ export async function launchChromium (): Promise<Browser> {
 /** Saves a full-page screenshot as test-artifacts/console/<name>.png. */
 export async function shot (page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true })
+}
+
+/** A page of the console at `api` in a fresh Chromium, logged in as `user`; errors: the page's uncaught errors. close() stops the browser. */
+export async function consolePage (api: string, user: { user: string, password: string }): Promise<{ page: Page, errors: string[], close: () => Promise<void> }> {
+  const browser = await launchChromium()
+  const context = await browser.newContext()
+  const [name, value] = (await consoleLogin(api, user.user, user.password)).split('=')
+  await context.addCookies([{ name, value, url: api }])
+  const page = await context.newPage()
+  const errors: string[] = []
+  page.on('pageerror', (err) => errors.push(err.message))
+  return { page, errors, close: () => browser.close() }
 }

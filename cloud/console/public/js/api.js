@@ -55,6 +55,7 @@ export const api = {
   gatewayHealth: (gw, params = {}) => call('GET', `/api/gateways/${seg(gw)}/health${q(params)}`),
   deadLetters: (gw) => call('GET', `/api/gateways/${seg(gw)}/dead-letters`),
   device: (gw, dev) => call('GET', `/api/devices/${seg(gw)}/${seg(dev)}`),
+  deviceDelivery: (gw, dev) => call('GET', `/api/devices/${seg(gw)}/${seg(dev)}/delivery`),
   history: (gw, dev, params) => call('GET', `/api/devices/${seg(gw)}/${seg(dev)}/history${q(params)}`),
   accounting: (gw) => call('GET', `/api/accounting${q({ gateway: gw })}`),
   deviceControl: (gw, dev) => call('GET', `/api/devices/${seg(gw)}/${seg(dev)}/control`),

@@ -4,6 +4,7 @@ import { statusChip } from '../health.js'
 import { api, attempt, listOf } from '../api.js'
 import { lineChart } from '../charts.js'
 import { deadLetterTable, reasonCounts } from '../dead-letters.js'
+import { deliveryHelp, deviceDeliveryTiles } from '../delivery.js'
 import { chip, fill, fmtAgo, fmtNum, fmtTime, h, NA, table, tile } from '../dom.js'
 
 const RANGES = [
@@ -26,6 +27,7 @@ export function mount (root, [gw, dev]) {
   const meta = h('div', { class: 'tags', id: 'event-meta' })
   const readings = h('div', { class: 'readings', id: 'readings' }, h('p', { class: 'muted' }, 'Loading…'))
   const accounting = h('div', { class: 'tiles', id: 'accounting' })
+  const delivery = h('div', { class: 'tiles', id: 'delivery' })
   const picker = h('div', { class: 'segmented', id: 'range' })
   const chartsEl = h('div', { class: 'grid', id: 'history' })
   const lists = { alerts: h('div'), decisions: h('div'), commands: h('div'), deadLetters: h('div') }
@@ -37,6 +39,7 @@ export function mount (root, [gw, dev]) {
       h('h1', {}, dev), gwStatus, updated,
       h('a', { href: `#/commands/${encodeURIComponent(gw)}/${encodeURIComponent(dev)}` }, 'Send a command…')),
     h('div', { class: 'card' }, h('h2', {}, 'Latest readings'), readings, meta),
+    h('div', { class: 'card' }, h('h2', {}, 'Where is my data'), deliveryHelp(), delivery),
     h('div', { class: 'card' }, h('h2', {}, 'Delivery accounting'), accounting),
     h('div', { class: 'card' }, h('div', { class: 'page-head' }, h('h2', {}, 'History'), picker, h('span', { class: 'muted' }, 'avg per bucket, with min and max')), chartsEl),
     h('div', { class: 'grid' },
@@ -84,10 +87,13 @@ export function mount (root, [gw, dev]) {
     async refresh (ctx) {
       const g = ctx?.fleet?.gateways.find((x) => x.gatewayId === gw)
       fill(gwStatus, g && !g.online ? statusChip(g) : null, g && !g.online ? h('span', { class: 'muted' }, ` its gateway ${gw} is offline: readings since its last heartbeat have not reached the cloud`) : null)
-      const [dr, control] = await Promise.all([
+      const [dr, control, lr] = await Promise.all([
         attempt(() => api.device(gw, dev)),
         attempt(() => api.deviceControl(gw, dev)),
+        attempt(() => api.deviceDelivery(gw, dev)),
       ])
+      if (lr.ok) fill(delivery, deviceDeliveryTiles(lr.data))
+      else fill(delivery, lr.unavailable ? NA() : h('p', { class: lr.error?.status === 404 ? 'muted' : 'error' }, lr.error?.status === 404 ? 'Its gateway has not reported this device yet.' : lr.error?.message))
       // One answer holds the device's references to its alerts, decisions and commands.
       const part = (key) => control.ok ? { ok: true, data: control.data[key] ?? [] } : control
       const [ar, der, cr] = [part('alerts'), part('decisions'), part('commands')]

@@ -4,6 +4,7 @@ import { api, attempt, listOf } from '../api.js'
 import { lineChart } from '../charts.js'
 import { chip, fill, fmtAgo, fmtBytes, fmtDuration, fmtNum, fmtTime, h, NA, table, tile } from '../dom.js'
 import { deadLetterTable, reasonCounts } from '../dead-letters.js'
+import { deliveryHelp, gatewayDeliveryTiles } from '../delivery.js'
 import { judged, statusChip } from '../health.js'
 import { lagOf, problemsOf } from './problems.js'
 
@@ -15,6 +16,7 @@ export function mount (root, [gw]) {
   const backlogEl = h('div', { class: 'chart', dataset: { chart: 'backlog' } })
   const lagEl = h('div', { class: 'chart', dataset: { chart: 'lag' } })
   const devices = h('div', {}, h('p', { class: 'muted' }, 'Loading…'))
+  const delivery = h('div', { class: 'tiles', id: 'delivery' })
   const deadLetters = h('div')
   const alerts = h('div')
   const decisions = h('div')
@@ -24,6 +26,7 @@ export function mount (root, [gw]) {
     h('div', { class: 'grid' },
       h('div', { class: 'card' }, h('h2', {}, 'Backlog (events) ', healthNote), backlogEl),
       h('div', { class: 'card' }, h('h2', {}, 'Replication lag'), lagEl)),
+    h('div', { class: 'card' }, h('h2', {}, 'Where is the data (summed over devices)'), deliveryHelp(), delivery),
     h('div', { class: 'card' }, h('h2', {}, 'Devices'), devices),
     h('div', { class: 'grid' },
       h('div', { class: 'card' }, h('h2', {}, 'Dead letters'), deadLetters),
@@ -61,6 +64,8 @@ export function mount (root, [gw]) {
         return
       }
       lastStatus = gr.data.status
+      // From the same answer as the devices: the page reads the gateway's device documents once.
+      fill(delivery, gr.data.delivery ? gatewayDeliveryTiles(gr.data.delivery) : NA())
       const g = judged(gr.data.status)
       if (g) {
         drawStatus(g, false)
