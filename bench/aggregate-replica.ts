@@ -24,7 +24,8 @@ if (!url || !partitions) {
 }
 const send = (msg: Record<string, unknown>): void => { process.stdout.write(JSON.stringify(msg) + '\n') }
 
-const nc = await connect({ servers: url, name: 'bench-aggregate-replica' })
+// As the cloud connects (cloud/cloud.ts): no async stack trace per request.
+const nc = await connect({ servers: url, name: 'bench-aggregate-replica', noAsyncTraces: true })
 const store = (await openFleetStore(nc, 'VIEWS')).store
 const metrics = createCloudMetrics({ defaultMetrics: false })
 // The aggregator's own end-to-end histogram (ingest at the edge of the newest event of a batch ->

@@ -44,7 +44,8 @@ export async function aggregate (opts: BenchOptions): Promise<BenchReport> {
   for (const target of targets) {
     const nats = await startNats({ config: partitionMappingsConfig(s.partitions) })
     try {
-      const nc = await connect({ servers: nats.url })
+      // As the cloud connects (cloud/cloud.ts): no async stack trace per request.
+      const nc = await connect({ servers: nats.url, noAsyncTraces: true })
       await provisionStreams(nc)
       await provisionViews(nc)
       const js = jetstream(nc)

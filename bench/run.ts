@@ -13,6 +13,7 @@ import { drain } from './drain.ts'
 import { ingest } from './ingest.ts'
 import { aggregate } from './aggregate.ts'
 import { footprint } from './footprint.ts'
+import { history } from './history.ts'
 import { memory } from './memory.ts'
 import { writeReport } from './report.ts'
 import type { Bench, BenchOptions, BenchReport } from './bench-types.ts'
@@ -22,7 +23,7 @@ const RESULTS_DIR = join(ROOT, 'bench-results')
 
 
 /** Every known benchmark, by the name given on the command line. */
-const BENCHES: Record<string, Bench> = { ingest, drain, aggregate, footprint, decide, memory }
+const BENCHES: Record<string, Bench> = { ingest, drain, aggregate, footprint, decide, memory, history }
 
 const LIBRARIES = ['aedes', 'mqtt', 'better-sqlite3', '@nats-io/transport-node', '@nats-io/jetstream']
 

@@ -23,6 +23,8 @@ export interface DeviceGroup {
   gaps: ApplyGap[]
   /** Events of the group too old for a tier (set by the tier step, counted by the device step). */
   tooOld?: Array<{ tier: TierName, ev: ApplyEvent }>
+  /** Per tier (TIER_NAMES order), the tier group of the device's last event: most events share it (no key built). */
+  lastTier?: Array<TierGroup | undefined>
 }
 export interface TierGroup { tier: TierName, startMs: number, device: DeviceGroup, events: ApplyEvent[] }
 export interface ControlGroup { gatewayId: string, events: ControlEv[], gaps: ApplyGap[] }
@@ -104,12 +106,18 @@ function addEvents (g: DecodedGroup, batch: ReplicationBatch, reject: Reject): n
     if (e.ingestTsMs > maxIngest) maxIngest = e.ingestTsMs
     const dg = deviceGroup(g, batch.gatewayId, deviceId)
     dg.events.push(e)
-    for (const tier of TIER_NAMES) {
+    const last = dg.lastTier ??= []
+    for (let i = 0; i < TIER_NAMES.length; i++) {
+      const tier = TIER_NAMES[i]
       const startMs = spanStart(tier, eventTsMs)
-      const key = tierKey(tier, batch.gatewayId, deviceId, startMs)
-      const tg = g.tiers.get(key)
-      if (tg) tg.events.push(e)
-      else g.tiers.set(key, { tier, startMs, device: dg, events: [e] })
+      let tg = last[i]
+      if (tg?.startMs !== startMs) {
+        const key = tierKey(tier, batch.gatewayId, deviceId, startMs)
+        tg = g.tiers.get(key)
+        if (!tg) g.tiers.set(key, tg = { tier, startMs, device: dg, events: [] })
+        last[i] = tg
+      }
+      tg.events.push(e)
     }
   }
   return maxIngest

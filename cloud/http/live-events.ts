@@ -4,8 +4,8 @@
 // emitter: the views are written by any aggregator replica (and by API replicas: operator acks,
 // queued commands), and the bucket's stream is the one ordered log of every such write, so an API
 // replica sees what every writer changed with nothing added to the apply path. Headers only keeps it
-// small (a key and a revision per write, no document); nats-server 2.9 filters a consumer on one
-// subject only, so rollup writes are delivered too and dropped here. One watch per API replica,
+// small (a key and a revision per write, no document); the rollups live in their own buckets
+// (ROLLUP_*), so their writes do not reach this watch. One watch per API replica,
 // started with the first client and stopped with the last.
 //
 // Writes are coalesced per key (at most one read per key per coalesceMs), then the document is read

@@ -75,18 +75,23 @@ export const tooOld = (tier: TierName, startMs: number, nowMs: number, retention
 /** Applies events (all inside the document's span) in place; returns how many were new to it. */
 export function applyToTier (doc: TierDoc, events: ApplyEvent[]): number {
   const { slotMs } = TIERS[doc.tier]
+  // Integer-like keys: the slots object keeps them as elements (no string per event).
+  const slots = doc.slots as unknown as Record<number, Array<Agg | null>>
   let n = 0
   for (const ev of events) {
     if (!addOne(doc.applied, ev.seq)) continue
     n++
-    const slot = String(Math.floor((ev.eventTsMs - doc.startMs) / slotMs))
-    const aggs = doc.slots[slot] ??= []
-    for (const r of ev.readings) {
-      if (!Number.isFinite(r.value)) continue
-      let i = doc.names.indexOf(r.name)
-      if (i < 0) i = doc.names.push(r.name) - 1
+    const slot = Math.floor((ev.eventTsMs - doc.startMs) / slotMs)
+    const aggs = slots[slot] ??= []
+    const readings = ev.readings
+    for (let r = 0; r < readings.length; r++) {
+      const { name, value } = readings[r]
+      if (!Number.isFinite(value)) continue
+      // Readings mostly come in the same order in every event: try the same position first.
+      let i = doc.names[r] === name ? r : doc.names.indexOf(name)
+      if (i < 0) i = doc.names.push(name) - 1
       while (aggs.length <= i) aggs.push(null)
-      aggs[i] = mergeReading(aggs[i], r.value, ev.eventTsMs, ev.seq)
+      aggs[i] = mergeReading(aggs[i], value, ev.eventTsMs, ev.seq)
     }
   }
   return n

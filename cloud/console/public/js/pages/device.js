@@ -1,5 +1,7 @@
-// Device page: latest readings (updated live), history charts from the rollups with a time-range
-// picker, delivery accounting, and the device's alerts, decisions and commands.
+// Device page: latest readings (updated live), history charts with a time-range picker (the API
+// picks raw events for short ranges, else a rollup tier: the resolution used is shown), export links
+// (CSV, NDJSON) of the range's raw events, delivery accounting, and the device's alerts, decisions
+// and commands.
 import { statusChip } from '../health.js'
 import { api, attempt, listOf } from '../api.js'
 import { lineChart } from '../charts.js'
@@ -8,12 +10,16 @@ import { deliveryHelp, deviceDeliveryTiles } from '../delivery.js'
 import { chip, fill, fmtAgo, fmtNum, fmtTime, h, NA, table, tile } from '../dom.js'
 
 const RANGES = [
-  { id: '15m', label: '15 min', ms: 15 * 60_000, res: '1m' },
-  { id: '1h', label: '1 h', ms: 3600_000, res: '1m' },
-  { id: '6h', label: '6 h', ms: 6 * 3600_000, res: '1m' },
-  { id: '24h', label: '24 h', ms: 24 * 3600_000, res: '1h' },
-  { id: '7d', label: '7 days', ms: 7 * 24 * 3600_000, res: '1h' },
+  { id: '15m', label: '15 min', ms: 15 * 60_000 },
+  { id: '1h', label: '1 h', ms: 3600_000 },
+  { id: '6h', label: '6 h', ms: 6 * 3600_000 },
+  { id: '24h', label: '24 h', ms: 24 * 3600_000 },
+  { id: '7d', label: '7 days', ms: 7 * 24 * 3600_000 },
+  { id: '90d', label: '90 days', ms: 90 * 24 * 3600_000 },
 ]
+const RES_LABEL = { raw: 'raw events', '1m': '1-minute rollups', '5m': '5-minute rollups', '1h': '1-hour rollups' }
+/** Raw events of the range the export links ask for (the events route's bound). */
+const EXPORT_LIMIT = 100000
 // Long ranges change slowly: their history is re-read at most this often.
 const SLOW_HISTORY_MS = 60_000
 
@@ -30,6 +36,8 @@ export function mount (root, [gw, dev]) {
   const delivery = h('div', { class: 'tiles', id: 'delivery' })
   const picker = h('div', { class: 'segmented', id: 'range' })
   const chartsEl = h('div', { class: 'grid', id: 'history' })
+  const resolution = h('span', { class: 'muted', id: 'history-res' })
+  const exports = h('span', { class: 'tags', id: 'history-export' })
   const lists = { alerts: h('div'), decisions: h('div'), commands: h('div'), deadLetters: h('div') }
   const drawPicker = () => fill(picker, RANGES.map((r) => h('button', { type: 'button', class: r === range ? 'active' : '', dataset: { range: r.id }, onclick: () => { range = r; historyReadMs = 0; drawPicker(); void loadHistory() } }, r.label)))
   drawPicker()
@@ -41,7 +49,7 @@ export function mount (root, [gw, dev]) {
     h('div', { class: 'card' }, h('h2', {}, 'Latest readings'), readings, meta),
     h('div', { class: 'card' }, h('h2', {}, 'Where is my data'), deliveryHelp(), delivery),
     h('div', { class: 'card' }, h('h2', {}, 'Delivery accounting'), accounting),
-    h('div', { class: 'card' }, h('div', { class: 'page-head' }, h('h2', {}, 'History'), picker, h('span', { class: 'muted' }, 'avg per bucket, with min and max')), chartsEl),
+    h('div', { class: 'card' }, h('div', { class: 'page-head' }, h('h2', {}, 'History'), picker, resolution, exports), chartsEl),
     h('div', { class: 'grid' },
       h('div', { class: 'card' }, h('h2', {}, 'Alerts'), lists.alerts),
       h('div', { class: 'card' }, h('h2', {}, 'Decisions'), lists.decisions),
@@ -51,10 +59,21 @@ export function mount (root, [gw, dev]) {
 
   async function loadHistory () {
     const to = Date.now()
-    const r = await attempt(() => api.history(gw, dev, { from: to - range.ms, to, res: range.res }))
+    const from = to - range.ms
+    const r = await attempt(() => api.history(gw, dev, { from, to, res: 'auto' }))
     historyReadMs = Date.now()
+    const base = `/api/devices/${encodeURIComponent(gw)}/${encodeURIComponent(dev)}/events?from=${from}&to=${to}&limit=${EXPORT_LIMIT}`
+    fill(exports, h('span', { class: 'muted' }, 'export raw events:'),
+      h('a', { href: `${base}&format=csv`, download: '', dataset: { export: 'csv' } }, 'CSV'),
+      h('a', { href: `${base}&format=ndjson`, download: '', dataset: { export: 'ndjson' } }, 'NDJSON'))
     if (!r.ok) { fill(chartsEl, r.unavailable ? NA() : h('p', { class: 'error' }, r.error.message)); return }
-    const buckets = r.data.buckets
+    const raw = r.data.res === 'raw'
+    fill(resolution, raw ? `${RES_LABEL.raw}: each point one reading${r.data.next !== null ? ' (the first 5,000)' : ''}` : `${RES_LABEL[r.data.res] ?? r.data.res}: avg per bucket, with min and max`)
+    resolution.dataset.res = r.data.res
+    // Raw events as points: the value is its own avg, min and max.
+    const buckets = raw
+      ? (r.data.events ?? []).map((e) => ({ start: e.eventTsMs, readings: Object.fromEntries(Object.entries(e.readings).map(([n, v]) => [n, { avg: v, min: v, max: v }])) }))
+      : r.data.buckets
     const names = [...new Set(buckets.flatMap((b) => Object.keys(b.readings)))].sort()
     if (names.length === 0) { for (const c of charts.values()) c.chart.destroy(); charts.clear(); fill(chartsEl, h('p', { class: 'muted' }, 'No readings in this range.')); return }
     for (const [name, c] of charts) if (!names.includes(name)) { c.chart.destroy(); c.el.remove(); charts.delete(name) }
