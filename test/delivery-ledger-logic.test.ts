@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { DeliveryLedger, type MarksSource } from '../gateway/uplink/delivery-ledger.ts'
-import { encodeTelemetry, LANE_TELEMETRY } from '../gateway/store/outbox-types.ts'
+import { DeviceSeqs } from '../gateway/uplink/batch.ts'
+import { encodeTelemetry, LANE_TELEMETRY, type UplinkRow } from '../gateway/store/outbox-types.ts'
 import { storedSeq, storedSeqAndIngest } from '../gateway/store/stored-event.ts'
 import type { AcceptedMark, FrontScan } from '../gateway/store/accepted-marks.ts'
 import { v1 } from '../proto/index.ts'
@@ -39,7 +40,7 @@ test('delivery ledger: replicated from acks and the outbox front, oldest unsent 
   src.marks = [{ deviceId: 'a', num: 1, acceptedSeq: 50 }, { deviceId: 'b', num: 2, acceptedSeq: 20 }, { deviceId: 'c', num: 3, acceptedSeq: 9 }]
   // a: seqs 31.. unsent (31 at 1000); live acks reached 45 (overtook the backlog). b: nothing unsent. c: beyond the scan.
   src.scan = { oldest: new Map([[1, { seq: 31, ingestTsMs: 1000 }]]), complete: false, horizonTsMs: 4000 }
-  ledger.acked(new Map([[1, 45], [3, 4]]))
+  ledger.acked([1, 45, 3, 4])
   ledger.refresh(10_000)
   const byId = new Map(ledger.report(10_000).map((e) => [e.deviceId, e]))
   assert.deepEqual(byId.get('a'), { deviceId: 'a', acceptedSeq: 50, replicatedSeq: 45, oldestUnsentAgeMs: 9000, oldestUnsentAgeBound: false })
@@ -76,4 +77,13 @@ test('delivery ledger: at most reportDevices per heartbeat, changed devices firs
   const round = new Set<string>()
   for (let beat = 0; beat < 3; beat++) for (const e of ledger.report(3)) round.add(e.deviceId)
   assert.equal(round.size, 10)
+})
+
+test('delivery ledger: a batch\'s highest seq per device, one body read per device, rows without a device number left out, device numbers past the first thousand', () => {
+  const ds = new DeviceSeqs()
+  const row = (id: number, dev: number | null, seq: number): UplinkRow => ({ id, dev, body: Buffer.from(event(seq, 1)) })
+  const pairs = (list: number[]): Array<[number, number]> => Array.from({ length: list.length / 2 }, (_, i) => [list[2 * i], list[2 * i + 1]] as [number, number]).sort((a, b) => a[0] - b[0])
+  assert.deepEqual(pairs(ds.of([row(1, 1, 10), row(2, 2, 3), row(3, 1, 11), row(4, null, 99), row(5, 5000, 7), row(6, 2, 4)])), [[1, 11], [2, 4], [5000, 7]])
+  // The next batch starts afresh.
+  assert.deepEqual(pairs(ds.of([row(7, 2, 5)])), [[2, 5]])
 })

@@ -106,8 +106,8 @@ export function storedSeq (body: Uint8Array): number {
   // Version 3 bodies start with the seq's tag (0x18): the common case costs one varint.
   if (body[0] === 0x18) {
     let v = 0
-    let shift = 0
-    for (let off = 1; off < body.length && off < 10; off++) { const b = body[off]; v += (b & 0x7f) * 2 ** shift; shift += 7; if (b < 0x80) return v }
+    let scale = 1
+    for (let off = 1; off < body.length && off < 10; off++) { const b = body[off]; v += (b & 0x7f) * scale; scale *= 128; if (b < 0x80) return v }
   }
   return storedSeqAndIngest(body).seq
 }

@@ -23,16 +23,19 @@ export interface Batch extends InflightBatch {
   /** Recorded in the outbox's in-flight ledger: only then may it be published. */
   recorded: boolean
   /**
-   * Telemetry batches: the highest seq of each device in it, by device number (delivery-ledger.ts:
-   * what its ack replicated). Rows from before schema version 3 (no device number) are left out.
+   * Telemetry batches: the highest seq of each device in it, as pairs (device number, seq) in one
+   * flat list (DeviceSeqs; delivery-ledger.ts: what its ack replicated). Rows from before schema
+   * version 3 (no device number) are left out.
    */
-  devSeqs: Map<number, number> | null
+  devSeqs: number[] | null
 }
 
 /** Sending order of the kinds: priority, live, backlog. */
 export const order = (b: Batch): number => (b.kind === 'priority' ? 0 : b.kind === 'live' ? 1 : 2)
 
 export class BatchBuilder {
+  private readonly devSeqs = new DeviceSeqs()
+
   constructor (private readonly reader: OutboxReader, private readonly gatewayId: string) {}
 
   // Encodes the batch header, then appends each stored event without decoding it (protobuf
@@ -52,7 +55,7 @@ export class BatchBuilder {
     const newestIngestTs = kind === 'live' && rows.length > 0 ? Number(v1.TelemetryEvent.decode(rows[rows.length - 1].body).ingestTsMs) : 0
     let bytes = rows.length * ROW_OVERHEAD_BYTES
     for (let i = 0; i < rows.length; i++) bytes += rows[i].body.length
-    return { batchId, lane, firstId, lastId, gapFirst, gapLast, kind, events: rows.length, bytes, shedSeen: this.reader.shedEvents(), payload, newestIngestTs, attempt: 0, done: false, recorded: false, devSeqs: lane === LANE_TELEMETRY ? deviceSeqs(rows) : null }
+    return { batchId, lane, firstId, lastId, gapFirst, gapLast, kind, events: rows.length, bytes, shedSeen: this.reader.shedEvents(), payload, newestIngestTs, attempt: 0, done: false, recorded: false, devSeqs: lane === LANE_TELEMETRY ? this.devSeqs.of(rows) : null }
   }
 
   /** A batch recorded by the last run, from its row ranges (rows shed since are simply absent). */
@@ -71,12 +74,31 @@ export class BatchBuilder {
   }
 }
 
-/** Each device's highest seq among rows (in id order, so a device's last row holds its highest). */
-function deviceSeqs (rows: UplinkRow[]): Map<number, number> {
-  const out = new Map<number, number>()
-  for (let i = 0; i < rows.length; i++) {
-    const dev = rows[i].dev
-    if (dev !== null) out.set(dev, storedSeq(rows[i].body))
+/**
+ * Each device's highest seq among a batch's rows, for the delivery ledger. Rows are in id order, so a
+ * device's last row holds its highest seq: the rows are walked from the end and one body per device
+ * is read (its first bytes), the others are skipped by a stamp per device number, without a lookup.
+ */
+export class DeviceSeqs {
+  private stamp = new Int32Array(1024)
+  private round = 0
+
+  /** Pairs in one flat list: device number, highest seq, device number, highest seq, … */
+  of (rows: readonly UplinkRow[]): number[] {
+    const out: number[] = []
+    if (++this.round === 0x7fffffff) { this.stamp.fill(0); this.round = 1 }
+    for (let i = rows.length - 1; i >= 0; i--) {
+      const dev = rows[i].dev
+      if (dev === null) continue
+      if (dev >= this.stamp.length) {
+        const grown = new Int32Array(Math.max(dev + 1, this.stamp.length * 2))
+        grown.set(this.stamp)
+        this.stamp = grown
+      }
+      if (this.stamp[dev] === this.round) continue
+      this.stamp[dev] = this.round
+      out.push(dev, storedSeq(rows[i].body))
+    }
+    return out
   }
-  return out
 }

@@ -42,9 +42,13 @@ export class DeliveryLedger {
 
   constructor (private readonly source: MarksSource, private readonly opts: { reportDevices: number, scanRows: number }) {}
 
-  /** A batch was acknowledged: each device's highest seq in it (batch.ts). */
-  acked (devSeqs: ReadonlyMap<number, number>): void {
-    for (const [dev, seq] of devSeqs) if (seq > (this.replicated.get(dev) ?? 0)) this.replicated.set(dev, seq)
+  /** A batch was acknowledged: each device's highest seq in it, as pairs (device number, seq; batch.ts). */
+  acked (devSeqs: readonly number[]): void {
+    for (let i = 0; i + 1 < devSeqs.length; i += 2) {
+      const dev = devSeqs[i]
+      const seq = devSeqs[i + 1]
+      if (seq > (this.replicated.get(dev) ?? 0)) this.replicated.set(dev, seq)
+    }
   }
 
   /**

@@ -29,8 +29,8 @@ const LANE_LIMIT: Record<Kind, number> = { priority: 2, live: 2, backlog: 0 }
 export interface LedgerPort {
   /** Records batches as in flight; false at the index of one whose rows were shed since it was read (build it again). */
   record: (batches: BatchToRecord[]) => Promise<boolean[]>
-  /** JetStream has the batch: its rows, gaps and record go; devSeqs: each device's highest seq in it (telemetry). */
-  ack: (b: AckedBatch, devSeqs: ReadonlyMap<number, number> | null) => void
+  /** JetStream has the batch: its rows, gaps and record go; devSeqs: each device's highest seq in it (telemetry; pairs of device number and seq, batch.ts). */
+  ack: (b: AckedBatch, devSeqs: readonly number[] | null) => void
 }
 
 export class Replicator extends Lifecycle {
