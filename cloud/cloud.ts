@@ -59,6 +59,23 @@ export class Cloud extends Lifecycle {
     this.metrics = createCloudMetrics({ defaultMetrics: opts.defaultMetrics })
   }
 
+  /**
+   * Runs the (idempotent) provisioning, again while it fails with a retryable CloudError (e.g. "no
+   * suitable peers for placement" while a 3-node cluster is still forming), for at most retryMs.
+   */
+  private async provisioned (retryMs: number, provision: () => Promise<void>): Promise<void> {
+    const deadline = Date.now() + retryMs
+    for (let attempt = 1, delayMs = 250; ; attempt++, delayMs = Math.min(delayMs * 2, 5000)) {
+      try {
+        return await provision()
+      } catch (err) {
+        if (!(err instanceof CloudError) || !err.retryable || Date.now() + delayMs > deadline) throw err
+        this.log.warn({ err, attempt, delayMs }, 'provisioning failed: trying again')
+        await new Promise((resolve) => setTimeout(resolve, delayMs))
+      }
+    }
+  }
+
   async start (): Promise<CloudPorts> {
     // Validated again: a config built or edited in code (main.ts swaps in the embedded server's URL)
     // fails here, before any side effect, with the key it gets wrong.
@@ -73,9 +90,12 @@ export class Cloud extends Lifecycle {
     const consoleLog = this.log.child({ component: 'console' })
     const consoleAuth = c.http.port === null ? null : await ConsoleAuth.create(await consoleCredentials(c.console, consoleLog), { registry: this.metrics.registry, log: consoleLog })
     this.nc = await connect(nopts)
-    await provisionStreams(this.nc, { replicas: c.replicas, duplicateWindowMs: c.duplicateWindowMs, maxAgeMs: c.streamMaxAgeMs })
     const retention = retentionOf(c)
-    await provisionViews(this.nc, { replicas: c.replicas, bucket: c.viewsBucket, retention })
+    const nc = this.nc
+    await this.provisioned(c.provisionRetryMs, async () => {
+      await provisionStreams(nc, { replicas: c.replicas, duplicateWindowMs: c.duplicateWindowMs, maxAgeMs: c.streamMaxAgeMs })
+      await provisionViews(nc, { replicas: c.replicas, bucket: c.viewsBucket, retention })
+    })
     const { store, views: viewsKv } = await openFleetStore(this.nc, c.viewsBucket)
     this.store = store
     const views = this.views = new FleetViews(store, { offlineTimeoutMs: c.offlineTimeoutMs, drainStuckMs: c.drainStuckMs })

@@ -30,6 +30,8 @@ export const cloudConfigSchema = z.object({
   duplicateWindowMs: z.number().int().positive().default(10 * 60_000),
   /** How long replicated batches stay in the streams (0 = forever). */
   streamMaxAgeMs: z.number().int().min(0).default(7 * 24 * 3600_000),
+  /** At start, how long provisioning is tried again while it fails for a reason that can pass (a cluster still forming, a node down): then the start fails. */
+  provisionRetryMs: z.number().int().min(0).default(60_000),
   /**
    * How long each rollup tier keeps its documents: the max_age of its KV bucket (ROLLUP_1M, ROLLUP_5M,
    * ROLLUP_1H), applied at start. Defaults: 14 days, 90 days, 730 days. README "Fleet history".
