@@ -14,7 +14,9 @@ export async function waitRejoined (cluster: NatsCluster, nc: NatsConnection, no
   const takeTargets = (all: StreamReplicas[]): void => {
     for (const [stream, seq] of catchUpTargets(all)) if (!targets.has(stream) && Number.isFinite(seq)) targets.set(stream, seq)
   }
-  takeTargets(await streamReplicas(nc, monitors()))
+  // Right after a restart the JetStream API may time out: then the targets come from the first
+  // report that answers (later, so at least what the leaders held at the restart).
+  try { takeTargets(await streamReplicas(nc, monitors())) } catch { /* taken in the loop below */ }
   let last: StreamReplicas[] = []
   try {
     return await waitFor(async () => {
