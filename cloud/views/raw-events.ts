@@ -60,6 +60,11 @@ export class RawEvents {
         if (e.labels && Object.keys(e.labels).length > 0) ev.labels = { ...e.labels }
         found.set(seq, ev)
       }
+      // Memory bounded by the page, not the range: only the lowest limit + 1 seqs can be answered.
+      if (found.size > 2 * (q.limit + 1)) {
+        const keep = [...found.keys()].sort((a, b) => a - b).slice(q.limit + 1)
+        for (const seq of keep) found.delete(seq)
+      }
     })
     const events = [...found.values()].sort((a, b) => a.seq - b.seq)
     const more = events.length > q.limit
