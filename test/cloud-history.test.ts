@@ -4,12 +4,12 @@
 // choice of raw or a rollup tier by range.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { connectDevice, startGateway, startNats, startProxy, waitFor } from '../devkit/index.ts'
+import { connectDevice, waitFor } from '../devkit/index.ts'
 import type { RawEvent } from '../cloud/views/raw-events.ts'
-import { apiFetch, deferrer, startCloud } from './harness/cloud.ts'
+import { apiFetch } from './harness/cloud.ts'
+import { startProxiedSystem } from './harness/proxied-system.ts'
 import { loadDevice } from './harness/load.ts'
 
-const ANON = { allowAnonymous: true, ratePerDevice: 1e6, burstPerDevice: 1e6 }
 
 const getJson = async <T = any>(url: string): Promise<T> => {
   const r = await apiFetch(url)
@@ -33,15 +33,7 @@ async function allPages (base: string, from: number, to: number, limit: number):
 }
 
 test('raw history: exactly the events of a range, in seq order per device, across an outage backfill; pages, NDJSON and CSV agree', { timeout: 120000 }, async (t) => {
-  const defer = deferrer(t)
-  const nats = await startNats()
-  defer(() => nats.cleanup())
-  const { cloud, api } = await startCloud(nats)
-  defer(() => cloud.close())
-  const proxy = await startProxy({ host: '127.0.0.1', port: nats.port })
-  defer(() => proxy.close())
-  const gw = await startGateway({ gatewayId: 'gw-raw', mqtt: ANON, uplink: { servers: [`nats://127.0.0.1:${proxy.port}`], reconnectMinMs: 50, reconnectMaxMs: 200, heartbeatMs: 200 } })
-  defer(() => gw.close())
+  const { defer, api, proxy, gw } = await startProxiedSystem(t, 'gw-raw')
   const t0 = Date.now()
   const devices = ['raw-a', 'raw-b']
   const acked = new Map(devices.map((d) => [d, new Set<number>()]))
