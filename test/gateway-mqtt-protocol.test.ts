@@ -6,7 +6,7 @@ import { connect as tcpConnect, type Socket } from 'node:net'
 import { test, type TestContext } from 'node:test'
 import mqttPacket, { type Packet } from 'mqtt-packet'
 import { connectDevice, startGateway, waitFor, type TestGateway } from '../devkit/index.ts'
-import { telemetryTopic } from '../proto/topics.ts'
+import { commandTopic, telemetryTopic } from '../proto/topics.ts'
 
 interface Wire { sock: Socket, packets: Packet[], closed: Promise<void> }
 
@@ -106,4 +106,35 @@ test('protocol: server keep-alive: an MQTT 5 device asking for none is told mqtt
   assert.ok(polite.packets.some((p) => p.cmd === 'pingresp'))
   assert.equal((await gw.gateway.metrics.keepaliveTimeouts.get()).values[0]?.value, 1)
   assert.deepEqual(await rejected(gw), {}, 'a keep-alive timeout is not a refusal')
+})
+
+test('protocol: a connection that ends without DISCONNECT, whichever way, is released: the broker counts it gone and the device id connects again as a new session', async (t) => {
+  const gw = await anonGateway(t)
+  const connections = async (): Promise<number> => (await gw.gateway.metrics.connections.get()).values[0]?.value ?? 0
+  // The patched aedes ends a client on its socket's 'end' or 'close' (not stream.finished()): each
+  // way a device can vanish must still reach it.
+  const ends: Record<string, (sock: Socket) => void> = {
+    'half-close': (sock) => { sock.end() },
+    reset: (sock) => { sock.resetAndDestroy() },
+    destroy: (sock) => { sock.destroy() },
+    'mid-packet': (sock) => { sock.end(Buffer.from([0x30, 0x40, 0x00, 0x05])) },
+  }
+  const wires: Array<[Wire, (sock: Socket) => void]> = []
+  for (const [how, end] of Object.entries(ends)) {
+    const w = await wire(t, gw.ports.mqtt, 4)
+    send(w, { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 60, clientId: `end-${how}` }, 4)
+    send(w, { cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: commandTopic(`end-${how}`), qos: 1 }] }, 4)
+    await waitFor(() => w.packets.some((p) => p.cmd === 'suback'), `${how}: SUBACK`)
+    wires.push([w, end])
+  }
+  assert.equal(await connections(), wires.length)
+  for (const [w, end] of wires) end(w.sock)
+  await waitFor(async () => await connections() === 0, 'the broker to release every ended connection')
+  for (const how of Object.keys(ends)) {
+    const w = await wire(t, gw.ports.mqtt, 4)
+    send(w, { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: false, keepalive: 60, clientId: `end-${how}` }, 4)
+    await waitFor(() => w.packets.some((p) => p.cmd === 'connack'), `${how}: CONNACK again`)
+    assert.deepEqual(w.packets.map((p) => [p.cmd, (p as { returnCode?: number }).returnCode, (p as { sessionPresent?: boolean }).sessionPresent]), [['connack', 0, false]], `${how}: the clean session ended with its connection`)
+  }
+  assert.equal(await connections(), Object.keys(ends).length)
 })
