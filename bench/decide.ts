@@ -27,7 +27,7 @@ import { report, type DecideSettings, type Mark, type Poll, type ScenarioKey, ty
 import { scrapeAll } from './metrics-scrape.ts'
 import { fillOutbox, type FillResult } from './outbox-fill.ts'
 import { runPacedLoad, type PacedLoadResult } from './paced-load.ts'
-import { machineBusyMs, procCpuMs } from './proc-cpu.ts'
+import { machineBusyMs, procCpuMs, threadSchedMs } from './proc-cpu.ts'
 import { DEPLOYED_GATEWAY, type BenchOptions, type BenchReport } from './bench-types.ts'
 
 const GATEWAY_ID = 'bench-decide'
@@ -140,7 +140,25 @@ async function mark (gw: ChildGateway, nats: NatsServer, probePid: number): Prom
   const a = performance.now()
   const scrape = await scrapeAll(gw.ports.http!)
   const b = performance.now()
-  return { t: (a + b) / 2, scrapeMs: b - a, scrape, cpuMs: { gateway: procCpuMs(gw.child.pid), nats: procCpuMs(nats.pid), bench: sumCpu(procCpuMs(process.pid), procCpuMs(probePid)), machine: machineBusyMs() } }
+  const loop = threadSchedMs(gw.child.pid)
+  const probeLoop = threadSchedMs(probePid)
+  return {
+    t: (a + b) / 2,
+    scrapeMs: b - a,
+    scrape,
+    cpuMs: {
+      gateway: procCpuMs(gw.child.pid),
+      nats: procCpuMs(nats.pid),
+      bench: sumCpu(procCpuMs(process.pid), procCpuMs(probePid)),
+      machine: machineBusyMs(),
+      // Not processes (cpuPct's `other` leaves them out): the loop threads' time on a CPU and waiting for
+      // one; gatewayLoopSlices counts its turns on a CPU (the report divides the wait by it).
+      gatewayLoopOnCpu: loop?.cpu ?? null,
+      gatewayLoopRunQueue: loop?.wait ?? null,
+      gatewayLoopSlices: loop?.slices ?? null,
+      probeLoopRunQueue: probeLoop?.wait ?? null,
+    },
+  }
 }
 
 /** Polls /readyz every everyMs until `done` says so or end() is called. */
