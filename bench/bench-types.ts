@@ -3,6 +3,8 @@
 export interface BenchOptions {
   /** Short measurements (a few seconds each) for a smoke run; numbers are noisier. */
   quick: boolean
+  /** `--scenarios a,b`: only these of a benchmark's scenarios (decide), to look into one; default all. */
+  scenarios?: string[]
 }
 
 /** What a benchmark hands back: run.ts prints the table and stores the rest as JSON. */

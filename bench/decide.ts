@@ -97,15 +97,21 @@ function settingsFor (quick: boolean): DecideSettings {
   }
 }
 
+/** The scenarios' names, for `--scenarios` (run.ts checks them). */
+export const DECIDE_SCENARIOS: readonly string[] = SCENARIOS.map((sc) => sc.key)
+
 /** Runs the decision latency benchmark and returns its settings, results, ratios and table. */
 export async function decide (opts: BenchOptions): Promise<BenchReport> {
   const settings = settingsFor(opts.quick)
+  // Quick: load-normal (a variant that asks whether the disk matters) is left out unless named.
+  const scenarios = opts.scenarios !== undefined && opts.scenarios.length > 0
+    ? SCENARIOS.filter((sc) => opts.scenarios!.includes(sc.key))
+    : SCENARIOS.filter((sc) => !opts.quick || sc.key !== 'load-normal')
   const runs: ScenarioRun[] = []
   const fillDir = tempDir('bench-decide-fill-')
   let fill: FillResult | null = null
   try {
-    // Quick: load-normal (a variant that asks whether the disk matters) is left out.
-    for (const scenario of SCENARIOS.filter((sc) => !opts.quick || sc.key !== 'load-normal')) {
+    for (const scenario of scenarios) {
       if (scenario.backlog && fill === null) {
         process.stderr.write(`decide: filling an outbox with ${settings.backlogEvents.toLocaleString('en-US')} events...\n`)
         fill = await fillOutbox(fillDir.dir, { events: settings.backlogEvents, devices: settings.backlogDevices, burst: 50_000 })

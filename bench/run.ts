@@ -1,4 +1,4 @@
-// Benchmark entry point: `npm run bench -- [name ...] [--quick]`. Runs the named benchmarks (all
+// Benchmark entry point: `npm run bench -- [name ...] [--quick] [--scenarios a,b]`. Runs the named benchmarks (all
 // by default), prints a table for each and writes bench-results/<name>.json with the machine, the
 // library versions, the settings, every result and the ratios against peers measured in the same run.
 // It builds dist/ first: the gateway runs as deployed, compiled.
@@ -8,7 +8,7 @@ import { cpus, totalmem, platform, release } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { decide } from './decide.ts'
+import { decide, DECIDE_SCENARIOS } from './decide.ts'
 import { drain } from './drain.ts'
 import { ingest } from './ingest.ts'
 import { aggregate } from './aggregate.ts'
@@ -46,12 +46,20 @@ function formatTable (columns: string[], rows: string[][]): string {
 }
 
 async function main (): Promise<void> {
-  const { values, positionals } = parseArgs({ options: { quick: { type: 'boolean', default: false } }, allowPositionals: true })
+  const { values, positionals } = parseArgs({ options: { quick: { type: 'boolean', default: false }, scenarios: { type: 'string' } }, allowPositionals: true })
   const names = positionals.length > 0 ? positionals : Object.keys(BENCHES)
   const unknown = names.filter((n) => !(n in BENCHES))
   if (unknown.length > 0) {
     console.error(`unknown benchmark(s): ${unknown.join(', ')}; known: ${Object.keys(BENCHES).join(', ')}`)
     process.exit(2)
+  }
+  const scenarios = values.scenarios?.split(',').filter((s) => s !== '')
+  if (scenarios !== undefined) {
+    const wrong = names.some((n) => n !== 'decide') ? 'only decide has scenarios: name it alone' : scenarios.filter((s) => !DECIDE_SCENARIOS.includes(s)).map((s) => `unknown scenario ${s}`).join('; ')
+    if (wrong !== '') {
+      console.error(`--scenarios: ${wrong}; decide's: ${DECIDE_SCENARIOS.join(', ')}`)
+      process.exit(2)
+    }
   }
   // The gateway runs as deployed, from dist/ (bench-types.ts DEPLOYED_GATEWAY): build the checkout first.
   execFileSync(process.execPath, [join(ROOT, 'deploy/build.mjs')], { cwd: ROOT, stdio: 'inherit' })
@@ -60,7 +68,7 @@ async function main (): Promise<void> {
   const tables: Record<string, BenchReport['table']> = {}
   for (const name of names) {
     const t0 = performance.now()
-    const report = await BENCHES[name]({ quick: values.quick })
+    const report = await BENCHES[name]({ quick: values.quick, scenarios })
     const elapsedS = (performance.now() - t0) / 1000
     console.log(`\n== ${name} (${values.quick ? 'quick' : 'full'}, ${elapsedS.toFixed(1)} s; ${env.machine.cpuCount as number} x ${env.machine.cpuModel as string}, node ${process.version})`)
     console.log(formatTable(report.table.columns, report.table.rows))
