@@ -32,8 +32,8 @@ test('node flags: a gateway started without them warns, one started with them do
   t.after(() => data.cleanup())
   const withFlags = await spawnGateway(data.dir, ['mqtt.port=0'], { keepOutput: 'all' })
   t.after(() => withFlags.kill())
-  // Drops node's first argument after the executable, the flag (nodeArgsFor puts it first).
-  const strip = ['bash', '-c', 'exec "$1" "${@:3}"', 'bash']
+  // Drops node's arguments after the executable that are the flags (nodeArgsFor puts them first).
+  const strip = ['bash', '-c', `exec "$1" "\${@:${2 + GATEWAY_NODE_FLAGS.length}}"`, 'bash']
   const data2 = tempDir('gw-flags-none')
   t.after(() => data2.cleanup())
   const without = await spawnGateway(data2.dir, [], { keepOutput: 'all', wrapper: strip, runtime: 'tsx' })
