@@ -8,6 +8,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
+import { CLOUD_BUCKETS } from '../proto/subjects.ts'
 import { scrapeMetric, startGateway, startNatsCluster, waitFor } from '../devkit/index.ts'
 import { formatReplicas, stepDown } from '../deploy/nats/streams.ts'
 import { actuator, coolerRules } from './harness/actuator.ts'
@@ -42,7 +43,10 @@ test('cloud channel: after SIGKILL of the node the gateway uses (and the COMMAND
   await waitFor(async () => (await (await apiFetch(`${api}/api/gateways/${GW}`)).json()).status?.cloudChannelState === 'attached', 'the views to show the channel attached')
 
   await cluster.node(leader).kill()
-  await waitFor(async () => { const l = (await jsm.streams.info('COMMANDS')).cluster?.leader; return l !== undefined && l !== leader }, 'a new COMMANDS leader', 30000)
+  // The rule sets' bucket too: until it has a leader again the API answers a PUT with 503 (CI saw it).
+  for (const stream of ['COMMANDS', `KV_${CLOUD_BUCKETS.rules}`]) {
+    await waitFor(async () => { const l = (await jsm.streams.info(stream)).cluster?.leader; return l !== undefined && l !== leader }, `a new ${stream} leader`, 30000)
+  }
   await waitFor(() => gw.gateway.uplink.state === 'up' && gw.gateway.uplink.server !== leaderUrl.replace('nats://', ''), 'the gateway to fail over to another node', 30000)
   await waitFor(async () => (await ready()).cloudChannel?.state === 'attached', 'the cloud channel to re-attach by itself', 60000, 100)
 
