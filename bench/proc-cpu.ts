@@ -16,14 +16,15 @@ export function procCpuMs (pid: number | null | undefined): number | null {
 }
 
 /**
- * One thread's scheduler counters from /proc/<pid>/task/<tid>/schedstat (tid defaults to the main
- * thread): ms on a CPU, ms runnable but waiting for one (the run queue: what the machine's
- * scheduling adds to a latency) and how many times it was put on a CPU, or null without schedstats.
+ * A process's main thread (the one whose id is the pid: its event loop) from
+ * /proc/<pid>/task/<pid>/schedstat: ms on a CPU, ms runnable but waiting for one (the run queue:
+ * what the machine's scheduling adds to a latency) and how many times it was put on a CPU, or null
+ * without schedstats.
  */
-export function threadSchedMs (pid: number | null | undefined, tid: number | null | undefined = pid): { cpu: number, wait: number, slices: number } | null {
-  if (pid === undefined || pid === null || tid === undefined || tid === null) return null
+export function threadSchedMs (pid: number | null | undefined): { cpu: number, wait: number, slices: number } | null {
+  if (pid === undefined || pid === null) return null
   try {
-    const [onCpuNs, waitNs, slices] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').trim().split(/\s+/).map(Number)
+    const [onCpuNs, waitNs, slices] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').trim().split(/\s+/).map(Number)
     return Number.isFinite(onCpuNs) && Number.isFinite(waitNs) && Number.isFinite(slices) ? { cpu: onCpuNs / 1e6, wait: waitNs / 1e6, slices } : null
   } catch {
     return null
